@@ -1,0 +1,108 @@
+//! The local bus between the coordinator and the per-coin processors.
+//!
+//! Each coin has a topic named `{IDENTITY}{COIN}` with a general and an encrypted partition (the
+//! partition of a message is given by [`BusMessage::partition`]). Processors emit the `...Out`
+//! messages; the coordinator places the `...In` ones. Channels are bounded.
+
+use protocol::{messages::BusMessage, processor::PeerView, vault::VaultRecord, Coin, ValidatorId};
+use storage::{InboundKey, InboundKind};
+use tokio::sync::oneshot;
+
+use std::collections::BTreeMap;
+
+/// Capacity of each direction of a topic.
+pub const BUS_CAPACITY: usize = 4096;
+
+/// What the coordinator sends a processor.
+pub enum ProcessorCommand {
+    /// An `...In` message (already persisted in the inbound table).
+    Input(BusMessage),
+    /// Step 4: rotate the messaging key; replies with the new public key and seq.
+    Rotate(oneshot::Sender<Result<([u8; 32], u64), String>>),
+}
+
+/// What a processor sends the coordinator.
+pub enum ProcessorEvent {
+    /// An `...Out` message on the coin's topic (its state is already persisted).
+    Out(Coin, BusMessage),
+    /// Storage failed: the node must stop rather than send unpersisted state.
+    Fatal(String),
+}
+
+/// What the processor thread publishes for status and metrics.
+#[derive(Clone, Debug)]
+pub struct ProcessorSnapshot {
+    /// DKG phase.
+    pub phase: protocol::processor::Phase,
+    /// (received, expected).
+    pub progress: (usize, usize),
+    /// Vault, once computed.
+    pub vault: Option<VaultRecord>,
+    /// Our messaging key (public, seq).
+    pub messaging: ([u8; 32], u64),
+    /// Peers as the processor knows them.
+    pub peers: BTreeMap<ValidatorId, PeerView>,
+}
+
+/// Most distinct messages kept in one inbound slot (a sender re-sealing after a restart, a
+/// rotated key, or junk); past it the sender is refused.
+pub const MAX_SLOT_ENTRIES: usize = 8;
+
+/// How a slot keeps messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotPolicy {
+    /// One entry, the latest wins (a key whose `seq` the coordinator already ordered).
+    Replace,
+    /// Every distinct message, in arrival order, up to [`MAX_SLOT_ENTRIES`]: the coordinator
+    /// cannot read sealed payloads, so the processor decides which is valid and the ones it
+    /// rejects are deleted.
+    Log,
+}
+
+/// The inbound-table slot of an `...In` message (with `seq` 0).
+pub fn inbound_slot(coin: Coin, msg: &BusMessage) -> Option<(InboundKey, SlotPolicy)> {
+    use protocol::messages::GeneralMessage as G;
+    let (kind, from, context, policy) = match msg {
+        BusMessage::ExternalPublicKeyIn(m) => (
+            InboundKind::ExternalPublicKey,
+            &m.from,
+            [0; 32],
+            SlotPolicy::Replace,
+        ),
+        BusMessage::EncryptedPublicKeyIn(m) => (
+            InboundKind::EncryptedPublicKey,
+            &m.from,
+            [0; 32],
+            SlotPolicy::Log,
+        ),
+        BusMessage::EncryptedKeyGenCommitmentIn(m) => (
+            InboundKind::Commitment,
+            &m.from,
+            m.msg.context,
+            SlotPolicy::Log,
+        ),
+        BusMessage::EncryptedKeyShareIn(m) => {
+            (InboundKind::Share, &m.from, m.msg.context, SlotPolicy::Log)
+        }
+        BusMessage::GeneralIn(g) => match &g.msg {
+            G::KeyGenCommitmentsDigest(d) => {
+                (InboundKind::Digest, &g.from, d.context, SlotPolicy::Log)
+            }
+            G::PublicAddressAvailable(a) => {
+                (InboundKind::Address, &g.from, a.context, SlotPolicy::Log)
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some((
+        InboundKey {
+            coin,
+            kind,
+            from: from.clone(),
+            context,
+            seq: 0,
+        },
+        policy,
+    ))
+}

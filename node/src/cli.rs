@@ -1,0 +1,62 @@
+//! The `vaultd` command line.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+use libp2p::Multiaddr;
+use protocol::Coin;
+
+/// vaultd: a validator node that creates and holds threshold multisignature vaults.
+#[derive(Debug, Parser)]
+#[command(name = "vaultd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Step 1: generate this validator's keypairs in a new data directory and print the public
+    /// parts as JSON. Refuses to overwrite an existing identity.
+    Init {
+        /// Data directory.
+        #[arg(long, env = "VAULTD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Run the validator.
+    Run {
+        /// Data directory (from `vaultd init`).
+        #[arg(long, env = "VAULTD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Network definition (TOML).
+        #[arg(long, env = "VAULTD_NETWORK")]
+        network: PathBuf,
+        /// libp2p listen address (repeatable).
+        #[arg(long, env = "VAULTD_LISTEN", default_value = "/ip4/0.0.0.0/tcp/30555")]
+        listen: Vec<Multiaddr>,
+        /// HTTP endpoint address (status, health, metrics).
+        #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
+        api: SocketAddr,
+        /// Extra bootstrap multiaddr with /p2p/<peer id> (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
+    },
+    /// Step 4: replace a coin processor's messaging key on a running node; every peer forgets
+    /// the old key and uses the new one.
+    RotateKey {
+        /// Data directory of the running node.
+        #[arg(long, env = "VAULTD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Coin (BTC, ETH, SOL).
+        #[arg(long)]
+        coin: Coin,
+    },
+    /// Print a running node's status (JSON).
+    Status {
+        /// The node's HTTP endpoint, host:port.
+        #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
+        api: String,
+    },
+}

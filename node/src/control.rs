@@ -1,0 +1,144 @@
+//! The operator's control socket: `DATA_DIR/control.sock`, a Unix socket readable only by the
+//! operator (mode 0600). One JSON request line, one JSON response line. Used by
+//! `vaultd rotate-key` (step 4).
+
+use std::path::{Path, PathBuf};
+
+use protocol::Coin;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::{info, warn};
+
+use crate::{coordinator::ControlCommand, error::NodeError};
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// Rotate a coin processor's messaging key.
+    RotateKey {
+        /// Coin.
+        coin: Coin,
+    },
+}
+
+/// The answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// Whether it worked.
+    pub ok: bool,
+    /// The new messaging public key (hex).
+    pub pubkey: Option<String>,
+    /// Its rotation counter.
+    pub seq: Option<u64>,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// Where the socket lives.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Bind the socket and serve it.
+pub fn serve(data_dir: &Path, commands: mpsc::Sender<ControlCommand>) -> Result<(), NodeError> {
+    let path = socket_path(data_dir);
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let commands = commands.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, commands).await {
+                            warn!(error = %e, "control connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn handle(stream: UnixStream, commands: mpsc::Sender<ControlCommand>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(4096);
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<ControlRequest>(&line) {
+        Ok(ControlRequest::RotateKey { coin }) => {
+            let (tx, rx) = oneshot::channel();
+            if commands
+                .send(ControlCommand::RotateKey(coin, tx))
+                .await
+                .is_err()
+            {
+                fail("node is shutting down".into())
+            } else {
+                match rx.await {
+                    Ok(Ok((pubkey, seq))) => {
+                        info!(%coin, seq, "processor messaging key rotated");
+                        ControlResponse {
+                            ok: true,
+                            pubkey: Some(hex::encode(pubkey)),
+                            seq: Some(seq),
+                            error: None,
+                        }
+                    }
+                    Ok(Err(e)) => fail(e),
+                    Err(_) => fail("processor stopped".into()),
+                }
+            }
+        }
+        Err(e) => fail(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+fn fail(error: String) -> ControlResponse {
+    ControlResponse {
+        ok: false,
+        pubkey: None,
+        seq: None,
+        error: Some(error),
+    }
+}
+
+/// Client side: send one request to a running node.
+pub async fn request(data_dir: &Path, req: &ControlRequest) -> Result<ControlResponse, NodeError> {
+    let path = socket_path(data_dir);
+    let mut stream = UnixStream::connect(&path).await.map_err(|e| {
+        NodeError::Config(format!(
+            "cannot reach the node at {}: {e} (is it running?)",
+            path.display()
+        ))
+    })?;
+    let mut line = serde_json::to_vec(req).map_err(|e| NodeError::Config(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .take(64 * 1024)
+        .read_line(&mut reply)
+        .await?;
+    serde_json::from_str(&reply).map_err(|e| NodeError::Config(format!("bad control reply: {e}")))
+}

@@ -1,0 +1,1048 @@
+//! The coordinator: one task that owns the swarm and moves bytes between the network, the
+//! local bus and the database (steps 2, 4, 6, 7, 8, 10, 11, 14, 15, 17 and 18).
+//!
+//! * Gossip in: checks the author is a validator and the message decodes, records announced
+//!   keys (step 4: a higher `seq` replaces the previous key) and places `...In` messages.
+//! * Request-response in: the `...Out` message of a peer becomes our processor's `...In`
+//!   message, stored before it is acknowledged.
+//! * Processor out: announcements go to gossip (and are re-announced until every vault is
+//!   active, since gossip does not replay history to late joiners); direct messages go to a
+//!   persistent outbox and are retried with backoff until the peer acknowledges them.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash},
+    identify, kad,
+    metrics::Recorder,
+    ping,
+    request_response::{self, OutboundRequestId},
+    swarm::{dial_opts::DialOpts, SwarmEvent},
+    Multiaddr, PeerId, Swarm,
+};
+use protocol::{
+    messages::{self, *},
+    network::NetworkDefinition,
+    processor::Phase,
+    vault::VaultStatus as ProtoVaultStatus,
+    Coin, ValidatorId,
+};
+use storage::{Batch, Inbound, Outbox, OutboxKey, PeerRecord, Peers, Store};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::{
+    bus::{inbound_slot, ProcessorCommand, ProcessorEvent, SlotPolicy, MAX_SLOT_ENTRIES},
+    error::NodeError,
+    metrics::Metrics,
+    network::{self, Behaviour, BehaviourEvent},
+    processor_task::Snapshots,
+    status::{KeyStatus, Status, ValidatorStatus, VaultStatus},
+};
+
+/// Longest wait between two attempts to deliver a direct request.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Re-announce period while a vault is not active yet.
+const ANNOUNCE_FAST: Duration = Duration::from_secs(2);
+/// Re-announce period once every vault is active.
+const ANNOUNCE_SLOW: Duration = Duration::from_secs(30);
+
+/// Commands from the control socket.
+pub enum ControlCommand {
+    /// Step 4 for a coin.
+    RotateKey(Coin, oneshot::Sender<Result<([u8; 32], u64), String>>),
+}
+
+struct OutboxEntry {
+    bytes: Vec<u8>,
+    kind: &'static str,
+    generation: u64,
+    next_attempt: Instant,
+    backoff: Duration,
+    in_flight: bool,
+}
+
+/// The coordinator's state.
+pub struct Coordinator {
+    pub(crate) def: NetworkDefinition,
+    pub(crate) me: ValidatorId,
+    pub(crate) coordinator_key: [u8; 32],
+    pub(crate) store: Arc<Store>,
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
+    pub(crate) metrics: Metrics,
+    pub(crate) processors: BTreeMap<Coin, mpsc::Sender<ProcessorCommand>>,
+    pub(crate) from_processors: mpsc::Receiver<ProcessorEvent>,
+    pub(crate) control: mpsc::Receiver<ControlCommand>,
+    pub(crate) snapshots: Snapshots,
+    pub(crate) status: Arc<RwLock<Status>>,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) on_listening: Option<Box<dyn FnOnce(&[Multiaddr]) + Send>>,
+    topics: BTreeMap<Coin, IdentTopic>,
+    topic_coins: HashMap<TopicHash, Coin>,
+    validators: BTreeMap<PeerId, ValidatorId>,
+    announcements: BTreeMap<(Coin, &'static str), GeneralMessage>,
+    local_keys: BTreeMap<Coin, ProcessorPublicKey>,
+    signer_ready: BTreeSet<Coin>,
+    outbox: BTreeMap<(ValidatorId, Vec<u8>), OutboxEntry>,
+    in_flight: HashMap<OutboundRequestId, ((ValidatorId, Vec<u8>), u64)>,
+    generation: u64,
+    connected: BTreeSet<PeerId>,
+    peer_records: BTreeMap<ValidatorId, PeerRecord>,
+    listen_addrs: Vec<Multiaddr>,
+    announce_now: bool,
+    last_seq: u64,
+}
+
+impl Coordinator {
+    /// Assemble; call [`Coordinator::run`] next.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        def: NetworkDefinition,
+        me: ValidatorId,
+        coordinator_key: [u8; 32],
+        store: Arc<Store>,
+        swarm: Swarm<Behaviour>,
+        libp2p_metrics: libp2p::metrics::Metrics,
+        metrics: Metrics,
+        processors: BTreeMap<Coin, mpsc::Sender<ProcessorCommand>>,
+        from_processors: mpsc::Receiver<ProcessorEvent>,
+        control: mpsc::Receiver<ControlCommand>,
+        snapshots: Snapshots,
+        status: Arc<RwLock<Status>>,
+        bootstrap: Vec<Multiaddr>,
+        on_listening: Option<Box<dyn FnOnce(&[Multiaddr]) + Send>>,
+    ) -> Result<Self, NodeError> {
+        let topics: BTreeMap<Coin, IdentTopic> = def
+            .coins
+            .iter()
+            .map(|c| (*c, network::coin_topic(&def.name, *c)))
+            .collect();
+        let topic_coins = topics.iter().map(|(c, t)| (t.hash(), *c)).collect();
+        let mut validators = BTreeMap::new();
+        for v in &def.validators {
+            validators.insert(network::peer_id_of(v)?, v.clone());
+        }
+        let peer_records = store.peers()?.into_iter().collect();
+        Ok(Coordinator {
+            def,
+            me,
+            coordinator_key,
+            store,
+            swarm,
+            libp2p_metrics,
+            metrics,
+            processors,
+            from_processors,
+            control,
+            snapshots,
+            status,
+            bootstrap,
+            on_listening,
+            topics,
+            topic_coins,
+            validators,
+            announcements: BTreeMap::new(),
+            local_keys: BTreeMap::new(),
+            signer_ready: BTreeSet::new(),
+            outbox: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            generation: 0,
+            connected: BTreeSet::new(),
+            peer_records,
+            listen_addrs: Vec::new(),
+            announce_now: true,
+            last_seq: 0,
+        })
+    }
+
+    /// The event loop, until `shutdown` resolves.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        for topic in self.topics.values() {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(topic)
+                .map_err(|e| NodeError::Network(format!("subscribe: {e}")))?;
+        }
+        // Step 2: the coordinator's key, on every coin topic.
+        for coin in self.def.coins.clone() {
+            self.announcements.insert(
+                (coin, "CoordinatorPublicKey"),
+                GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
+                    pubkey: self.coordinator_key,
+                }),
+            );
+        }
+        // Known addresses of validators, then the bootstrap list.
+        for (i, v) in self.def.validators.clone().iter().enumerate() {
+            let peer = network::peer_id_of(v)?;
+            for a in self.def.validator_addrs.get(i).cloned().unwrap_or_default() {
+                match a.parse::<Multiaddr>() {
+                    Ok(addr) => {
+                        self.swarm.add_peer_address(peer, addr.clone());
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
+                    Err(e) => {
+                        warn!(validator = %v, addr = %a, error = %e, "ignoring invalid validator address")
+                    }
+                }
+            }
+        }
+        self.dial_bootstrap();
+        for (key, req) in self.store.outbox()? {
+            let kind = req.kind();
+            let bytes = messages::encode(&req)?;
+            self.insert_outbox(key.to, key.slot, bytes, kind);
+        }
+
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_announce = Instant::now() - ANNOUNCE_SLOW;
+        let mut last_dial = Instant::now();
+        let mut last_kad = Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    info!("shutting down");
+                    return Ok(());
+                }
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev).await,
+                ev = self.from_processors.recv() => match ev {
+                    Some(ProcessorEvent::Out(coin, msg)) => self.on_processor(coin, msg)?,
+                    Some(ProcessorEvent::Fatal(e)) => return Err(NodeError::Config(format!("processor storage failure: {e}"))),
+                    None => return Err(NodeError::Config("every processor stopped".into())),
+                },
+                Some(cmd) = self.control.recv() => self.on_control(cmd).await,
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let period = if self.all_active() { ANNOUNCE_SLOW } else { ANNOUNCE_FAST };
+                    if self.announce_now || now.duration_since(last_announce) >= period {
+                        self.announce();
+                        self.announce_now = false;
+                        last_announce = now;
+                    }
+                    if now.duration_since(last_dial) >= Duration::from_secs(2) {
+                        self.dial_missing();
+                        last_dial = now;
+                    }
+                    if now.duration_since(last_kad) >= Duration::from_secs(10) && self.missing_validators() > 0 {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        last_kad = now;
+                    }
+                    self.flush_outbox();
+                    self.refresh_status();
+                }
+            }
+        }
+    }
+
+    fn all_active(&self) -> bool {
+        self.snapshots
+            .read()
+            .map(|s| {
+                s.len() == self.def.coins.len() && s.values().all(|p| p.phase == Phase::Active)
+            })
+            .unwrap_or(false)
+    }
+
+    fn missing_validators(&self) -> usize {
+        self.validators
+            .keys()
+            .filter(|p| **p != *self.swarm.local_peer_id() && !self.connected.contains(p))
+            .count()
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in self.bootstrap.clone() {
+            let mut a = addr.clone();
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = a.pop() {
+                if peer == *self.swarm.local_peer_id() {
+                    continue;
+                }
+                self.swarm.add_peer_address(peer, a.clone());
+                self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                debug!(%addr, error = %e, "bootstrap dial failed");
+            }
+        }
+    }
+
+    fn dial_missing(&mut self) {
+        let me = *self.swarm.local_peer_id();
+        let missing: Vec<PeerId> = self
+            .validators
+            .keys()
+            .filter(|p| **p != me && !self.connected.contains(p))
+            .copied()
+            .collect();
+        for p in &missing {
+            if let Err(e) = self.swarm.dial(DialOpts::peer_id(*p).build()) {
+                debug!(peer = %p, error = %e, "dial failed");
+            }
+        }
+        if self.connected.is_empty() {
+            self.dial_bootstrap();
+        }
+    }
+
+    async fn on_control(&mut self, cmd: ControlCommand) {
+        match cmd {
+            ControlCommand::RotateKey(coin, reply) => match self.processors.get(&coin) {
+                Some(tx) => {
+                    if tx.send(ProcessorCommand::Rotate(reply)).await.is_err() {
+                        warn!(%coin, "processor stopped");
+                    }
+                }
+                None => {
+                    let _ = reply.send(Err(format!("{coin} has no vault in this network")));
+                }
+            },
+        }
+    }
+
+    async fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&ev);
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen_addrs.push(address);
+                if let Some(f) = self.on_listening.take() {
+                    f(&self.listen_addrs);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    info!(peer = %peer_id, "connected");
+                }
+                self.connected.insert(peer_id);
+                self.metrics
+                    .peers_connected
+                    .set(self.connected.len() as i64);
+                // Deliver what waits for this peer now, and let it see our announcements.
+                if let Some(v) = self.validators.get(&peer_id).cloned() {
+                    let now = Instant::now();
+                    for ((to, _), e) in self.outbox.iter_mut() {
+                        if *to == v && !e.in_flight {
+                            e.next_attempt = now;
+                            e.backoff = Duration::from_millis(500);
+                        }
+                    }
+                }
+                self.announce_now = true;
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if num_established == 0 {
+                    info!(peer = %peer_id, cause = ?cause, "disconnected");
+                    self.connected.remove(&peer_id);
+                    self.metrics
+                        .peers_connected
+                        .set(self.connected.len() as i64);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                debug!(addr = %send_back_addr, error = %error, "incoming connection failed");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => {
+                self.libp2p_metrics.record(&ev);
+                self.on_gossip_event(ev).await;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.on_direct_event(ev).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(ev)) => {
+                self.libp2p_metrics.record(&ev);
+                if let identify::Event::Received { peer_id, info, .. } = ev {
+                    if self.validators.contains_key(&peer_id) {
+                        for addr in info.listen_addrs {
+                            self.swarm
+                                .behaviour_mut()
+                                .kad
+                                .add_address(&peer_id, addr.clone());
+                            self.swarm.add_peer_address(peer_id, addr);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.libp2p_metrics.record(&ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => {
+                self.libp2p_metrics.record(&ev);
+                if let ping::Event {
+                    connection,
+                    result: Err(e),
+                    peer,
+                    ..
+                } = ev
+                {
+                    debug!(%peer, error = %e, "ping failed; closing connection");
+                    self.swarm.close_connection(connection);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- gossip (general partition)
+
+    async fn on_gossip_event(&mut self, ev: gossipsub::Event) {
+        match ev {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let author = message.source;
+                let verdict = self.on_gossip(author, &message.topic, &message.data).await;
+                let acceptance = match verdict {
+                    Ok(kind) => {
+                        self.metrics.received(kind);
+                        MessageAcceptance::Accept
+                    }
+                    Err(reason) => {
+                        let peer = author
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| propagation_source.to_string());
+                        warn!(%peer, via = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
+                        self.metrics.rejected("gossip");
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                debug!(peer = %peer_id, %topic, "peer subscribed");
+                self.announce_now = true;
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_gossip(
+        &mut self,
+        author: Option<PeerId>,
+        topic: &TopicHash,
+        data: &[u8],
+    ) -> Result<&'static str, String> {
+        let author = author.ok_or("unsigned message")?;
+        let from = self
+            .validators
+            .get(&author)
+            .cloned()
+            .ok_or("author is not a validator")?;
+        if from == self.me {
+            return Err("message claims to be ours".into());
+        }
+        let coin = *self.topic_coins.get(topic).ok_or("unknown topic")?;
+        let msg: GeneralMessage = messages::decode(data).map_err(|e| e.to_string())?;
+        if msg.coin().is_some_and(|c| c != coin) {
+            return Err(format!("{} message on the {coin} topic", msg.kind()));
+        }
+        let kind = msg.kind();
+        match msg {
+            GeneralMessage::CoordinatorPublicKey(k) => {
+                if ValidatorId::from_ed25519(&k.pubkey) != from {
+                    return Err("coordinator key does not match the author".into());
+                }
+                self.update_peer(&from, |r| r.coordinator_key = Some(k.pubkey))
+                    .map_err(|e| e.to_string())?;
+            }
+            GeneralMessage::ProcessorPublicKey(k) => self.on_peer_processor_key(&from, k).await?,
+            GeneralMessage::SignerReady(s) => {
+                self.update_peer(&from, |r| {
+                    r.signer_ready.insert(s.coin, s.pubkey);
+                })
+                .map_err(|e| e.to_string())?;
+            }
+            msg @ (GeneralMessage::KeyGenCommitmentsDigest(_)
+            | GeneralMessage::PublicAddressAvailable(_)) => {
+                self.place(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
+                    .await?;
+            }
+        }
+        Ok(kind)
+    }
+
+    fn update_peer(
+        &mut self,
+        v: &ValidatorId,
+        f: impl FnOnce(&mut PeerRecord),
+    ) -> Result<(), NodeError> {
+        let mut rec = self.peer_records.get(v).cloned().unwrap_or_default();
+        let before = rec.clone();
+        f(&mut rec);
+        if rec != before {
+            self.store.put::<Peers>(v, &rec)?;
+            self.peer_records.insert(v.clone(), rec);
+        }
+        Ok(())
+    }
+
+    /// Steps 4 and 8: a peer's processor key, from gossip or its step-7 list.
+    async fn on_peer_processor_key(
+        &mut self,
+        from: &ValidatorId,
+        k: ProcessorPublicKey,
+    ) -> Result<(), String> {
+        if !self.def.coins.contains(&k.coin) {
+            return Err(format!("{} has no vault in this network", k.coin));
+        }
+        let known = self
+            .peer_records
+            .get(from)
+            .and_then(|r| r.processor_keys.get(&k.coin))
+            .cloned();
+        match known {
+            Some(old) if old.seq > k.seq => return Ok(()), // stale
+            Some(old) if old.seq == k.seq && old.pubkey != k.pubkey => {
+                return Err(format!("two {} processor keys with seq {}", k.coin, k.seq));
+            }
+            Some(old) if old == k => {}
+            _ => {
+                if known.is_some() {
+                    info!(validator = %from, coin = %k.coin, seq = k.seq, "processor key replaced");
+                }
+                let key = k.clone();
+                self.update_peer(from, |r| {
+                    r.processor_keys.insert(key.coin, key);
+                })
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        let coin = k.coin;
+        self.place(
+            coin,
+            BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
+                from: from.clone(),
+                key: k,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Store an `...In` message, then hand it to the coin's processor.
+    async fn place(&mut self, coin: Coin, msg: BusMessage) -> Result<DirectResponse, String> {
+        let Some((mut key, policy)) = inbound_slot(coin, &msg) else {
+            return Err(format!("{} has no inbound slot", msg.kind()));
+        };
+        match policy {
+            SlotPolicy::Replace => {
+                if self
+                    .store
+                    .get::<Inbound>(&key)
+                    .map_err(|e| e.to_string())?
+                    .as_ref()
+                    == Some(&msg)
+                {
+                    return Ok(DirectResponse::Duplicate);
+                }
+            }
+            SlotPolicy::Log => {
+                let entries = self.store.inbound_slot(&key).map_err(|e| e.to_string())?;
+                if entries.iter().any(|(_, m)| *m == msg) {
+                    return Ok(DirectResponse::Duplicate);
+                }
+                if entries.len() >= MAX_SLOT_ENTRIES {
+                    return Err(format!(
+                        "{} different {} messages for one slot",
+                        entries.len(),
+                        msg.kind()
+                    ));
+                }
+                key.seq = self.next_seq();
+            }
+        }
+        let mut b = Batch::new();
+        b.put::<Inbound>(&key, &msg).map_err(|e| e.to_string())?;
+        self.store.write(b).map_err(|e| e.to_string())?;
+        debug!(%coin, kind = msg.kind(), partition = ?msg.partition(), topic = %messages::bus_topic(&self.me, coin), "placed");
+        if let Some(tx) = self.processors.get(&coin) {
+            if tx.send(ProcessorCommand::Input(msg)).await.is_err() {
+                return Err("processor stopped".into());
+            }
+        }
+        Ok(DirectResponse::Accepted)
+    }
+
+    /// Arrival order of inbound log entries: increasing, also across restarts.
+    fn next_seq(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.last_seq = now.max(self.last_seq + 1);
+        self.last_seq
+    }
+
+    fn announce(&mut self) {
+        let anns: Vec<((Coin, &'static str), GeneralMessage)> = self
+            .announcements
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for ((coin, kind), msg) in anns {
+            let Some(topic) = self.topics.get(&coin).cloned() else {
+                continue;
+            };
+            let bytes = match messages::encode(&msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(%coin, kind, error = %e, "cannot encode announcement");
+                    continue;
+                }
+            };
+            match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                Ok(_) => self.metrics.sent(kind),
+                Err(e) => debug!(%coin, kind, error = %e, "publish deferred"),
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- processor out
+
+    fn on_processor(&mut self, coin: Coin, msg: BusMessage) -> Result<(), NodeError> {
+        debug!(%coin, kind = msg.kind(), partition = ?msg.partition(), topic = %messages::bus_topic(&self.me, coin), "from processor");
+        match msg {
+            BusMessage::ProcessorPublicKey(k) => {
+                self.local_keys.insert(coin, k.clone());
+                self.announcements.insert(
+                    (coin, "ProcessorPublicKey"),
+                    GeneralMessage::ProcessorPublicKey(k),
+                );
+                self.announce_now = true;
+                self.send_key_list()?;
+            }
+            BusMessage::SignerReady(s) => {
+                // Step 6: upon SignerReady, the signer list comes from the network definition.
+                self.signer_ready.insert(coin);
+                self.announcements
+                    .insert((coin, "SignerReady"), GeneralMessage::SignerReady(s));
+                self.announce_now = true;
+                self.send_key_list()?;
+            }
+            BusMessage::EncryptedPublicKeyOut(m) => {
+                let to = m.to.clone();
+                self.enqueue(
+                    to,
+                    vec![1, coin_byte(coin)],
+                    DirectRequest::EncryptedPublicKeyOut(m),
+                )?;
+            }
+            BusMessage::EncryptedKeyGenCommitmentOut(m) => {
+                let to = m.to.clone();
+                let mut slot = vec![2, coin_byte(coin)];
+                slot.extend_from_slice(&m.context);
+                self.enqueue(to, slot, DirectRequest::EncryptedKeyGenCommitmentOut(m))?;
+            }
+            BusMessage::EncryptedKeyShareOut(m) => {
+                let to = m.to.clone();
+                let mut slot = vec![3, coin_byte(coin)];
+                slot.extend_from_slice(&m.context);
+                self.enqueue(to, slot, DirectRequest::EncryptedKeyShareOut(m))?;
+            }
+            BusMessage::KeyGenCommitmentsDigest(d) => {
+                self.announcements.insert(
+                    (coin, "KeyGenCommitmentsDigest"),
+                    GeneralMessage::KeyGenCommitmentsDigest(d),
+                );
+                self.announce_now = true;
+            }
+            BusMessage::PublicAddressAvailable(a) => {
+                self.announcements.insert(
+                    (coin, "PublicAddressAvailable"),
+                    GeneralMessage::PublicAddressAvailable(a),
+                );
+                self.announce_now = true;
+            }
+            other => {
+                warn!(%coin, kind = other.kind(), "processor emitted an input message; ignored")
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 7: once every local processor is ready, send each validator the list of our
+    /// processor messaging keys (again after a rotation).
+    fn send_key_list(&mut self) -> Result<(), NodeError> {
+        if self
+            .def
+            .coins
+            .iter()
+            .any(|c| !self.signer_ready.contains(c) || !self.local_keys.contains_key(c))
+        {
+            return Ok(());
+        }
+        let list = ProcessorPublicKeyList {
+            keys: self.local_keys.values().cloned().collect(),
+        };
+        for v in self.def.validators.clone() {
+            if v != self.me {
+                self.enqueue(
+                    v,
+                    vec![0],
+                    DirectRequest::ProcessorPublicKeyList(list.clone()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- request-response
+
+    /// Persist before send: the request is in the outbox table before it leaves.
+    fn enqueue(
+        &mut self,
+        to: ValidatorId,
+        slot: Vec<u8>,
+        req: DirectRequest,
+    ) -> Result<(), NodeError> {
+        let kind = req.kind();
+        let bytes = messages::encode(&req)?;
+        self.store.put::<Outbox>(
+            &OutboxKey {
+                to: to.clone(),
+                slot: slot.clone(),
+            },
+            &req,
+        )?;
+        self.insert_outbox(to, slot, bytes, kind);
+        Ok(())
+    }
+
+    fn insert_outbox(
+        &mut self,
+        to: ValidatorId,
+        slot: Vec<u8>,
+        bytes: Vec<u8>,
+        kind: &'static str,
+    ) {
+        self.generation += 1;
+        self.outbox.insert(
+            (to, slot),
+            OutboxEntry {
+                bytes,
+                kind,
+                generation: self.generation,
+                next_attempt: Instant::now(),
+                backoff: Duration::from_millis(500),
+                in_flight: false,
+            },
+        );
+        self.metrics.outbox_len.set(self.outbox.len() as i64);
+    }
+
+    fn flush_outbox(&mut self) {
+        let now = Instant::now();
+        let mut sends = Vec::new();
+        for (key, e) in self.outbox.iter_mut() {
+            if e.in_flight || e.next_attempt > now {
+                continue;
+            }
+            let Ok(peer) = network::peer_id_of(&key.0) else {
+                continue;
+            };
+            if !self.connected.contains(&peer) {
+                continue; // the dial loop reconnects; connection resets the backoff
+            }
+            e.in_flight = true;
+            sends.push((key.clone(), peer, e.bytes.clone(), e.generation, e.kind));
+        }
+        for (key, peer, bytes, generation, kind) in sends {
+            let id = self.swarm.behaviour_mut().direct.send_request(&peer, bytes);
+            self.in_flight.insert(id, (key, generation));
+            self.metrics.sent(kind);
+        }
+    }
+
+    fn settle(&mut self, id: OutboundRequestId, delivered: bool, why: &str) {
+        let Some((key, generation)) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let Some(e) = self.outbox.get_mut(&key) else {
+            return;
+        };
+        if e.generation != generation {
+            e.in_flight = false; // replaced meanwhile: send the new one
+            return;
+        }
+        if delivered {
+            self.outbox.remove(&key);
+            let mut b = Batch::new();
+            b.delete::<Outbox>(&OutboxKey {
+                to: key.0.clone(),
+                slot: key.1.clone(),
+            });
+            if let Err(err) = self.store.write(b) {
+                warn!(error = %err, "could not clear delivered request");
+            }
+            self.metrics.outbox_len.set(self.outbox.len() as i64);
+        } else {
+            e.in_flight = false;
+            e.next_attempt = Instant::now() + e.backoff;
+            e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
+            debug!(to = %key.0, kind = e.kind, why, retry_in = ?e.backoff, "delivery failed; will retry");
+        }
+    }
+
+    async fn on_direct_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let response = match self.on_direct(peer, &request).await {
+                        Ok((kind, r)) => {
+                            self.metrics.received(kind);
+                            r
+                        }
+                        Err(reason) => {
+                            warn!(%peer, %reason, bytes = request.len(), "rejected direct request");
+                            self.metrics.rejected("direct");
+                            DirectResponse::Rejected { reason }
+                        }
+                    };
+                    let bytes = messages::encode(&response).unwrap_or_default();
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(channel, bytes)
+                        .is_err()
+                    {
+                        debug!(%peer, "response channel closed");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => match messages::decode::<DirectResponse>(&response) {
+                    Ok(DirectResponse::Accepted) | Ok(DirectResponse::Duplicate) => {
+                        self.settle(request_id, true, "")
+                    }
+                    Ok(DirectResponse::Rejected { reason }) => {
+                        warn!(%peer, %reason, "peer rejected our request; dropping it");
+                        self.settle(request_id, true, "");
+                    }
+                    Err(e) => {
+                        warn!(%peer, error = %e, "malformed response");
+                        self.settle(request_id, false, "malformed response");
+                    }
+                },
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                debug!(%peer, error = %error, "request failed");
+                self.settle(request_id, false, "outbound failure");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    async fn on_direct(
+        &mut self,
+        peer: PeerId,
+        bytes: &[u8],
+    ) -> Result<(&'static str, DirectResponse), String> {
+        let from = self
+            .validators
+            .get(&peer)
+            .cloned()
+            .ok_or("not a validator")?;
+        let req: DirectRequest = messages::decode(bytes).map_err(|e| e.to_string())?;
+        let kind = req.kind();
+        let check = |coin: Coin, to: &ValidatorId| -> Result<(), String> {
+            if !self.def.coins.contains(&coin) {
+                return Err(format!("{coin} has no vault in this network"));
+            }
+            if *to != self.me {
+                return Err(format!("addressed to {to}, not to us"));
+            }
+            Ok(())
+        };
+        let response = match req {
+            DirectRequest::ProcessorPublicKeyList(list) => {
+                if list.keys.len() > self.def.coins.len() {
+                    return Err("key list longer than the coin list".into());
+                }
+                for k in list.keys {
+                    self.on_peer_processor_key(&from, k).await?;
+                }
+                DirectResponse::Accepted
+            }
+            DirectRequest::EncryptedPublicKeyOut(m) => {
+                check(m.coin, &m.to)?;
+                let coin = m.coin;
+                self.place(
+                    coin,
+                    BusMessage::EncryptedPublicKeyIn(EncryptedPublicKeyIn { from, msg: m }),
+                )
+                .await?
+            }
+            DirectRequest::EncryptedKeyGenCommitmentOut(m) => {
+                check(m.coin, &m.to)?;
+                let coin = m.coin;
+                self.place(
+                    coin,
+                    BusMessage::EncryptedKeyGenCommitmentIn(EncryptedKeyGenCommitmentIn {
+                        from,
+                        msg: m,
+                    }),
+                )
+                .await?
+            }
+            DirectRequest::EncryptedKeyShareOut(m) => {
+                check(m.coin, &m.to)?;
+                let coin = m.coin;
+                self.place(
+                    coin,
+                    BusMessage::EncryptedKeyShareIn(EncryptedKeyShareIn { from, msg: m }),
+                )
+                .await?
+            }
+        };
+        Ok((kind, response))
+    }
+
+    // ---------------------------------------------------------------- status
+
+    fn refresh_status(&mut self) {
+        let snapshots = match self.snapshots.read() {
+            Ok(s) => s.clone(),
+            Err(_) => return,
+        };
+        let me = *self.swarm.local_peer_id();
+        let validators = self
+            .def
+            .validators
+            .iter()
+            .filter(|v| **v != self.me)
+            .map(|v| {
+                let rec = self.peer_records.get(v).cloned().unwrap_or_default();
+                let connected = network::peer_id_of(v)
+                    .map(|p| self.connected.contains(&p))
+                    .unwrap_or(false);
+                let processor_keys = rec
+                    .processor_keys
+                    .iter()
+                    .map(|(coin, k)| {
+                        let verified = snapshots
+                            .get(coin)
+                            .and_then(|s| s.peers.get(v))
+                            .is_some_and(|p| {
+                                p.messaging_key == Some((k.pubkey, k.seq))
+                                    && p.verified_seq == Some(k.seq)
+                            });
+                        (
+                            coin.to_string(),
+                            KeyStatus {
+                                pubkey: hex::encode(k.pubkey),
+                                seq: k.seq,
+                                verified,
+                            },
+                        )
+                    })
+                    .collect();
+                ValidatorStatus {
+                    peer_id: v.to_string(),
+                    connected,
+                    coordinator_key: rec.coordinator_key.map(hex::encode),
+                    processor_keys,
+                }
+            })
+            .collect();
+        let vaults = self
+            .def
+            .coins
+            .iter()
+            .map(|coin| {
+                let snap = snapshots.get(coin);
+                let vault = snap.and_then(|s| s.vault.clone());
+                let status = match vault.as_ref().map(|v| v.status) {
+                    Some(ProtoVaultStatus::Active) => "active",
+                    Some(ProtoVaultStatus::Failed) => "failed",
+                    _ => "pending",
+                };
+                VaultStatus {
+                    coin: coin.to_string(),
+                    status: status.to_string(),
+                    phase: snap
+                        .map(|s| format!("{:?}", s.phase))
+                        .unwrap_or_else(|| "starting".into()),
+                    progress: snap.map(|s| s.progress).unwrap_or_default(),
+                    group_key: vault
+                        .as_ref()
+                        .map(|v| hex::encode(&v.group_key))
+                        .unwrap_or_default(),
+                    address: vault
+                        .as_ref()
+                        .map(|v| v.address.clone())
+                        .unwrap_or_default(),
+                    threshold: self.def.threshold,
+                    participants: self.def.validators.iter().map(|v| v.to_string()).collect(),
+                    reason: vault.and_then(|v| v.reason),
+                    processor_key: snap
+                        .map(|s| KeyStatus {
+                            pubkey: hex::encode(s.messaging.0),
+                            seq: s.messaging.1,
+                            verified: true,
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let status = Status {
+            peer_id: me.to_string(),
+            network: self.def.name.clone(),
+            session: self.def.session,
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            peers: self.connected.iter().map(|p| p.to_string()).collect(),
+            validators,
+            vaults,
+        };
+        if let Ok(mut s) = self.status.write() {
+            *s = status;
+        }
+    }
+}
+
+fn coin_byte(c: Coin) -> u8 {
+    match c {
+        Coin::Btc => 0,
+        Coin::Eth => 1,
+        Coin::Sol => 2,
+    }
+}

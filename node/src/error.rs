@@ -1,0 +1,29 @@
+//! The node crate's error type.
+
+/// Errors of the node library. Errors a peer can cause name the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Configuration or CLI input is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// libp2p setup failed.
+    #[error("network: {0}")]
+    Network(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// The protocol core rejected something.
+    #[error(transparent)]
+    Protocol(#[from] protocol::ProtocolError),
+    /// I/O.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// A peer sent something invalid.
+    #[error("from {peer}: {reason}")]
+    Peer {
+        /// The peer.
+        peer: String,
+        /// What was wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,238 @@
+//! # vaultd node
+//!
+//! Moves bytes for the sans-IO [`protocol`]: the libp2p swarm ([`network`]), the coordinator
+//! event loop ([`coordinator`]), one thread per coin processor ([`processor_task`]) joined by the
+//! local bus ([`bus`]), the HTTP endpoint ([`api`]), the operator's control socket
+//! ([`control`]) and the CLI ([`cli`]). All state is in RocksDB through [`storage`].
+
+pub mod api;
+pub mod bus;
+pub mod cli;
+pub mod control;
+pub mod coordinator;
+pub mod error;
+pub mod http_client;
+pub mod metrics;
+pub mod network;
+pub mod processor_task;
+pub mod status;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use libp2p::Multiaddr;
+use protocol::{keys::NodeKeys, network::NetworkDefinition, processor::Processor};
+use serde::{Deserialize, Serialize};
+use storage::{Identity, IdentityKey, IdentityValue, Store, VaultKey, Vaults};
+use tokio::sync::mpsc;
+use tracing::info;
+
+pub use error::NodeError;
+
+/// Largest network definition file read.
+pub const MAX_DEFINITION_SIZE: u64 = 1024 * 1024;
+
+/// Where the database lives inside the data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// Step 1: generate and persist the three keypairs; refuses to overwrite an identity.
+pub fn init(data_dir: &Path) -> Result<protocol::keys::PublicKeys, NodeError> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(&db_path(data_dir))?;
+    if let Some(existing) = store.node_keys()? {
+        return Err(NodeError::Config(format!(
+            "{} already holds the identity {}; refusing to overwrite it",
+            data_dir.display(),
+            existing.validator_id()
+        )));
+    }
+    let keys = NodeKeys::generate(&mut rand_core::OsRng)?;
+    store.put::<Identity>(&IdentityKey::Node, &IdentityValue::Node(keys.clone()))?;
+    Ok(keys.public())
+}
+
+/// Read and check a network definition file.
+pub fn load_definition(path: &Path) -> Result<NetworkDefinition, NodeError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| NodeError::Config(format!("network file {}: {e}", path.display())))?;
+    if meta.len() > MAX_DEFINITION_SIZE {
+        return Err(NodeError::Config(format!(
+            "network file {} is over 1 MiB",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| NodeError::Config(format!("network file {}: {e}", path.display())))?;
+    let def = NetworkDefinition::from_toml(&text)
+        .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+    for (i, b) in def.bootstrap.iter().enumerate() {
+        b.parse::<Multiaddr>()
+            .map_err(|e| NodeError::Config(format!("{}: bootstrap[{i}]: {e}", path.display())))?;
+    }
+    Ok(def)
+}
+
+/// Settings of `vaultd run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Data directory (created by `vaultd init`).
+    pub data_dir: PathBuf,
+    /// Network definition file.
+    pub network_file: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// HTTP endpoint address.
+    pub api: SocketAddr,
+    /// Extra bootstrap addresses (besides the definition's).
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// What a running node writes to `DATA_DIR/run.json` once it listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// IDENTITY.
+    pub peer_id: String,
+    /// libp2p addresses with `/p2p/<id>`.
+    pub p2p: Vec<String>,
+    /// HTTP endpoint, host:port.
+    pub api: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// Run a validator until `shutdown` resolves.
+pub async fn run(
+    cfg: RunConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let def = load_definition(&cfg.network_file)?;
+    let store = Arc::new(Store::open(&db_path(&cfg.data_dir))?);
+    let keys = store.node_keys()?.ok_or_else(|| {
+        NodeError::Config(format!(
+            "{} is not initialised: run `vaultd init --data-dir {}` first",
+            cfg.data_dir.display(),
+            cfg.data_dir.display()
+        ))
+    })?;
+    let me = keys.validator_id();
+    if !def.is_validator(&me) {
+        return Err(NodeError::Config(format!(
+            "this node ({me}) is not a validator of network {:?}",
+            def.name
+        )));
+    }
+    info!(peer_id = %me, network = %def.name, validators = def.validators.len(), threshold = def.threshold, coins = ?def.coins, "starting vaultd");
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let keypair = network::keypair_from_secret(&keys.coordinator_secret)?;
+    let validators = def
+        .validators
+        .iter()
+        .map(network::peer_id_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut swarm = network::build_swarm(keypair, &def.name, &validators, &mut registry)?;
+    let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Network(format!("listen on {addr}: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.api)
+        .await
+        .map_err(|e| NodeError::Config(format!("api address {}: {e}", cfg.api)))?;
+    let api_addr = listener.local_addr()?;
+    info!(api = %api_addr, "HTTP endpoint up");
+
+    let status = Arc::new(RwLock::new(status::Status::default()));
+    let state = api::ApiState {
+        status: status.clone(),
+        registry: Arc::new(Mutex::new(registry)),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, api::router(state)).await {
+            tracing::error!(error = %e, "HTTP endpoint stopped");
+        }
+    });
+
+    // The local bus: one bounded channel per coin topic towards its processor, one shared back.
+    let (events_tx, events_rx) = mpsc::channel(bus::BUS_CAPACITY);
+    let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
+    let mut processors = BTreeMap::new();
+    for coin in def.coins.clone() {
+        let messaging = store.messaging_key(coin, &keys)?;
+        let vault = store.get::<Vaults>(&VaultKey {
+            coin,
+            session: def.session,
+        })?;
+        let processor = Processor::new(def.clone(), coin, &keys, messaging, vault)?;
+        let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
+        processor_task::ProcessorTask {
+            processor,
+            store: store.clone(),
+            commands: rx,
+            events: events_tx.clone(),
+            snapshots: snapshots.clone(),
+            metrics: metrics.clone(),
+        }
+        .spawn()?;
+        processors.insert(coin, tx);
+    }
+    drop(events_tx);
+
+    let (control_tx, control_rx) = mpsc::channel(16);
+    control::serve(&cfg.data_dir, control_tx)?;
+
+    let mut bootstrap: Vec<Multiaddr> = def
+        .bootstrap
+        .iter()
+        .filter_map(|b| b.parse().ok())
+        .collect();
+    bootstrap.extend(cfg.bootstrap.iter().cloned());
+    let run_file = cfg.data_dir.join("run.json");
+    let peer_id = *swarm.local_peer_id();
+    let on_listening: Box<dyn FnOnce(&[Multiaddr]) + Send> = Box::new(move |addrs| {
+        let info = RunInfo {
+            peer_id: peer_id.to_string(),
+            p2p: addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect(),
+            api: api_addr.to_string(),
+            pid: std::process::id(),
+        };
+        match serde_json::to_vec_pretty(&info) {
+            Ok(bytes) => {
+                let tmp = run_file.with_extension("json.tmp");
+                if let Err(e) =
+                    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &run_file))
+                {
+                    tracing::warn!(error = %e, "cannot write run.json");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode run.json"),
+        }
+    });
+    let coordinator = coordinator::Coordinator::new(
+        def,
+        me,
+        keys.coordinator_public(),
+        store,
+        swarm,
+        libp2p_metrics,
+        metrics,
+        processors,
+        events_rx,
+        control_rx,
+        snapshots,
+        status,
+        bootstrap,
+        Some(on_listening),
+    )?;
+    let result = coordinator.run(shutdown).await;
+    let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
+    result
+}

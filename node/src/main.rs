@@ -1,0 +1,87 @@
+//! The `vaultd` binary: parse the command line, set up logging, hand over to the library.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use vaultd::cli::{Cli, Command};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Init { data_dir } => {
+            let public = vaultd::init(&data_dir)?;
+            println!("{}", serde_json::to_string_pretty(&public)?);
+        }
+        Command::Run {
+            data_dir,
+            network,
+            listen,
+            api,
+            bootstrap,
+        } => {
+            let cfg = vaultd::RunConfig {
+                data_dir,
+                network_file: network,
+                listen,
+                api,
+                bootstrap,
+            };
+            vaultd::run(cfg, shutdown_signal())
+                .await
+                .context("vaultd stopped with an error")?;
+        }
+        Command::RotateKey { data_dir, coin } => {
+            let reply = vaultd::control::request(
+                &data_dir,
+                &vaultd::control::ControlRequest::RotateKey { coin },
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+            if !reply.ok {
+                bail!("rotation refused: {}", reply.error.unwrap_or_default());
+            }
+        }
+        Command::Status { api } => {
+            let (code, body) = vaultd::http_client::get(&api, "/status").await?;
+            if code != 200 {
+                bail!("{api} answered {code}");
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(&body).context("status is not JSON")?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+    }
+    Ok(())
+}

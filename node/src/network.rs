@@ -1,0 +1,223 @@
+//! The libp2p side: one composed behaviour (allow-list, connection limits, gossipsub,
+//! request-response, identify, Kademlia, ping) over TCP + Noise + Yamux, and the codec of the
+//! direct (request-response) protocol.
+//!
+//! * General-partition announcements travel on gossipsub with signed messages (strict
+//!   validation), one topic per network and coin: `/vaultd/{network}/{coin}/general/1`.
+//! * Every Out-to-In forward of steps 7 to 18 travels on the request-response protocol
+//!   `/vaultd/{network}/direct/1`, whose payloads are themselves sealed with snow.
+//! * Only the validators of the network definition may keep a connection (allow-list, checked
+//!   after the Noise handshake authenticates the PeerId).
+
+use std::{io, time::Duration};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::{
+    allow_block_list, connection_limits, gossipsub, identify, identity, kad,
+    metrics::Registry,
+    noise, ping,
+    request_response::{self, ProtocolSupport},
+    swarm::NetworkBehaviour,
+    tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+};
+use protocol::{messages::MAX_MESSAGE_SIZE, Coin};
+
+use crate::error::NodeError;
+
+/// Largest response body.
+pub const MAX_RESPONSE_SIZE: u64 = 4096;
+/// Request-response timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The composed behaviour. Gating behaviours come first: the derive stops at the first denial.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Only validators.
+    pub allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// Connection caps.
+    pub limits: connection_limits::Behaviour,
+    /// General partition.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Direct forwards.
+    pub direct: request_response::Behaviour<DirectCodec>,
+    /// Address exchange.
+    pub identify: identify::Behaviour,
+    /// Peer discovery on a private protocol name.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Liveness.
+    pub ping: ping::Behaviour,
+}
+
+/// The gossip topic of a network's coin.
+pub fn coin_topic(network: &str, coin: Coin) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("/vaultd/{network}/{coin}/general/1"))
+}
+
+/// The direct protocol name.
+pub fn direct_protocol(network: &str) -> Result<StreamProtocol, NodeError> {
+    StreamProtocol::try_from_owned(format!("/vaultd/{network}/direct/1"))
+        .map_err(|e| NodeError::Config(format!("protocol name: {e}")))
+}
+
+/// Request-response codec: raw envelope bytes, read to end of stream with a cap checked before
+/// allocation grows past it. Decoding (and its errors) happens in the coordinator, which can
+/// log and answer with the reason.
+#[derive(Clone, Default)]
+pub struct DirectCodec;
+
+async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, cap: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io.take(cap + 1).read_to_end(&mut buf).await?;
+    if buf.len() as u64 > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message over {cap} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+impl request_response::Codec for DirectCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_capped(io, MAX_MESSAGE_SIZE as u64).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_capped(io, MAX_RESPONSE_SIZE).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&res).await?;
+        io.close().await
+    }
+}
+
+/// Build the swarm for `network` with the validator's identity, allowing only `validators`.
+pub fn build_swarm(
+    keypair: identity::Keypair,
+    network: &str,
+    validators: &[PeerId],
+    registry: &mut Registry,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    let direct = direct_protocol(network)?;
+    let kad_protocol = StreamProtocol::try_from_owned(format!("/vaultd/{network}/kad/1"))
+        .map_err(|e| NodeError::Config(format!("protocol name: {e}")))?;
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_MESSAGE_SIZE + 16 * 1024)
+        .mesh_n(4)
+        .mesh_n_low(2)
+        .mesh_n_high(8)
+        .mesh_outbound_min(1)
+        .heartbeat_interval(Duration::from_millis(700))
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .flood_publish(true)
+        .build()
+        .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
+    let gossip_registry = registry.sub_registry_with_prefix("gossipsub");
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NodeError::Network(format!("transport: {e}")))?
+        .with_behaviour(
+            |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let peer_id = key.public().to_peer_id();
+                let mut kad = kad::Behaviour::with_config(
+                    peer_id,
+                    kad::store::MemoryStore::new(peer_id),
+                    kad::Config::new(kad_protocol),
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                let gossipsub = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?
+                .with_metrics(gossip_registry, Default::default());
+                Ok(Behaviour {
+                    allow: allow_block_list::Behaviour::default(),
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_pending_incoming(Some(64))
+                            .with_max_established_incoming(Some(512))
+                            .with_max_established_per_peer(Some(2)),
+                    ),
+                    gossipsub,
+                    direct: request_response::Behaviour::with_codec(
+                        DirectCodec,
+                        [(direct, ProtocolSupport::Full)],
+                        request_response::Config::default()
+                            .with_request_timeout(REQUEST_TIMEOUT)
+                            .with_max_concurrent_streams(256),
+                    ),
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        format!("/vaultd/{}/1", env!("CARGO_PKG_VERSION")),
+                        key.public(),
+                    )),
+                    kad,
+                    ping: ping::Behaviour::new(
+                        ping::Config::new().with_interval(Duration::from_secs(15)),
+                    ),
+                })
+            },
+        )
+        .map_err(|e| NodeError::Network(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    for v in validators {
+        swarm.behaviour_mut().allow.allow_peer(*v);
+    }
+    Ok(swarm)
+}
+
+/// The libp2p identity of a validator from its coordinator secret.
+pub fn keypair_from_secret(secret: &[u8; 32]) -> Result<identity::Keypair, NodeError> {
+    let mut bytes = *secret;
+    identity::Keypair::ed25519_from_bytes(&mut bytes)
+        .map_err(|e| NodeError::Config(format!("coordinator key: {e}")))
+}
+
+/// The PeerId of a validator id (same bytes).
+pub fn peer_id_of(v: &protocol::ValidatorId) -> Result<PeerId, NodeError> {
+    PeerId::from_bytes(v.as_bytes()).map_err(|e| NodeError::Config(format!("peer id {v}: {e}")))
+}
+
+/// The validator id of a PeerId.
+pub fn validator_of(p: &PeerId) -> Result<protocol::ValidatorId, NodeError> {
+    protocol::ValidatorId::from_bytes(&p.to_bytes()).map_err(|e| NodeError::Config(e.to_string()))
+}

@@ -1,0 +1,240 @@
+//! Runs one coin's [`Processor`] on its own thread: the DKG's curve arithmetic never stalls the
+//! network loop. Every output is persisted before the `...Out` messages of the same step are
+//! handed to the coordinator.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    thread,
+};
+
+use protocol::{
+    keys::MessagingKey,
+    processor::{Output, Persist, Processor},
+    vault::VaultStatus,
+    Coin,
+};
+use storage::{
+    Batch, IdentityKey, IdentityValue, KeyShareRecord, KeyShares, Store, VaultKey, Vaults,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::{
+    bus::{inbound_slot, ProcessorCommand, ProcessorEvent, ProcessorSnapshot},
+    metrics::Metrics,
+};
+
+/// Shared snapshots of every processor.
+pub type Snapshots = Arc<RwLock<BTreeMap<Coin, ProcessorSnapshot>>>;
+
+/// Everything a processor thread needs.
+pub struct ProcessorTask {
+    /// The machine.
+    pub processor: Processor,
+    /// The database.
+    pub store: Arc<Store>,
+    /// Commands from the coordinator.
+    pub commands: mpsc::Receiver<ProcessorCommand>,
+    /// Events to the coordinator.
+    pub events: mpsc::Sender<ProcessorEvent>,
+    /// Status.
+    pub snapshots: Snapshots,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl ProcessorTask {
+    /// Start the thread.
+    pub fn spawn(self) -> std::io::Result<thread::JoinHandle<()>> {
+        let name = format!("processor-{}", self.processor.coin());
+        thread::Builder::new().name(name).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let coin = self.processor.coin();
+        let mut outputs = self.processor.start();
+        // A restart: replay what was received before, unless the vault is already active.
+        if self.processor.vault().map(|v| v.status) != Some(VaultStatus::Active) {
+            match self.store.inbound_for(coin) {
+                Ok(log) => {
+                    if !log.is_empty() {
+                        info!(%coin, messages = log.len(), "replaying stored inbound messages");
+                    }
+                    for m in log {
+                        let result = self.processor.handle(m.clone());
+                        let mut rejected = self.processor.take_rejected();
+                        match result {
+                            Ok(o) => outputs.extend(o),
+                            Err(e) => rejected.push((m, e)),
+                        }
+                        for (m, e) in rejected {
+                            debug!(%coin, error = %e, "stored message rejected on replay");
+                            self.reject(m, e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = self
+                        .events
+                        .blocking_send(ProcessorEvent::Fatal(e.to_string()));
+                    return;
+                }
+            }
+        }
+        if !self.apply(outputs) {
+            return;
+        }
+        while let Some(cmd) = self.commands.blocking_recv() {
+            let ok = match cmd {
+                ProcessorCommand::Input(msg) => {
+                    let result = self.processor.handle(msg.clone());
+                    let mut rejected = self.processor.take_rejected();
+                    let ok = match result {
+                        Ok(o) => self.apply(o),
+                        Err(e) => {
+                            rejected.push((msg, e));
+                            true
+                        }
+                    };
+                    for (msg, e) in rejected {
+                        self.reject(msg, e);
+                    }
+                    ok
+                }
+                ProcessorCommand::Rotate(reply) => {
+                    let seq = self.processor.messaging_key().seq + 1;
+                    let result = MessagingKey::generate(seq)
+                        .and_then(|k| self.processor.rotate_messaging_key(k));
+                    match result {
+                        Ok(o) => {
+                            let ok = self.apply(o);
+                            let k = self.processor.messaging_key();
+                            let _ = reply.send(Ok((k.public, k.seq)));
+                            ok
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                            true
+                        }
+                    }
+                }
+            };
+            if !ok {
+                return;
+            }
+        }
+    }
+
+    /// Log a rejected message and drop it from the inbound table: what failed its checks is not
+    /// kept, and the sender's later valid message takes its place.
+    fn reject(&mut self, msg: protocol::messages::BusMessage, e: protocol::ProtocolError) {
+        let coin = self.processor.coin();
+        let kind = msg.kind();
+        let peer = e.culprit().map(|p| p.to_string()).unwrap_or_default();
+        warn!(%coin, %peer, kind, error = %e, "processor rejected message");
+        self.metrics.rejected(kind);
+        if let Some((slot, _)) = inbound_slot(coin, &msg) {
+            if let Err(e) = self.store.delete_inbound_matching(&slot, &msg) {
+                warn!(%coin, error = %e, "could not drop a rejected inbound message");
+            }
+        }
+    }
+
+    /// Persist, then hand the messages over. Returns false on a fatal storage error.
+    fn apply(&mut self, outputs: Vec<Output>) -> bool {
+        let coin = self.processor.coin();
+        let mut batch = Batch::new();
+        let mut messages = Vec::new();
+        for o in outputs {
+            let r = match o {
+                Output::Bus(m) => {
+                    messages.push(m);
+                    Ok(())
+                }
+                Output::Persist(Persist::Vault(v)) => {
+                    match v.status {
+                        VaultStatus::Active => info!(%coin, address = %v.address, "vault active"),
+                        VaultStatus::Failed => warn!(%coin, reason = ?v.reason, "DKG failed"),
+                        VaultStatus::Pending => {
+                            info!(%coin, address = %v.address, "key share computed; waiting for every participant's PublicAddressAvailable")
+                        }
+                    }
+                    batch
+                        .put::<Vaults>(
+                            &VaultKey {
+                                coin,
+                                session: v.session,
+                            },
+                            &v,
+                        )
+                        .map(|_| ())
+                }
+                Output::Persist(Persist::KeyShare {
+                    coin,
+                    context,
+                    keys,
+                }) => {
+                    let session = self
+                        .processor
+                        .vault()
+                        .map(|v| v.session)
+                        .unwrap_or_default();
+                    let record = KeyShareRecord {
+                        context,
+                        keys: keys.to_vec(),
+                    };
+                    batch
+                        .put::<KeyShares>(&VaultKey { coin, session }, &record)
+                        .map(|_| ())
+                }
+                Output::Persist(Persist::MessagingKey { coin, key }) => batch
+                    .put::<storage::Identity>(
+                        &IdentityKey::Messaging(coin),
+                        &IdentityValue::Messaging(key),
+                    )
+                    .map(|_| ()),
+            };
+            if let Err(e) = r {
+                let _ = self
+                    .events
+                    .blocking_send(ProcessorEvent::Fatal(e.to_string()));
+                return false;
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = self.store.write(batch) {
+                let _ = self
+                    .events
+                    .blocking_send(ProcessorEvent::Fatal(e.to_string()));
+                return false;
+            }
+        }
+        self.publish_snapshot();
+        for m in messages {
+            if self
+                .events
+                .blocking_send(ProcessorEvent::Out(coin, m))
+                .is_err()
+            {
+                return false; // coordinator gone: shutting down
+            }
+        }
+        true
+    }
+
+    fn publish_snapshot(&self) {
+        let p = &self.processor;
+        let snap = ProcessorSnapshot {
+            phase: p.phase(),
+            progress: p.progress(),
+            vault: p.vault().cloned(),
+            messaging: (p.messaging_key().public, p.messaging_key().seq),
+            peers: p.peers().clone(),
+        };
+        self.metrics.phase(p.coin(), snap.phase.as_gauge());
+        if let Ok(mut s) = self.snapshots.write() {
+            s.insert(p.coin(), snap);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! What `GET /status` reports.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole status document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// This validator's IDENTITY.
+    pub peer_id: String,
+    /// Network name.
+    pub network: String,
+    /// Validator-set session.
+    pub session: u32,
+    /// Where we listen.
+    pub listen_addrs: Vec<String>,
+    /// Connected validators.
+    pub peers: Vec<String>,
+    /// Every validator of the definition and what we know of it.
+    pub validators: Vec<ValidatorStatus>,
+    /// One entry per coin.
+    pub vaults: Vec<VaultStatus>,
+}
+
+/// A validator as this node knows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ValidatorStatus {
+    /// PeerId.
+    pub peer_id: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Its CoordinatorPublicKey, hex.
+    pub coordinator_key: Option<String>,
+    /// Its ProcessorPublicKey per coin.
+    pub processor_keys: BTreeMap<String, KeyStatus>,
+}
+
+/// A processor messaging key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// X25519 public key, hex.
+    pub pubkey: String,
+    /// Rotation counter.
+    pub seq: u64,
+    /// Whether our processor verified the encrypted public key exchange under this key
+    /// (steps 9-12).
+    pub verified: bool,
+}
+
+/// A coin's vault.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VaultStatus {
+    /// Coin ticker.
+    pub coin: String,
+    /// `pending`, `active` or `failed`.
+    pub status: String,
+    /// DKG phase.
+    pub phase: String,
+    /// (received, expected) of the current phase.
+    pub progress: (usize, usize),
+    /// Group public key, hex (empty until computed).
+    pub group_key: String,
+    /// Address (empty until computed).
+    pub address: String,
+    /// Threshold.
+    pub threshold: u16,
+    /// Participants (PeerIds).
+    pub participants: Vec<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// This node's processor messaging key for the coin.
+    pub processor_key: KeyStatus,
+}

@@ -1,0 +1,199 @@
+//! Four `vaultd` processes on loopback run the signature process from first start to
+//! `PublicAddressAvailable` for BTC, ETH and SOL.
+
+mod common;
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sha3::Keccak256;
+
+const COINS: [&str; 3] = ["BTC", "ETH", "SOL"];
+
+fn tagged(tag: &[u8], data: &[u8]) -> [u8; 32] {
+    let t = Sha256::digest(tag);
+    Sha256::new()
+        .chain_update(t)
+        .chain_update(t)
+        .chain_update(data)
+        .finalize()
+        .into()
+}
+
+/// Independent checks of each address against the group key (libsecp256k1, sha3, bs58).
+fn check_address(coin: &str, group_key_hex: &str, address: &str) {
+    let key = hex::decode(group_key_hex).unwrap();
+    match coin {
+        "BTC" => {
+            let (hrp, version, program) = bech32::segwit::decode(address).unwrap();
+            assert_eq!(hrp, bech32::hrp::BC);
+            assert_eq!(version, bech32::segwit::VERSION_1);
+            let secp = secp256k1::Secp256k1::verification_only();
+            let pk = secp256k1::PublicKey::from_slice(&key).unwrap();
+            let (xonly, _) = pk.x_only_public_key();
+            let t =
+                secp256k1::Scalar::from_be_bytes(tagged(b"TapTweak", &xonly.serialize())).unwrap();
+            let (q, _) = xonly.add_tweak(&secp, &t).unwrap();
+            assert_eq!(program, q.serialize().to_vec(), "P2TR output key");
+        }
+        "ETH" => {
+            let pk = secp256k1::PublicKey::from_slice(&key).unwrap();
+            let hash = Keccak256::digest(&pk.serialize_uncompressed()[1..]);
+            let lower = hex::encode(&hash[12..]);
+            assert_eq!(address[2..].to_lowercase(), lower);
+            let check = Keccak256::digest(lower.as_bytes());
+            for (i, c) in address[2..].chars().enumerate() {
+                let nibble = (check[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
+                if c.is_ascii_alphabetic() {
+                    assert_eq!(
+                        c.is_ascii_uppercase(),
+                        nibble >= 8,
+                        "EIP-55 checksum of {address}"
+                    );
+                }
+            }
+        }
+        "SOL" => {
+            assert_eq!(key.len(), 32);
+            assert_eq!(bs58::decode(address).into_vec().unwrap(), key);
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (1..=4)
+        .map(|i| tmp.path().join(format!("node{i}")))
+        .collect();
+    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+    // A second init refuses to overwrite the identity.
+    let again = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+
+    let network = tmp.path().join("network.toml");
+    write_network(&network, &ids, &COINS);
+    let first = Node::start(&dirs[0], &network, None).await;
+    let mut nodes = vec![first];
+    for d in &dirs[1..] {
+        let boot = nodes[0].p2p.clone();
+        nodes.push(Node::start(d, &network, Some(&boot)).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_all_active(&refs, COINS.len(), Duration::from_secs(240)).await;
+
+    let mut statuses = Vec::new();
+    for n in &nodes {
+        statuses.push(n.status().await.unwrap());
+    }
+    let all_ids: BTreeSet<String> = ids.iter().cloned().collect();
+    for (i, s) in statuses.iter().enumerate() {
+        assert_eq!(s["peer_id"], Value::String(ids[i].clone()));
+        assert_eq!(s["network"], "it");
+        let peers: BTreeSet<String> = s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        let others: BTreeSet<String> = all_ids.iter().filter(|p| **p != ids[i]).cloned().collect();
+        assert!(others.is_subset(&peers), "node {i} peers {peers:?}");
+    }
+    for coin in COINS {
+        let vault = |s: &Value| {
+            s["vaults"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["coin"] == coin)
+                .unwrap()
+                .clone()
+        };
+        let v0 = vault(&statuses[0]);
+        for s in &statuses[1..] {
+            let v = vault(s);
+            assert_eq!(v["group_key"], v0["group_key"], "{coin} group key");
+            assert_eq!(v["address"], v0["address"], "{coin} address");
+        }
+        assert_eq!(v0["threshold"], 3);
+        let parts: BTreeSet<String> = v0["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(parts, all_ids);
+        check_address(
+            coin,
+            v0["group_key"].as_str().unwrap(),
+            v0["address"].as_str().unwrap(),
+        );
+    }
+
+    let metrics = nodes[0].metrics().await;
+    assert!(
+        metrics.contains("vaultd_messages_received_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vaultd_dkg_phase{coin=\"BTC\"} 6"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vaultd_peers_connected 3"), "{metrics}");
+    assert!(metrics.contains("libp2p_"), "libp2p metrics missing");
+    let (code, _) = vaultd::http_client::get(&nodes[0].api, "/health")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+
+    // Step 4: node 2 rotates its BTC processor key; every peer replaces it and verifies the
+    // encrypted public key exchange under the new key.
+    let out = Command::new(BIN)
+        .args(["rotate-key", "--coin", "BTC", "--data-dir"])
+        .arg(&dirs[1])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rotate-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_key = reply["pubkey"].as_str().unwrap().to_string();
+    assert_eq!(reply["seq"], 1);
+    for (i, n) in nodes.iter().enumerate() {
+        if i == 1 {
+            continue;
+        }
+        let node2 = ids[1].clone();
+        let want = new_key.clone();
+        wait_for(
+            "the rotated key at every peer",
+            Duration::from_secs(60),
+            || async {
+                let Some(s) = n.status().await else {
+                    return false;
+                };
+                s["validators"].as_array().unwrap().iter().any(|v| {
+                    v["peer_id"] == Value::String(node2.clone())
+                        && v["processor_keys"]["BTC"]["pubkey"] == Value::String(want.clone())
+                        && v["processor_keys"]["BTC"]["seq"] == 1
+                        && v["processor_keys"]["BTC"]["verified"] == true
+                })
+            },
+        )
+        .await;
+    }
+    // Vaults are untouched by the rotation.
+    for n in &nodes {
+        assert!(all_active(&n.status().await.unwrap(), COINS.len()));
+    }
+}

@@ -1,0 +1,189 @@
+//! Helpers to run real `vaultd` processes on loopback.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vaultd");
+
+/// Poll `cond` every 100 ms until it holds or `deadline` passes.
+pub async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn init(dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["peer_id"].as_str().unwrap().to_string()
+}
+
+pub fn write_network(path: &Path, peer_ids: &[String], coins: &[&str]) {
+    let mut s = format!(
+        "name = \"it\"\nsession = 0\ncoins = [{}]\n",
+        coins
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for p in peer_ids {
+        s.push_str(&format!("[[validators]]\npeer_id = \"{p}\"\n"));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+pub struct Node {
+    pub dir: PathBuf,
+    pub child: Child,
+    pub api: String,
+    pub p2p: String,
+    pub peer_id: String,
+}
+
+impl Node {
+    pub async fn start(dir: &Path, network: &Path, bootstrap: Option<&str>) -> Node {
+        let _ = std::fs::remove_file(dir.join("run.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--data-dir"])
+            .arg(dir)
+            .arg("--network")
+            .arg(network)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let run = dir.join("run.json");
+        let pid = child.id();
+        let start = Instant::now();
+        loop {
+            if let Ok(bytes) = std::fs::read(&run) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    if v["pid"].as_u64() == Some(u64::from(pid)) {
+                        return Node {
+                            dir: dir.to_path_buf(),
+                            api: v["api"].as_str().unwrap().to_string(),
+                            p2p: v["p2p"][0].as_str().unwrap().to_string(),
+                            peer_id: v["peer_id"].as_str().unwrap().to_string(),
+                            child,
+                        };
+                    }
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("vaultd exited with {status}: {}", log_of(dir));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "vaultd did not start: {}",
+                log_of(dir)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn status(&self) -> Option<Value> {
+        let (code, body) = vaultd::http_client::get(&self.api, "/status").await.ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
+    }
+
+    pub async fn metrics(&self) -> String {
+        vaultd::http_client::get(&self.api, "/metrics")
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log(&self) -> String {
+        log_of(&self.dir)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+}
+
+/// Whether every vault of a status document is active.
+pub fn all_active(status: &Value, coins: usize) -> bool {
+    status["vaults"]
+        .as_array()
+        .is_some_and(|v| v.len() == coins && v.iter().all(|v| v["status"] == "active"))
+}
+
+pub async fn wait_all_active(nodes: &[&Node], coins: usize, deadline: Duration) {
+    let start = Instant::now();
+    loop {
+        let mut done = true;
+        for n in nodes {
+            match n.status().await {
+                Some(s) if all_active(&s, coins) => {}
+                _ => done = false,
+            }
+        }
+        if done {
+            return;
+        }
+        if start.elapsed() > deadline {
+            let mut report = String::new();
+            for n in nodes {
+                report.push_str(&format!(
+                    "\n--- {} status: {:?}\n--- log tail:\n",
+                    n.peer_id,
+                    n.status().await
+                ));
+                let log = n.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                report.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            panic!("vaults not active after {deadline:?}:{report}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

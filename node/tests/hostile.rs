@@ -1,0 +1,230 @@
+//! Malformed bytes on gossip and on request-response, sent over real connections by a validator
+//! identity, give a logged rejection, never a panic, and the DKG still completes.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use common::*;
+use futures::StreamExt;
+use libp2p::{gossipsub, request_response, swarm::SwarmEvent, Multiaddr, PeerId};
+use protocol::{
+    messages::{self, *},
+    Coin, ValidatorId,
+};
+use vaultd::network::{self, BehaviourEvent};
+
+const COINS: [&str; 2] = ["BTC", "SOL"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (1..=4)
+        .map(|i| tmp.path().join(format!("node{i}")))
+        .collect();
+    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+    let network_file = tmp.path().join("network.toml");
+    write_network(&network_file, &ids, &COINS);
+
+    let mut nodes = vec![Node::start(&dirs[0], &network_file, None).await];
+    for d in &dirs[1..3] {
+        let boot = nodes[0].p2p.clone();
+        nodes.push(Node::start(d, &network_file, Some(&boot)).await);
+    }
+
+    // The hostile sender speaks with validator 4's own identity (taken from its data dir), so
+    // it passes the allow-list and reaches the message checks.
+    let keys = {
+        let store = storage::Store::open(&vaultd::db_path(&dirs[3])).unwrap();
+        store.node_keys().unwrap().unwrap()
+    };
+    let keypair = network::keypair_from_secret(&keys.coordinator_secret).unwrap();
+    let def = vaultd::load_definition(&network_file).unwrap();
+    let validators: Vec<PeerId> = def
+        .validators
+        .iter()
+        .map(|v| network::peer_id_of(v).unwrap())
+        .collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut swarm = network::build_swarm(keypair, &def.name, &validators, &mut registry).unwrap();
+    let topics: Vec<_> = def
+        .coins
+        .iter()
+        .map(|c| network::coin_topic(&def.name, *c))
+        .collect();
+    for t in &topics {
+        swarm.behaviour_mut().gossipsub.subscribe(t).unwrap();
+    }
+    let targets: Vec<(PeerId, Multiaddr)> = nodes
+        .iter()
+        .map(|n| {
+            let addr: Multiaddr = n.p2p.parse().unwrap();
+            (n.peer_id.parse().unwrap(), addr)
+        })
+        .collect();
+    for (_, a) in &targets {
+        swarm.dial(a.clone()).unwrap();
+    }
+    // Wait until every running node subscribed to every topic towards us.
+    let mut subscribed = BTreeSet::new();
+    let want = targets.len() * topics.len();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while subscribed.len() < want {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { peer_id, topic },
+            )) = swarm.select_next_some().await
+            {
+                subscribed.insert((peer_id, topic));
+            }
+        }
+    })
+    .await
+    .expect("nodes subscribed");
+
+    // Gossip: random bytes, an unknown version, a valid envelope with a lie in it.
+    let me = keys.validator_id();
+    let lie = messages::encode(&GeneralMessage::CoordinatorPublicKey(
+        CoordinatorPublicKey { pubkey: [7; 32] },
+    ))
+    .unwrap();
+    let wrong_coin = messages::encode(&GeneralMessage::ProcessorPublicKey(ProcessorPublicKey {
+        coin: Coin::Eth,
+        pubkey: [1; 32],
+        seq: 0,
+    }))
+    .unwrap();
+    for t in &topics {
+        for payload in [
+            vec![0xde, 0xad, 0xbe, 0xef, 0x00, 0x13],
+            vec![9, 1, 2, 3],
+            lie.clone(),
+            wrong_coin.clone(),
+        ] {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(t.clone(), payload)
+                .unwrap();
+        }
+    }
+    // Request-response: garbage, an oversized-but-allowed body of junk, a message for someone
+    // else, and a well-formed share with an unopenable seal (rejected by the processor).
+    let node1_id: ValidatorId = nodes[0].peer_id.parse().unwrap();
+    let node2_id: ValidatorId = nodes[1].peer_id.parse().unwrap();
+    let context = protocol::dkg::context(&def.name, Coin::Btc, 0, 0, &def.validators);
+    let bad_seal = messages::encode(&DirectRequest::EncryptedKeyShareOut(EncryptedKeyShareOut {
+        coin: Coin::Btc,
+        to: node1_id.clone(),
+        context,
+        sealed: vec![3; 300],
+    }))
+    .unwrap();
+    let misaddressed = messages::encode(&DirectRequest::EncryptedPublicKeyOut(
+        EncryptedPublicKeyOut {
+            coin: Coin::Sol,
+            to: node2_id,
+            sealed: vec![3; 200],
+        },
+    ))
+    .unwrap();
+    let mut expected = Vec::new();
+    for (peer, _) in &targets {
+        expected.push(
+            swarm
+                .behaviour_mut()
+                .direct
+                .send_request(peer, vec![0xff; 64]),
+        );
+        expected.push(
+            swarm
+                .behaviour_mut()
+                .direct
+                .send_request(peer, vec![1; 100_000]),
+        );
+    }
+    let (p1, _) = targets[0];
+    expected.push(swarm.behaviour_mut().direct.send_request(&p1, misaddressed));
+    let bad_seal_id = swarm.behaviour_mut().direct.send_request(&p1, bad_seal);
+
+    let mut rejected = 0;
+    let mut accepted_bad_seal = false;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while rejected < expected.len() || !accepted_bad_seal {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                },
+            )) = swarm.select_next_some().await
+            {
+                let r: DirectResponse = messages::decode(&response).unwrap();
+                if request_id == bad_seal_id {
+                    // well-formed: the coordinator stores it; the processor rejects it
+                    assert_eq!(r, DirectResponse::Accepted);
+                    accepted_bad_seal = true;
+                } else {
+                    assert!(expected.contains(&request_id));
+                    assert!(matches!(r, DirectResponse::Rejected { .. }), "{r:?}");
+                    rejected += 1;
+                }
+            }
+        }
+    })
+    .await
+    .expect("every request answered");
+    drop(swarm);
+
+    // Every node is still alive and says what it rejected, naming the sender.
+    let me = me.to_string();
+    for n in nodes.iter_mut() {
+        assert!(n.alive());
+        let log = n.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("rejected gossip message") && l.contains(&me)),
+            "{log}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("rejected direct request") && l.contains(&me)),
+            "{log}"
+        );
+        assert!(n.metrics().await.contains("vaultd_messages_rejected_total"));
+    }
+    wait_for(
+        "the processor's rejection of the bad seal",
+        Duration::from_secs(20),
+        || async {
+            nodes[0]
+                .log()
+                .lines()
+                .any(|l| l.contains("processor rejected message") && l.contains(&me))
+        },
+    )
+    .await;
+
+    // The real validator 4 joins: the DKG completes everywhere with one key per coin.
+    let boot = nodes[0].p2p.clone();
+    nodes.push(Node::start(&dirs[3], &network_file, Some(&boot)).await);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_all_active(&refs, COINS.len(), Duration::from_secs(240)).await;
+    let mut keys_seen = BTreeSet::new();
+    for n in &nodes {
+        let s = n.status().await.unwrap();
+        for v in s["vaults"].as_array().unwrap() {
+            keys_seen.insert((
+                v["coin"].as_str().unwrap().to_string(),
+                v["group_key"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(
+        keys_seen.len(),
+        COINS.len(),
+        "one group key per coin: {keys_seen:?}"
+    );
+}

@@ -1,0 +1,374 @@
+//! The PedPoP DKG driver (dkg-pedpop 0.6), deterministic per attempt.
+//!
+//! All randomness of an attempt is derived from the node's persisted DKG entropy, the attempt's
+//! context and the participant index, so a node restarted mid-DKG regenerates byte-identical
+//! commitments and (given the same received commitments) identical encrypted shares. The PedPoP
+//! machines are therefore never persisted: every round is recomputed from bytes on demand.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+};
+
+use ciphersuite::group::GroupEncoding;
+use dkg_pedpop::{
+    Commitments, EncryptedMessage, EncryptionKeyMessage, KeyGenMachine, KeyMachine, Participant,
+    PedPoPError, SecretShare, ThresholdParams,
+};
+use modular_frost::curve::{Ciphersuite, Ed25519, Secp256k1};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+use transcript::{RecommendedTranscript, Transcript};
+use zeroize::Zeroizing;
+
+use crate::ids::{Coin, Curve, ValidatorId};
+
+/// The parameters of one DKG attempt, from one participant's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DkgParams {
+    /// Threshold.
+    pub t: u16,
+    /// Participants.
+    pub n: u16,
+    /// Our 1-based index.
+    pub i: u16,
+    /// The attempt's unique context.
+    pub context: [u8; 32],
+}
+
+/// Why a DKG round failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DkgFailure {
+    /// A participant's message is invalid.
+    #[error("participant {participant}: {reason}")]
+    Blame {
+        /// 1-based index.
+        participant: u16,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Anything else (bad parameters, missing messages).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The result of a completed DKG.
+pub struct DkgOutput {
+    /// Group public key bytes.
+    pub group_key: Vec<u8>,
+    /// Serialized `ThresholdKeys` (contains the secret share).
+    pub keys: Zeroizing<Vec<u8>>,
+}
+
+/// The context of an attempt: unique per network, coin, session, attempt and participant set.
+pub fn context(
+    network: &str,
+    coin: Coin,
+    session: u32,
+    attempt: u32,
+    participants: &[ValidatorId],
+) -> [u8; 32] {
+    let mut t = RecommendedTranscript::new(b"vaultd DKG context v1");
+    t.append_message(b"network", network.as_bytes());
+    t.append_message(b"coin", coin.ticker().as_bytes());
+    t.append_message(b"session", session.to_le_bytes());
+    t.append_message(b"attempt", attempt.to_le_bytes());
+    for p in participants {
+        t.append_message(b"participant", p.as_bytes());
+    }
+    let challenge = t.challenge(b"context");
+    let mut out = [0u8; 32];
+    let bytes: &[u8] = challenge.as_ref();
+    out.copy_from_slice(&bytes[..32]);
+    out
+}
+
+/// Hash of all n commitment messages, in participant order: what the echo compares.
+pub fn commitments_digest(context: &[u8; 32], commitments: &BTreeMap<u16, Vec<u8>>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"vaultd commitments digest v1");
+    h.update(context);
+    for (l, bytes) in commitments {
+        h.update(l.to_le_bytes());
+        h.update((bytes.len() as u32).to_le_bytes());
+        h.update(bytes);
+    }
+    h.finalize().into()
+}
+
+fn rng(entropy: &[u8; 32], label: &'static [u8], p: &DkgParams) -> ChaCha20Rng {
+    let mut t = RecommendedTranscript::new(label);
+    t.append_message(b"entropy", entropy);
+    t.append_message(b"context", p.context);
+    t.append_message(b"threshold", p.t.to_le_bytes());
+    t.append_message(b"participants", p.n.to_le_bytes());
+    t.append_message(b"participant", p.i.to_le_bytes());
+    ChaCha20Rng::from_seed(t.rng_seed(b"rng"))
+}
+
+fn participant(i: u16) -> Result<Participant, DkgFailure> {
+    Participant::new(i).ok_or_else(|| DkgFailure::Other("participant index 0".into()))
+}
+
+fn threshold_params(p: &DkgParams) -> Result<ThresholdParams, DkgFailure> {
+    ThresholdParams::new(p.t, p.n, participant(p.i)?)
+        .map_err(|e| DkgFailure::Other(format!("threshold parameters: {e:?}")))
+}
+
+/// Read exactly one value from `bytes`, rejecting trailing bytes.
+fn read_exact<T>(bytes: &[u8], read: impl FnOnce(&mut &[u8]) -> io::Result<T>) -> io::Result<T> {
+    let mut r = bytes;
+    let v = read(&mut r)?;
+    if !r.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "trailing bytes"));
+    }
+    Ok(v)
+}
+
+fn pedpop_failure<C: Ciphersuite>(e: PedPoPError<C>) -> DkgFailure {
+    match e {
+        PedPoPError::InvalidCommitments(l) => DkgFailure::Blame {
+            participant: u16::from(l),
+            reason: "invalid commitments".into(),
+        },
+        PedPoPError::InvalidShare { participant, .. } => DkgFailure::Blame {
+            participant: u16::from(participant),
+            reason: "invalid secret share".into(),
+        },
+        PedPoPError::MissingParticipant(l) => DkgFailure::Blame {
+            participant: u16::from(l),
+            reason: "missing message".into(),
+        },
+        other => DkgFailure::Other(format!("{other:?}")),
+    }
+}
+
+fn round1<C: Ciphersuite>(
+    entropy: &[u8; 32],
+    p: &DkgParams,
+) -> Result<(dkg_pedpop::SecretShareMachine<C>, Vec<u8>), DkgFailure> {
+    let params = threshold_params(p)?;
+    let (machine, msg) = KeyGenMachine::<C>::new(params, p.context)
+        .generate_coefficients(&mut rng(entropy, b"vaultd DKG coefficients", p));
+    Ok((machine, msg.serialize()))
+}
+
+fn round2<C: Ciphersuite>(
+    entropy: &[u8; 32],
+    p: &DkgParams,
+    commitments: &BTreeMap<u16, Vec<u8>>,
+) -> Result<(KeyMachine<C>, BTreeMap<u16, Vec<u8>>), DkgFailure> {
+    let params = threshold_params(p)?;
+    let (machine, _) = round1::<C>(entropy, p)?;
+    let mut others = HashMap::new();
+    for (&l, bytes) in commitments {
+        if l == p.i {
+            continue;
+        }
+        let msg = read_exact(bytes, |r| {
+            EncryptionKeyMessage::<C, Commitments<C>>::read(r, params)
+        })
+        .map_err(|e| DkgFailure::Blame {
+            participant: l,
+            reason: format!("malformed commitments: {e}"),
+        })?;
+        others.insert(participant(l)?, msg);
+    }
+    let (key_machine, shares) = machine
+        .generate_secret_shares(&mut rng(entropy, b"vaultd DKG secret shares", p), others)
+        .map_err(pedpop_failure)?;
+    Ok((
+        key_machine,
+        shares
+            .into_iter()
+            .map(|(l, m)| (u16::from(l), m.serialize()))
+            .collect(),
+    ))
+}
+
+fn round3<C: Ciphersuite>(
+    entropy: &[u8; 32],
+    p: &DkgParams,
+    commitments: &BTreeMap<u16, Vec<u8>>,
+    shares: &BTreeMap<u16, Vec<u8>>,
+) -> Result<DkgOutput, DkgFailure> {
+    let params = threshold_params(p)?;
+    let (key_machine, _) = round2::<C>(entropy, p, commitments)?;
+    let mut received = HashMap::new();
+    for (&l, bytes) in shares {
+        let msg = read_exact(bytes, |r| {
+            EncryptedMessage::<C, SecretShare<C::F>>::read(r, params)
+        })
+        .map_err(|e| DkgFailure::Blame {
+            participant: l,
+            reason: format!("malformed share: {e}"),
+        })?;
+        received.insert(participant(l)?, msg);
+    }
+    let blame_machine = key_machine
+        .calculate_share(&mut rng(entropy, b"vaultd DKG share", p), received)
+        .map_err(pedpop_failure)?;
+    // Completion is confirmed by every participant publishing the same group key
+    // (PublicAddressAvailable) before the vault is considered active.
+    let keys = blame_machine.complete();
+    Ok(DkgOutput {
+        group_key: keys.group_key().to_bytes().as_ref().to_vec(),
+        keys: keys.serialize(),
+    })
+}
+
+fn check_commitment<C: Ciphersuite>(p: &DkgParams, bytes: &[u8]) -> Result<(), String> {
+    let params = threshold_params(p).map_err(|e| e.to_string())?;
+    read_exact(bytes, |r| {
+        EncryptionKeyMessage::<C, Commitments<C>>::read(r, params)
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+fn check_share<C: Ciphersuite>(p: &DkgParams, bytes: &[u8]) -> Result<(), String> {
+    let params = threshold_params(p).map_err(|e| e.to_string())?;
+    read_exact(bytes, |r| {
+        EncryptedMessage::<C, SecretShare<C::F>>::read(r, params)
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+macro_rules! on_curve {
+    ($curve:expr, $f:ident ( $($arg:expr),* )) => {
+        match $curve {
+            Curve::Secp256k1 => $f::<Secp256k1>($($arg),*),
+            Curve::Ed25519 => $f::<Ed25519>($($arg),*),
+        }
+    };
+}
+
+/// Round 1: our commitment message (broadcast to every participant).
+pub fn commitments(curve: Curve, entropy: &[u8; 32], p: &DkgParams) -> Result<Vec<u8>, DkgFailure> {
+    fn inner<C: Ciphersuite>(e: &[u8; 32], p: &DkgParams) -> Result<Vec<u8>, DkgFailure> {
+        round1::<C>(e, p).map(|(_, m)| m)
+    }
+    on_curve!(curve, inner(entropy, p))
+}
+
+/// Round 2: our encrypted share for each other participant, from all n commitments.
+pub fn secret_shares(
+    curve: Curve,
+    entropy: &[u8; 32],
+    p: &DkgParams,
+    commitments: &BTreeMap<u16, Vec<u8>>,
+) -> Result<BTreeMap<u16, Vec<u8>>, DkgFailure> {
+    fn inner<C: Ciphersuite>(
+        e: &[u8; 32],
+        p: &DkgParams,
+        c: &BTreeMap<u16, Vec<u8>>,
+    ) -> Result<BTreeMap<u16, Vec<u8>>, DkgFailure> {
+        round2::<C>(e, p, c).map(|(_, s)| s)
+    }
+    on_curve!(curve, inner(entropy, p, commitments))
+}
+
+/// Round 3: our key share and the group key, from all commitments and the n-1 shares to us.
+pub fn complete(
+    curve: Curve,
+    entropy: &[u8; 32],
+    p: &DkgParams,
+    commitments: &BTreeMap<u16, Vec<u8>>,
+    shares: &BTreeMap<u16, Vec<u8>>,
+) -> Result<DkgOutput, DkgFailure> {
+    on_curve!(curve, round3(entropy, p, commitments, shares))
+}
+
+/// Whether `bytes` is a well-formed commitment message for these parameters.
+pub fn validate_commitment(curve: Curve, p: &DkgParams, bytes: &[u8]) -> Result<(), String> {
+    on_curve!(curve, check_commitment(p, bytes))
+}
+
+/// Whether `bytes` is a well-formed encrypted share.
+pub fn validate_share(curve: Curve, p: &DkgParams, bytes: &[u8]) -> Result<(), String> {
+    on_curve!(curve, check_share(p, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(curve: Curve, t: u16, n: u16) -> Vec<DkgOutput> {
+        let ctx = [7u8; 32];
+        let entropy: Vec<[u8; 32]> = (1..=n).map(|i| [i as u8; 32]).collect();
+        let params = |i: u16| DkgParams {
+            t,
+            n,
+            i,
+            context: ctx,
+        };
+        let mut commits = BTreeMap::new();
+        for i in 1..=n {
+            let c = commitments(curve, &entropy[usize::from(i - 1)], &params(i)).unwrap();
+            // deterministic
+            assert_eq!(
+                c,
+                commitments(curve, &entropy[usize::from(i - 1)], &params(i)).unwrap()
+            );
+            validate_commitment(curve, &params(i), &c).unwrap();
+            commits.insert(i, c);
+        }
+        let mut inbox: BTreeMap<u16, BTreeMap<u16, Vec<u8>>> = BTreeMap::new();
+        for i in 1..=n {
+            let shares =
+                secret_shares(curve, &entropy[usize::from(i - 1)], &params(i), &commits).unwrap();
+            assert_eq!(shares.len(), usize::from(n - 1));
+            for (l, s) in shares {
+                validate_share(curve, &params(l), &s).unwrap();
+                inbox.entry(l).or_default().insert(i, s);
+            }
+        }
+        (1..=n)
+            .map(|i| {
+                complete(
+                    curve,
+                    &entropy[usize::from(i - 1)],
+                    &params(i),
+                    &commits,
+                    &inbox[&i],
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_parties_agree_on_both_curves() {
+        for curve in [Curve::Secp256k1, Curve::Ed25519] {
+            let out = run(curve, 3, 4);
+            assert!(out.windows(2).all(|w| w[0].group_key == w[1].group_key));
+        }
+    }
+
+    #[test]
+    fn malformed_commitments_blame_the_sender() {
+        let p = DkgParams {
+            t: 2,
+            n: 3,
+            i: 1,
+            context: [1; 32],
+        };
+        let mut commits = BTreeMap::new();
+        for i in 1..=3u16 {
+            let pi = DkgParams { i, ..p };
+            commits.insert(
+                i,
+                commitments(Curve::Secp256k1, &[i as u8; 32], &pi).unwrap(),
+            );
+        }
+        commits.insert(3, vec![0u8; 10]);
+        let e = secret_shares(Curve::Secp256k1, &[1; 32], &p, &commits).unwrap_err();
+        assert!(
+            matches!(e, DkgFailure::Blame { participant: 3, .. }),
+            "{e:?}"
+        );
+        assert!(validate_commitment(Curve::Secp256k1, &p, &[1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! # vaultd protocol
+//!
+//! The sans-IO core of vaultd: everything about the signature process of the seed that is not
+//! moving bytes. No tokio, no libp2p, no RocksDB: its state machines take a message and return
+//! what to send and what to persist, so N validators can be driven in one test over plain maps.
+//!
+//! * [`keys`]: step 1's keypairs;
+//! * [`messages`]: every message of the seed under its own name, and the versioned envelope;
+//! * [`seal`]: end-to-end snow sealing between processors;
+//! * [`network`]: the network definition (step 6's signer list);
+//! * [`dkg`]: the deterministic PedPoP driver;
+//! * [`processor`]: the per-coin processor state machine (steps 3 to 20);
+//! * [`address`]: BTC P2TR, ETH EIP-55 and SOL base58 addresses;
+//! * [`vault`]: vault records.
+
+pub mod address;
+pub mod dkg;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod messages;
+pub mod network;
+pub mod processor;
+pub mod seal;
+pub mod vault;
+
+pub use error::{ProtocolError, Result};
+pub use ids::{Coin, Curve, ValidatorId};

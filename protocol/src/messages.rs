@@ -1,0 +1,433 @@
+//! Every message of the seed, under its own name, and the versioned envelope they travel in.
+//!
+//! Three families:
+//! * [`GeneralMessage`]: the general partition. Announcements gossiped on the network
+//!   (`CoordinatorPublicKey`, `ProcessorPublicKey`, `SignerReady`, `KeyGenCommitmentsDigest`,
+//!   `PublicAddressAvailable`).
+//! * [`DirectRequest`]: what one coordinator forwards to another over a request-response stream
+//!   (step 7's key list and the `...Out` messages of steps 10, 14 and 17) and [`DirectResponse`].
+//! * [`BusMessage`]: the local bus between a node's coordinator and its per-coin processors, on
+//!   the `{IDENTITY}{COIN}` topic, general or encrypted partition.
+//!
+//! Encoding: one version byte followed by postcard. The size cap is checked before anything is
+//! decoded, and trailing bytes are rejected.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    error::{ProtocolError, Result},
+    ids::{Coin, ValidatorId},
+};
+
+/// Envelope version byte.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest encoded message accepted anywhere (gossip, request-response, bus, disk).
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// Encode a message into a versioned envelope.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+    let out = postcard::to_extend(msg, vec![WIRE_VERSION])
+        .map_err(|e| ProtocolError::Malformed(format!("encode: {e}")))?;
+    if out.len() > MAX_MESSAGE_SIZE {
+        return Err(ProtocolError::TooLarge {
+            size: out.len(),
+            max: MAX_MESSAGE_SIZE,
+        });
+    }
+    Ok(out)
+}
+
+/// Decode a versioned envelope: size cap first, then version, then postcard with no trailing
+/// bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() > MAX_MESSAGE_SIZE {
+        return Err(ProtocolError::TooLarge {
+            size: bytes.len(),
+            max: MAX_MESSAGE_SIZE,
+        });
+    }
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| ProtocolError::Malformed("empty message".into()))?;
+    if version != WIRE_VERSION {
+        return Err(ProtocolError::UnsupportedVersion(version));
+    }
+    let (msg, rest) = postcard::take_from_bytes::<T>(body)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+/// Step 2: the coordinator's public key (ed25519, the libp2p identity key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorPublicKey {
+    /// ed25519 public key; its PeerId must be the message's author.
+    pub pubkey: [u8; 32],
+}
+
+/// Step 3 (and step 4's rotation): a processor's messaging public key (X25519).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorPublicKey {
+    /// Coin of the processor.
+    pub coin: Coin,
+    /// X25519 public key.
+    pub pubkey: [u8; 32],
+    /// Rotation counter: a higher `seq` replaces the previous key.
+    pub seq: u64,
+}
+
+/// Step 5: a processor is ready to sign; carries its processor signature public key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerReady {
+    /// Coin of the processor.
+    pub coin: Coin,
+    /// ed25519 processor signature public key.
+    pub pubkey: [u8; 32],
+}
+
+/// Between steps 16 and 17: what a processor saw in round 1, echoed so that nobody goes on to
+/// shares while another participant saw different commitments from the same sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenCommitmentsDigest {
+    /// Coin.
+    pub coin: Coin,
+    /// DKG context.
+    pub context: [u8; 32],
+    /// Hash of all n commitment messages in participant order.
+    pub digest: [u8; 32],
+    /// Processor signature over the above.
+    pub signature: Vec<u8>,
+}
+
+/// Step 20: the vault's group key and address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAddressAvailable {
+    /// Coin.
+    pub coin: Coin,
+    /// DKG context.
+    pub context: [u8; 32],
+    /// Group public key (33-byte SEC1 for secp256k1, 32 bytes for ed25519).
+    pub group_key: Vec<u8>,
+    /// Address in the chain's own format.
+    pub address: String,
+    /// Threshold t.
+    pub threshold: u16,
+    /// Participants, in participant-index order.
+    pub participants: Vec<ValidatorId>,
+    /// Processor signature over the above.
+    pub signature: Vec<u8>,
+}
+
+/// The general partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GeneralMessage {
+    /// Step 2.
+    CoordinatorPublicKey(CoordinatorPublicKey),
+    /// Steps 3-4.
+    ProcessorPublicKey(ProcessorPublicKey),
+    /// Step 5 (announced to peers once the local coordinator has consumed it).
+    SignerReady(SignerReady),
+    /// Commitment echo.
+    KeyGenCommitmentsDigest(KeyGenCommitmentsDigest),
+    /// Step 20.
+    PublicAddressAvailable(PublicAddressAvailable),
+}
+
+impl GeneralMessage {
+    /// The coin it concerns (`None` for the coordinator's key).
+    pub fn coin(&self) -> Option<Coin> {
+        match self {
+            GeneralMessage::CoordinatorPublicKey(_) => None,
+            GeneralMessage::ProcessorPublicKey(m) => Some(m.coin),
+            GeneralMessage::SignerReady(m) => Some(m.coin),
+            GeneralMessage::KeyGenCommitmentsDigest(m) => Some(m.coin),
+            GeneralMessage::PublicAddressAvailable(m) => Some(m.coin),
+        }
+    }
+
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GeneralMessage::CoordinatorPublicKey(_) => "CoordinatorPublicKey",
+            GeneralMessage::ProcessorPublicKey(_) => "ProcessorPublicKey",
+            GeneralMessage::SignerReady(_) => "SignerReady",
+            GeneralMessage::KeyGenCommitmentsDigest(_) => "KeyGenCommitmentsDigest",
+            GeneralMessage::PublicAddressAvailable(_) => "PublicAddressAvailable",
+        }
+    }
+}
+
+/// Step 7: the list of a coordinator's processor messaging public keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorPublicKeyList {
+    /// One entry per coin.
+    pub keys: Vec<ProcessorPublicKey>,
+}
+
+/// Step 9: sealed to the external processor; carries the sender's processor signature key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedPublicKeyOut {
+    /// Coin.
+    pub coin: Coin,
+    /// Recipient validator.
+    pub to: ValidatorId,
+    /// Sealed [`PublicKeyPayload`].
+    pub sealed: Vec<u8>,
+}
+
+/// Step 13: sealed round-1 commitments for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedKeyGenCommitmentOut {
+    /// Coin.
+    pub coin: Coin,
+    /// Recipient validator.
+    pub to: ValidatorId,
+    /// DKG context.
+    pub context: [u8; 32],
+    /// Sealed commitment message bytes.
+    pub sealed: Vec<u8>,
+}
+
+/// Step 16: a sealed (and PedPoP-encrypted) secret share for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedKeyShareOut {
+    /// Coin.
+    pub coin: Coin,
+    /// Recipient validator.
+    pub to: ValidatorId,
+    /// DKG context.
+    pub context: [u8; 32],
+    /// Sealed share message bytes.
+    pub sealed: Vec<u8>,
+}
+
+/// What one coordinator sends another over a request-response stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectRequest {
+    /// Step 7.
+    ProcessorPublicKeyList(ProcessorPublicKeyList),
+    /// Step 10.
+    EncryptedPublicKeyOut(EncryptedPublicKeyOut),
+    /// Step 14.
+    EncryptedKeyGenCommitmentOut(EncryptedKeyGenCommitmentOut),
+    /// Step 17.
+    EncryptedKeyShareOut(EncryptedKeyShareOut),
+}
+
+impl DirectRequest {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DirectRequest::ProcessorPublicKeyList(_) => "ProcessorPublicKeyList",
+            DirectRequest::EncryptedPublicKeyOut(_) => "EncryptedPublicKeyOut",
+            DirectRequest::EncryptedKeyGenCommitmentOut(_) => "EncryptedKeyGenCommitmentOut",
+            DirectRequest::EncryptedKeyShareOut(_) => "EncryptedKeyShareOut",
+        }
+    }
+}
+
+/// The answer to a [`DirectRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectResponse {
+    /// Stored; will be placed on the bus.
+    Accepted,
+    /// Already had it.
+    Duplicate,
+    /// Refused, with the reason.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Plaintext of [`EncryptedPublicKeyOut`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyPayload {
+    /// Sender's processor signature public key.
+    pub signer: [u8; 32],
+    /// `seq` of the sender's messaging key that sealed this.
+    pub seq: u64,
+}
+
+/// A partition of a `{IDENTITY}{COIN}` topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Partition {
+    /// Announcements, public.
+    General,
+    /// Sealed processor-to-processor traffic and local-only signals.
+    Encrypted,
+}
+
+/// Step 8: the coordinator places an external processor's messaging key for its processor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalPublicKeyIn {
+    /// The external validator.
+    pub from: ValidatorId,
+    /// Its processor's messaging key.
+    pub key: ProcessorPublicKey,
+}
+
+/// Step 11.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedPublicKeyIn {
+    /// Sending validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: EncryptedPublicKeyOut,
+}
+
+/// Step 15.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedKeyGenCommitmentIn {
+    /// Sending validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: EncryptedKeyGenCommitmentOut,
+}
+
+/// Step 18.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedKeyShareIn {
+    /// Sending validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: EncryptedKeyShareOut,
+}
+
+/// A general-partition message from another validator, placed for the processor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneralIn {
+    /// Author (the gossip source, checked to be a validator).
+    pub from: ValidatorId,
+    /// The message.
+    pub msg: GeneralMessage,
+}
+
+/// What travels on the local bus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BusMessage {
+    // processor -> coordinator
+    /// Step 3/4, general partition.
+    ProcessorPublicKey(ProcessorPublicKey),
+    /// Step 5, encrypted partition.
+    SignerReady(SignerReady),
+    /// Step 9, encrypted partition.
+    EncryptedPublicKeyOut(EncryptedPublicKeyOut),
+    /// Step 13, encrypted partition.
+    EncryptedKeyGenCommitmentOut(EncryptedKeyGenCommitmentOut),
+    /// General partition.
+    KeyGenCommitmentsDigest(KeyGenCommitmentsDigest),
+    /// Step 16, encrypted partition.
+    EncryptedKeyShareOut(EncryptedKeyShareOut),
+    /// Step 20, general partition.
+    PublicAddressAvailable(PublicAddressAvailable),
+    // coordinator -> processor
+    /// Step 8, encrypted partition.
+    ExternalPublicKeyIn(ExternalPublicKeyIn),
+    /// Step 11, encrypted partition.
+    EncryptedPublicKeyIn(EncryptedPublicKeyIn),
+    /// Step 15, encrypted partition.
+    EncryptedKeyGenCommitmentIn(EncryptedKeyGenCommitmentIn),
+    /// Step 18, encrypted partition.
+    EncryptedKeyShareIn(EncryptedKeyShareIn),
+    /// General partition, from a peer.
+    GeneralIn(GeneralIn),
+}
+
+impl BusMessage {
+    /// The partition the message is placed on.
+    pub fn partition(&self) -> Partition {
+        match self {
+            BusMessage::ProcessorPublicKey(_)
+            | BusMessage::KeyGenCommitmentsDigest(_)
+            | BusMessage::PublicAddressAvailable(_)
+            | BusMessage::GeneralIn(_) => Partition::General,
+            _ => Partition::Encrypted,
+        }
+    }
+
+    /// The message's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BusMessage::ProcessorPublicKey(_) => "ProcessorPublicKey",
+            BusMessage::SignerReady(_) => "SignerReady",
+            BusMessage::EncryptedPublicKeyOut(_) => "EncryptedPublicKeyOut",
+            BusMessage::EncryptedKeyGenCommitmentOut(_) => "EncryptedKeyGenCommitmentOut",
+            BusMessage::KeyGenCommitmentsDigest(_) => "KeyGenCommitmentsDigest",
+            BusMessage::EncryptedKeyShareOut(_) => "EncryptedKeyShareOut",
+            BusMessage::PublicAddressAvailable(_) => "PublicAddressAvailable",
+            BusMessage::ExternalPublicKeyIn(_) => "ExternalPublicKeyIn",
+            BusMessage::EncryptedPublicKeyIn(_) => "EncryptedPublicKeyIn",
+            BusMessage::EncryptedKeyGenCommitmentIn(_) => "EncryptedKeyGenCommitmentIn",
+            BusMessage::EncryptedKeyShareIn(_) => "EncryptedKeyShareIn",
+            BusMessage::GeneralIn(_) => "GeneralIn",
+        }
+    }
+}
+
+/// A `{IDENTITY}{COIN}` topic name on the local bus.
+pub fn bus_topic(identity: &ValidatorId, coin: Coin) -> String {
+    format!("{identity}{coin}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_roundtrip_and_rejections() {
+        let msg = GeneralMessage::ProcessorPublicKey(ProcessorPublicKey {
+            coin: Coin::Sol,
+            pubkey: [9; 32],
+            seq: 3,
+        });
+        let bytes = encode(&msg).unwrap();
+        assert_eq!(decode::<GeneralMessage>(&bytes).unwrap(), msg);
+
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            decode::<GeneralMessage>(&trailing),
+            Err(ProtocolError::Malformed(_))
+        ));
+        let mut version = bytes.clone();
+        version[0] = 99;
+        assert!(matches!(
+            decode::<GeneralMessage>(&version),
+            Err(ProtocolError::UnsupportedVersion(99))
+        ));
+        assert!(decode::<GeneralMessage>(&[]).is_err());
+        let huge = vec![WIRE_VERSION; MAX_MESSAGE_SIZE + 1];
+        assert!(matches!(
+            decode::<GeneralMessage>(&huge),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A deterministic sweep of garbage through every decoder.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..600usize {
+            let mut buf = Vec::with_capacity(len);
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                buf.push(state as u8);
+            }
+            if let Some(first) = buf.first_mut() {
+                *first = WIRE_VERSION;
+            }
+            let _ = decode::<GeneralMessage>(&buf);
+            let _ = decode::<DirectRequest>(&buf);
+            let _ = decode::<DirectResponse>(&buf);
+            let _ = decode::<BusMessage>(&buf);
+        }
+    }
+}
