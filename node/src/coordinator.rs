@@ -18,7 +18,7 @@ use std::{
 use futures::StreamExt;
 use libp2p::{
     gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash},
-    identify, kad,
+    identify,
     metrics::Recorder,
     ping,
     request_response::{self, OutboundRequestId},
@@ -52,6 +52,9 @@ const ANNOUNCE_FAST: Duration = Duration::from_secs(2);
 /// Re-announce period once every vault is active.
 const ANNOUNCE_SLOW: Duration = Duration::from_secs(30);
 
+/// Called once with the listen addresses, when the first one is known.
+pub type OnListening = Box<dyn FnOnce(&[Multiaddr]) + Send>;
+
 /// Commands from the control socket.
 pub enum ControlCommand {
     /// Step 4 for a coin.
@@ -82,7 +85,7 @@ pub struct Coordinator {
     pub(crate) snapshots: Snapshots,
     pub(crate) status: Arc<RwLock<Status>>,
     pub(crate) bootstrap: Vec<Multiaddr>,
-    pub(crate) on_listening: Option<Box<dyn FnOnce(&[Multiaddr]) + Send>>,
+    pub(crate) on_listening: Option<OnListening>,
     topics: BTreeMap<Coin, IdentTopic>,
     topic_coins: HashMap<TopicHash, Coin>,
     validators: BTreeMap<PeerId, ValidatorId>,
@@ -116,7 +119,7 @@ impl Coordinator {
         snapshots: Snapshots,
         status: Arc<RwLock<Status>>,
         bootstrap: Vec<Multiaddr>,
-        on_listening: Option<Box<dyn FnOnce(&[Multiaddr]) + Send>>,
+        on_listening: Option<OnListening>,
     ) -> Result<Self, NodeError> {
         let topics: BTreeMap<Coin, IdentTopic> = def
             .coins
@@ -347,17 +350,15 @@ impl Coordinator {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    info!(peer = %peer_id, cause = ?cause, "disconnected");
-                    self.connected.remove(&peer_id);
-                    self.metrics
-                        .peers_connected
-                        .set(self.connected.len() as i64);
-                }
+                info!(peer = %peer_id, cause = ?cause, "disconnected");
+                self.connected.remove(&peer_id);
+                self.metrics
+                    .peers_connected
+                    .set(self.connected.len() as i64);
             }
             SwarmEvent::IncomingConnectionError {
                 error,

@@ -197,7 +197,7 @@ pub async fn run(
     bootstrap.extend(cfg.bootstrap.iter().cloned());
     let run_file = cfg.data_dir.join("run.json");
     let peer_id = *swarm.local_peer_id();
-    let on_listening: Box<dyn FnOnce(&[Multiaddr]) + Send> = Box::new(move |addrs| {
+    let on_listening: coordinator::OnListening = Box::new(move |addrs| {
         let info = RunInfo {
             peer_id: peer_id.to_string(),
             p2p: addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect(),

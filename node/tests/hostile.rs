@@ -195,18 +195,6 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         );
         assert!(n.metrics().await.contains("vaultd_messages_rejected_total"));
     }
-    wait_for(
-        "the processor's rejection of the bad seal",
-        Duration::from_secs(20),
-        || async {
-            nodes[0]
-                .log()
-                .lines()
-                .any(|l| l.contains("processor rejected message") && l.contains(&me))
-        },
-    )
-    .await;
-
     // The real validator 4 joins: the DKG completes everywhere with one key per coin.
     let boot = nodes[0].p2p.clone();
     nodes.push(Node::start(&dirs[3], &network_file, Some(&boot)).await);
@@ -227,4 +215,20 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         COINS.len(),
         "one group key per coin: {keys_seen:?}"
     );
+    // The well-formed share with the unopenable seal waited until validator 4's key was known,
+    // then node 1's processor rejected (and dropped) it, naming validator 4.
+    let log = nodes[0].log();
+    let rejections: Vec<&str> = log.lines().filter(|l| l.contains("rejected")).collect();
+    eprintln!("node 1 rejections:\n{}", rejections.join("\n"));
+    wait_for(
+        "the processor's rejection of the bad seal",
+        Duration::from_secs(20),
+        || async {
+            nodes[0]
+                .log()
+                .lines()
+                .any(|l| l.contains("processor rejected message") && l.contains(&me))
+        },
+    )
+    .await;
 }

@@ -154,11 +154,14 @@ fn round1<C: Ciphersuite>(
     Ok((machine, msg.serialize()))
 }
 
+/// Messages by 1-based participant index.
+pub type ByParticipant = BTreeMap<u16, Vec<u8>>;
+
 fn round2<C: Ciphersuite>(
     entropy: &[u8; 32],
     p: &DkgParams,
-    commitments: &BTreeMap<u16, Vec<u8>>,
-) -> Result<(KeyMachine<C>, BTreeMap<u16, Vec<u8>>), DkgFailure> {
+    commitments: &ByParticipant,
+) -> Result<(KeyMachine<C>, ByParticipant), DkgFailure> {
     let params = threshold_params(p)?;
     let (machine, _) = round1::<C>(entropy, p)?;
     let mut others = HashMap::new();

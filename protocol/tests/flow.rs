@@ -16,6 +16,9 @@ use protocol::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+/// Tampering with what leaves a node: (sending node, message, cluster).
+type Tamper = Box<dyn FnMut(usize, &mut BusMessage, &Cluster)>;
+
 struct Cluster {
     def: NetworkDefinition,
     keys: Vec<NodeKeys>,
@@ -27,7 +30,7 @@ struct Cluster {
     persisted: BTreeMap<(usize, Coin), Vec<String>>,
     rng: ChaCha20Rng,
     /// Optional tampering of what leaves a node.
-    tamper: Option<Box<dyn FnMut(usize, &mut BusMessage, &Cluster)>>,
+    tamper: Option<Tamper>,
 }
 
 fn hop<T: serde::Serialize + serde::de::DeserializeOwned>(m: &T) -> T {

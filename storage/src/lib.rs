@@ -329,10 +329,17 @@ fn decode_value<T: Table>(bytes: &[u8]) -> Result<T::Value> {
     }
 }
 
+/// One write of a batch: a put (value) or a delete (no value).
+struct Op {
+    cf: &'static str,
+    key: Vec<u8>,
+    value: Option<Zeroizing<Vec<u8>>>,
+}
+
 /// An atomic set of writes.
 #[derive(Default)]
 pub struct Batch {
-    ops: Vec<(&'static str, Vec<u8>, Option<Zeroizing<Vec<u8>>>)>,
+    ops: Vec<Op>,
 }
 
 impl Batch {
@@ -343,14 +350,21 @@ impl Batch {
 
     /// Put a typed value.
     pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<&mut Self> {
-        self.ops
-            .push((T::CF, key.to_key(), Some(encode_value(value)?)));
+        self.ops.push(Op {
+            cf: T::CF,
+            key: key.to_key(),
+            value: Some(encode_value(value)?),
+        });
         Ok(self)
     }
 
     /// Delete a key.
     pub fn delete<T: Table>(&mut self, key: &T::Key) -> &mut Self {
-        self.ops.push((T::CF, key.to_key(), None));
+        self.ops.push(Op {
+            cf: T::CF,
+            key: key.to_key(),
+            value: None,
+        });
         self
     }
 
@@ -408,11 +422,11 @@ impl Store {
     /// Apply a batch atomically, with the WAL synced to disk.
     pub fn write(&self, batch: Batch) -> Result<()> {
         let mut wb = WriteBatch::default();
-        for (cf, key, value) in &batch.ops {
-            let cf = self.cf(cf)?;
-            match value {
-                Some(v) => wb.put_cf(cf, key, v.as_slice()),
-                None => wb.delete_cf(cf, key),
+        for op in &batch.ops {
+            let cf = self.cf(op.cf)?;
+            match &op.value {
+                Some(v) => wb.put_cf(cf, &op.key, v.as_slice()),
+                None => wb.delete_cf(cf, &op.key),
             }
         }
         let mut wo = WriteOptions::default();
