@@ -47,7 +47,9 @@ echo "==> building vaultd ($PROFILE)"
 if [ "$PROFILE" = release ]; then
   (cd "$ROOT" && cargo build --release -p vaultd)
 else
-  (cd "$ROOT" && cargo build -p vaultd)
+  # Same targets and features as `cargo test --workspace --all-targets` (scripts/test.sh), so
+  # the two share one build; `-p vaultd` alone would resolve other features and rebuild RocksDB.
+  (cd "$ROOT" && cargo build --workspace --all-targets)
 fi
 BIN="$ROOT/target/$PROFILE/vaultd"
 
@@ -144,13 +146,15 @@ sys.exit(0 if len(v) == int(sys.argv[1]) and all(x["status"] == "active" for x i
 done
 echo "all vaults active after $(( $(date +%s) - START )) s"
 echo
-curl -sf "http://127.0.0.1:$(api_port 1)/status" | python3 -c '
+curl -sf "http://127.0.0.1:$(api_port 1)/status" > "$DIR/status-node1.json"
+python3 - "$DIR/status-node1.json" <<'PY'
 import json, sys
-s = json.load(sys.stdin)
-print(f"{\"coin\":<5} {\"status\":<7} {\"t/n\":<6} address")
+s = json.load(open(sys.argv[1]))
+print("%-5s %-7s %-6s %s" % ("coin", "status", "t/n", "address"))
 for v in s["vaults"]:
-    print(f"{v[\"coin\"]:<5} {v[\"status\"]:<7} {str(v[\"threshold\"]) + \"/\" + str(len(v[\"participants\"])):<6} {v[\"address\"]}")
-'
+    tn = "%d/%d" % (v["threshold"], len(v["participants"]))
+    print("%-5s %-7s %-6s %s" % (v["coin"], v["status"], tn, v["address"]))
+PY
 echo
 printf '%-6s %-54s %s\n' node peer_id api
 for i in $(seq 1 "$N"); do
