@@ -4,14 +4,71 @@
 //! partition of a message is given by [`BusMessage::partition`]). Processors emit the `...Out`
 //! messages; the coordinator places the `...In` ones. Channels are bounded.
 
-use protocol::{messages::BusMessage, processor::PeerView, vault::VaultRecord, Coin, ValidatorId};
-use storage::{InboundKey, InboundKind};
-use tokio::sync::oneshot;
-
 use std::collections::BTreeMap;
+
+use protocol::{
+    messages::{bus_topic, BusMessage},
+    processor::PeerView,
+    vault::VaultRecord,
+    Coin, ValidatorId,
+};
+use storage::{InboundKey, InboundKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
 
 /// Capacity of each direction of a topic.
 pub const BUS_CAPACITY: usize = 4096;
+
+/// The coordinator's end of one `{IDENTITY}{COIN}` topic.
+pub struct Topic {
+    name: String,
+    coin: Coin,
+    to_processor: mpsc::Sender<ProcessorCommand>,
+}
+
+/// The processor behind a topic has stopped.
+#[derive(Debug)]
+pub struct ProcessorGone;
+
+impl Topic {
+    /// A topic of `identity` for `coin`, whose processor reads `to_processor`.
+    pub fn new(
+        identity: &ValidatorId,
+        coin: Coin,
+        to_processor: mpsc::Sender<ProcessorCommand>,
+    ) -> Topic {
+        Topic {
+            name: bus_topic(identity, coin),
+            coin,
+            to_processor,
+        }
+    }
+
+    /// The topic's name, `{IDENTITY}{COIN}`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Place an `...In` message on the topic (on the message's partition).
+    pub async fn place(&self, msg: BusMessage) -> Result<(), ProcessorGone> {
+        debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "placed");
+        self.to_processor
+            .send(ProcessorCommand::Input(msg))
+            .await
+            .map_err(|_| ProcessorGone)
+    }
+
+    /// Ask the processor to rotate its messaging key (step 4).
+    pub async fn rotate(
+        &self,
+        reply: oneshot::Sender<Result<([u8; 32], u64), String>>,
+    ) -> Result<(), ProcessorGone> {
+        self.to_processor
+            .send(ProcessorCommand::Rotate(reply))
+            .await
+            .map_err(|_| ProcessorGone)
+    }
+}
 
 /// What the coordinator sends a processor.
 pub enum ProcessorCommand {

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::{
-    bus::{inbound_slot, ProcessorCommand, ProcessorEvent, SlotPolicy, MAX_SLOT_ENTRIES},
+    bus::{self, inbound_slot, ProcessorEvent, SlotPolicy, MAX_SLOT_ENTRIES},
     error::NodeError,
     metrics::Metrics,
     network::{self, Behaviour, BehaviourEvent},
@@ -79,14 +79,14 @@ pub struct Coordinator {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
     pub(crate) metrics: Metrics,
-    pub(crate) processors: BTreeMap<Coin, mpsc::Sender<ProcessorCommand>>,
+    pub(crate) bus: BTreeMap<Coin, bus::Topic>,
     pub(crate) from_processors: mpsc::Receiver<ProcessorEvent>,
     pub(crate) control: mpsc::Receiver<ControlCommand>,
     pub(crate) snapshots: Snapshots,
     pub(crate) status: Arc<RwLock<Status>>,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) on_listening: Option<OnListening>,
-    topics: BTreeMap<Coin, IdentTopic>,
+    gossip_topics: BTreeMap<Coin, IdentTopic>,
     topic_coins: HashMap<TopicHash, Coin>,
     validators: BTreeMap<PeerId, ValidatorId>,
     announcements: BTreeMap<(Coin, &'static str), GeneralMessage>,
@@ -113,7 +113,7 @@ impl Coordinator {
         swarm: Swarm<Behaviour>,
         libp2p_metrics: libp2p::metrics::Metrics,
         metrics: Metrics,
-        processors: BTreeMap<Coin, mpsc::Sender<ProcessorCommand>>,
+        bus: BTreeMap<Coin, bus::Topic>,
         from_processors: mpsc::Receiver<ProcessorEvent>,
         control: mpsc::Receiver<ControlCommand>,
         snapshots: Snapshots,
@@ -121,12 +121,12 @@ impl Coordinator {
         bootstrap: Vec<Multiaddr>,
         on_listening: Option<OnListening>,
     ) -> Result<Self, NodeError> {
-        let topics: BTreeMap<Coin, IdentTopic> = def
+        let gossip_topics: BTreeMap<Coin, IdentTopic> = def
             .coins
             .iter()
             .map(|c| (*c, network::coin_topic(&def.name, *c)))
             .collect();
-        let topic_coins = topics.iter().map(|(c, t)| (t.hash(), *c)).collect();
+        let topic_coins = gossip_topics.iter().map(|(c, t)| (t.hash(), *c)).collect();
         let mut validators = BTreeMap::new();
         for v in &def.validators {
             validators.insert(network::peer_id_of(v)?, v.clone());
@@ -140,14 +140,14 @@ impl Coordinator {
             swarm,
             libp2p_metrics,
             metrics,
-            processors,
+            bus,
             from_processors,
             control,
             snapshots,
             status,
             bootstrap,
             on_listening,
-            topics,
+            gossip_topics,
             topic_coins,
             validators,
             announcements: BTreeMap::new(),
@@ -169,7 +169,7 @@ impl Coordinator {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), NodeError> {
-        for topic in self.topics.values() {
+        for topic in self.gossip_topics.values() {
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -301,9 +301,9 @@ impl Coordinator {
 
     async fn on_control(&mut self, cmd: ControlCommand) {
         match cmd {
-            ControlCommand::RotateKey(coin, reply) => match self.processors.get(&coin) {
-                Some(tx) => {
-                    if tx.send(ProcessorCommand::Rotate(reply)).await.is_err() {
+            ControlCommand::RotateKey(coin, reply) => match self.bus.get(&coin) {
+                Some(topic) => {
+                    if topic.rotate(reply).await.is_err() {
                         warn!(%coin, "processor stopped");
                     }
                 }
@@ -583,12 +583,14 @@ impl Coordinator {
         let mut b = Batch::new();
         b.put::<Inbound>(&key, &msg).map_err(|e| e.to_string())?;
         self.store.write(b).map_err(|e| e.to_string())?;
-        debug!(%coin, kind = msg.kind(), partition = ?msg.partition(), topic = %messages::bus_topic(&self.me, coin), "placed");
-        if let Some(tx) = self.processors.get(&coin) {
-            if tx.send(ProcessorCommand::Input(msg)).await.is_err() {
-                return Err("processor stopped".into());
-            }
-        }
+        let topic = self
+            .bus
+            .get(&coin)
+            .ok_or_else(|| format!("no processor for {coin}"))?;
+        topic
+            .place(msg)
+            .await
+            .map_err(|_| "processor stopped".to_string())?;
         Ok(DirectResponse::Accepted)
     }
 
@@ -609,7 +611,7 @@ impl Coordinator {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for ((coin, kind), msg) in anns {
-            let Some(topic) = self.topics.get(&coin).cloned() else {
+            let Some(topic) = self.gossip_topics.get(&coin).cloned() else {
                 continue;
             };
             let bytes = match messages::encode(&msg) {
@@ -629,7 +631,9 @@ impl Coordinator {
     // ---------------------------------------------------------------- processor out
 
     fn on_processor(&mut self, coin: Coin, msg: BusMessage) -> Result<(), NodeError> {
-        debug!(%coin, kind = msg.kind(), partition = ?msg.partition(), topic = %messages::bus_topic(&self.me, coin), "from processor");
+        if let Some(topic) = self.bus.get(&coin) {
+            debug!(topic = topic.name(), kind = msg.kind(), partition = ?msg.partition(), "from processor");
+        }
         match msg {
             BusMessage::ProcessorPublicKey(k) => {
                 self.local_keys.insert(coin, k.clone());

@@ -164,7 +164,7 @@ pub async fn run(
     // The local bus: one bounded channel per coin topic towards its processor, one shared back.
     let (events_tx, events_rx) = mpsc::channel(bus::BUS_CAPACITY);
     let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
-    let mut processors = BTreeMap::new();
+    let mut topics = BTreeMap::new();
     for coin in def.coins.clone() {
         let messaging = store.messaging_key(coin, &keys)?;
         let vault = store.get::<Vaults>(&VaultKey {
@@ -182,7 +182,7 @@ pub async fn run(
             metrics: metrics.clone(),
         }
         .spawn()?;
-        processors.insert(coin, tx);
+        topics.insert(coin, bus::Topic::new(&me, coin, tx));
     }
     drop(events_tx);
 
@@ -224,7 +224,7 @@ pub async fn run(
         swarm,
         libp2p_metrics,
         metrics,
-        processors,
+        topics,
         events_rx,
         control_rx,
         snapshots,

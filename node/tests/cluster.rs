@@ -196,4 +196,36 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
     for n in &nodes {
         assert!(all_active(&n.status().await.unwrap(), COINS.len()));
     }
+
+    // A restarted node comes back with its vaults from RocksDB and reconnects.
+    let before = nodes[2].status().await.unwrap()["vaults"].clone();
+    let dir = nodes[2].dir.clone();
+    let log_len = nodes[2].log().len();
+    drop(nodes.remove(2));
+    let boot = nodes[0].p2p.clone();
+    let restarted = Node::start(&dir, &network, Some(&boot)).await;
+    wait_for(
+        "the restarted node to reconnect",
+        Duration::from_secs(60),
+        || async {
+            restarted
+                .status()
+                .await
+                .is_some_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 3))
+        },
+    )
+    .await;
+    let after = restarted.status().await.unwrap();
+    assert!(all_active(&after, COINS.len()));
+    for (b, a) in before
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after["vaults"].as_array().unwrap())
+    {
+        assert_eq!(a["group_key"], b["group_key"]);
+        assert_eq!(a["address"], b["address"]);
+    }
+    let new_log = restarted.log()[log_len..].to_string();
+    assert!(!new_log.contains("rejected"), "{new_log}");
 }

@@ -740,6 +740,13 @@ impl Processor {
                         "address for another DKG context",
                     ));
                 }
+                if self
+                    .vault
+                    .as_ref()
+                    .is_some_and(|v| v.status != VaultStatus::Pending)
+                {
+                    return Ok(Handled::Done); // decided: nothing left to confirm
+                }
                 let Some(signer) = self.signer_of(&m.from) else {
                     return Ok(Handled::Wait);
                 };
