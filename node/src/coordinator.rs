@@ -654,23 +654,15 @@ impl Coordinator {
             }
             BusMessage::EncryptedPublicKeyOut(m) => {
                 let to = m.to.clone();
-                self.enqueue(
-                    to,
-                    vec![1, coin_byte(coin)],
-                    DirectRequest::EncryptedPublicKeyOut(m),
-                )?;
+                self.enqueue(to, DirectRequest::EncryptedPublicKeyOut(m))?;
             }
             BusMessage::EncryptedKeyGenCommitmentOut(m) => {
                 let to = m.to.clone();
-                let mut slot = vec![2, coin_byte(coin)];
-                slot.extend_from_slice(&m.context);
-                self.enqueue(to, slot, DirectRequest::EncryptedKeyGenCommitmentOut(m))?;
+                self.enqueue(to, DirectRequest::EncryptedKeyGenCommitmentOut(m))?;
             }
             BusMessage::EncryptedKeyShareOut(m) => {
                 let to = m.to.clone();
-                let mut slot = vec![3, coin_byte(coin)];
-                slot.extend_from_slice(&m.context);
-                self.enqueue(to, slot, DirectRequest::EncryptedKeyShareOut(m))?;
+                self.enqueue(to, DirectRequest::EncryptedKeyShareOut(m))?;
             }
             BusMessage::KeyGenCommitmentsDigest(d) => {
                 self.announcements.insert(
@@ -709,11 +701,7 @@ impl Coordinator {
         };
         for v in self.def.validators.clone() {
             if v != self.me {
-                self.enqueue(
-                    v,
-                    vec![0],
-                    DirectRequest::ProcessorPublicKeyList(list.clone()),
-                )?;
+                self.enqueue(v, DirectRequest::ProcessorPublicKeyList(list.clone()))?;
             }
         }
         Ok(())
@@ -722,22 +710,12 @@ impl Coordinator {
     // ---------------------------------------------------------------- request-response
 
     /// Persist before send: the request is in the outbox table before it leaves.
-    fn enqueue(
-        &mut self,
-        to: ValidatorId,
-        slot: Vec<u8>,
-        req: DirectRequest,
-    ) -> Result<(), NodeError> {
+    fn enqueue(&mut self, to: ValidatorId, req: DirectRequest) -> Result<(), NodeError> {
         let kind = req.kind();
         let bytes = messages::encode(&req)?;
-        self.store.put::<Outbox>(
-            &OutboxKey {
-                to: to.clone(),
-                slot: slot.clone(),
-            },
-            &req,
-        )?;
-        self.insert_outbox(to, slot, bytes, kind);
+        let key = OutboxKey::for_request(to, &req);
+        self.store.put::<Outbox>(&key, &req)?;
+        self.insert_outbox(key.to, key.slot, bytes, kind);
         Ok(())
     }
 
@@ -1041,13 +1019,5 @@ impl Coordinator {
         if let Ok(mut s) = self.status.write() {
             *s = status;
         }
-    }
-}
-
-fn coin_byte(c: Coin) -> u8 {
-    match c {
-        Coin::Btc => 0,
-        Coin::Eth => 1,
-        Coin::Sol => 2,
     }
 }

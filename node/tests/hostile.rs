@@ -231,4 +231,34 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         },
     )
     .await;
+
+    // A peer outside the network definition cannot keep a connection or get an answer.
+    let stranger = libp2p::identity::Keypair::generate_ed25519();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut swarm = network::build_swarm(stranger, &def.name, &validators, &mut registry).unwrap();
+    let (p1, a1) = targets[0].clone();
+    swarm.add_peer_address(p1, a1);
+    let id = swarm
+        .behaviour_mut()
+        .direct
+        .send_request(&p1, vec![1, 2, 3]);
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                    request_response::Event::OutboundFailure { request_id, .. },
+                )) if request_id == id => return false,
+                SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { .. },
+                        ..
+                    },
+                )) => return true,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the request ended one way or the other");
+    assert!(!answered, "a stranger got an answer");
 }

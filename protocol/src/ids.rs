@@ -118,6 +118,20 @@ impl Coin {
         }
     }
 
+    /// A stable one-byte id, used in storage keys. Never reuse a retired id.
+    pub fn id(self) -> u8 {
+        match self {
+            Coin::Btc => 0,
+            Coin::Eth => 1,
+            Coin::Sol => 2,
+        }
+    }
+
+    /// The coin of an id from [`Coin::id`].
+    pub fn from_id(id: u8) -> Option<Coin> {
+        Coin::ALL.into_iter().find(|c| c.id() == id)
+    }
+
     /// The vault's curve.
     pub fn curve(self) -> Curve {
         match self {
@@ -164,5 +178,9 @@ mod tests {
     fn coins_parse_case_insensitively() {
         assert_eq!("btc".parse::<Coin>().unwrap(), Coin::Btc);
         assert!("DOGE".parse::<Coin>().is_err());
+        for c in Coin::ALL {
+            assert_eq!(Coin::from_id(c.id()), Some(c));
+        }
+        assert_eq!(Coin::from_id(200), None);
     }
 }

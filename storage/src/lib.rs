@@ -167,7 +167,7 @@ impl InboundKey {
     /// The key bytes of the slot (everything but `seq`).
     pub fn slot_prefix(&self) -> Vec<u8> {
         let mut k = vec![
-            coin_byte(self.coin),
+            self.coin.id(),
             self.kind as u8,
             self.from.as_bytes().len() as u8,
         ];
@@ -178,12 +178,7 @@ impl InboundKey {
 
     fn decode(raw: &[u8]) -> Option<InboundKey> {
         let (&coin, rest) = raw.split_first()?;
-        let coin = match coin {
-            0 => Coin::Btc,
-            1 => Coin::Eth,
-            2 => Coin::Sol,
-            _ => return None,
-        };
+        let coin = Coin::from_id(coin)?;
         let (&kind, rest) = rest.split_first()?;
         let kind = match kind {
             0 => InboundKind::ExternalPublicKey,
@@ -212,14 +207,6 @@ impl InboundKey {
     }
 }
 
-fn coin_byte(c: Coin) -> u8 {
-    match c {
-        Coin::Btc => 0,
-        Coin::Eth => 1,
-        Coin::Sol => 2,
-    }
-}
-
 impl StorageKey for InboundKey {
     fn to_key(&self) -> Vec<u8> {
         let mut k = self.slot_prefix();
@@ -228,13 +215,29 @@ impl StorageKey for InboundKey {
     }
 }
 
-/// Key of the `outbox` column family: one slot per (recipient, coin, kind, context).
+/// Key of the `outbox` column family: one slot per (recipient, kind, coin, context), so a newer
+/// request of the same slot replaces the older one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxKey {
     /// Recipient.
     pub to: ValidatorId,
-    /// Slot name (kind, coin, context), chosen by the sender.
+    /// Slot: kind, then coin and DKG context where the request has them.
     pub slot: Vec<u8>,
+}
+
+impl OutboxKey {
+    /// The slot of `req` towards `to`.
+    pub fn for_request(to: ValidatorId, req: &DirectRequest) -> OutboxKey {
+        let slot = match req {
+            DirectRequest::ProcessorPublicKeyList(_) => vec![0],
+            DirectRequest::EncryptedPublicKeyOut(m) => vec![1, m.coin.id()],
+            DirectRequest::EncryptedKeyGenCommitmentOut(m) => {
+                [&[2, m.coin.id()][..], &m.context].concat()
+            }
+            DirectRequest::EncryptedKeyShareOut(m) => [&[3, m.coin.id()][..], &m.context].concat(),
+        };
+        OutboxKey { to, slot }
+    }
 }
 
 impl StorageKey for OutboxKey {
@@ -257,7 +260,7 @@ pub struct VaultKey {
 
 impl StorageKey for VaultKey {
     fn to_key(&self) -> Vec<u8> {
-        let mut k = vec![coin_byte(self.coin)];
+        let mut k = vec![self.coin.id()];
         k.extend_from_slice(&self.session.to_be_bytes());
         k
     }
@@ -469,7 +472,7 @@ impl Store {
     /// Every inbound message of a coin, in replay order.
     pub fn inbound_for(&self, coin: Coin) -> Result<Vec<BusMessage>> {
         Ok(self
-            .scan::<Inbound>(&[coin_byte(coin)])?
+            .scan::<Inbound>(&[coin.id()])?
             .into_iter()
             .map(|(_, v)| v)
             .collect())
