@@ -33,9 +33,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$N" -ge 2 ] || { echo "N must be at least 2" >&2; exit 2; }
-for tool in curl python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
-done
+# shellcheck source=prereqs.sh
+source "$ROOT/scripts/prereqs.sh"
+vaultd_install_prereqs
 DIR="${DIR:-$PWD/cluster-$(date +%Y%m%d-%H%M%S)}"
 if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
   echo "$DIR exists and is not empty; choose a fresh --dir" >&2; exit 1

@@ -5,23 +5,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
-missing=()
-if command -v dpkg >/dev/null; then
-  dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
-else
-  ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
+# shellcheck source=prereqs.sh
+source "$ROOT/scripts/prereqs.sh"
+vaultd_install_prereqs
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
 fi
-command -v c++ >/dev/null || missing+=(g++)
-command -v curl >/dev/null || missing+=(curl)
-command -v python3 >/dev/null || missing+=(python3)
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "==> installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
-fi
-command -v cargo >/dev/null || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 
 echo "==> protocol/ must stay sans-IO (no tokio, libp2p or rocksdb)"
 if cargo tree -p vaultd-protocol -e normal --prefix none | grep -E '^(tokio|libp2p|rocksdb|librocksdb-sys) ' ; then
