@@ -22,6 +22,7 @@ pub mod messages;
 pub mod network;
 pub mod processor;
 pub mod seal;
+pub mod sign;
 pub mod vault;
 
 pub use error::{ProtocolError, Result};
