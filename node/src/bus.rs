@@ -102,7 +102,7 @@ pub struct ProcessorSnapshot {
 }
 
 /// Most distinct messages kept in one inbound slot (a sender re-sealing after a restart, a
-/// rotated key, or junk); past it the sender is refused.
+/// rotated key, or junk); past it the slot's oldest entry makes room.
 pub const MAX_SLOT_ENTRIES: usize = 8;
 
 /// How a slot keeps messages.
@@ -110,7 +110,7 @@ pub const MAX_SLOT_ENTRIES: usize = 8;
 pub enum SlotPolicy {
     /// One entry, the latest wins (a key whose `seq` the coordinator already ordered).
     Replace,
-    /// Every distinct message, in arrival order, up to [`MAX_SLOT_ENTRIES`]: the coordinator
+    /// Every distinct message, in arrival order, the latest [`MAX_SLOT_ENTRIES`]: the coordinator
     /// cannot read sealed payloads, so the processor decides which is valid and the ones it
     /// rejects are deleted.
     Log,

@@ -553,6 +553,7 @@ impl Coordinator {
         let Some((mut key, policy)) = inbound_slot(coin, &msg) else {
             return Err(format!("{} has no inbound slot", msg.kind()));
         };
+        let mut evict = Vec::new();
         match policy {
             SlotPolicy::Replace => {
                 if self
@@ -570,17 +571,20 @@ impl Coordinator {
                 if entries.iter().any(|(_, m)| *m == msg) {
                     return Ok(DirectResponse::Duplicate);
                 }
-                if entries.len() >= MAX_SLOT_ENTRIES {
-                    return Err(format!(
-                        "{} different {} messages for one slot",
-                        entries.len(),
-                        msg.kind()
-                    ));
+                // The slot holds one authenticated sender's messages only: past the bound, its
+                // oldest entries make room (a sender re-sealing after restarts, or flooding).
+                let excess = (entries.len() + 1).saturating_sub(MAX_SLOT_ENTRIES);
+                for (old, _) in entries.into_iter().take(excess) {
+                    debug!(%coin, kind = msg.kind(), "inbound slot full; dropping its oldest entry");
+                    evict.push(old);
                 }
                 key.seq = self.next_seq();
             }
         }
         let mut b = Batch::new();
+        for old in &evict {
+            b.delete::<Inbound>(old);
+        }
         b.put::<Inbound>(&key, &msg).map_err(|e| e.to_string())?;
         self.store.write(b).map_err(|e| e.to_string())?;
         let topic = self

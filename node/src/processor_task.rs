@@ -54,32 +54,30 @@ impl ProcessorTask {
     fn run(mut self) {
         let coin = self.processor.coin();
         let mut outputs = self.processor.start();
-        // A restart: replay what was received before, unless the vault is already active.
-        if self.processor.vault().map(|v| v.status) != Some(VaultStatus::Active) {
-            match self.store.inbound_for(coin) {
-                Ok(log) => {
-                    if !log.is_empty() {
-                        info!(%coin, messages = log.len(), "replaying stored inbound messages");
-                    }
-                    for m in log {
-                        let result = self.processor.handle(m.clone());
-                        let mut rejected = self.processor.take_rejected();
-                        match result {
-                            Ok(o) => outputs.extend(o),
-                            Err(e) => rejected.push((m, e)),
-                        }
-                        for (m, e) in rejected {
-                            debug!(%coin, error = %e, "stored message rejected on replay");
-                            self.reject(m, e);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = self
-                        .events
-                        .blocking_send(ProcessorEvent::Fatal(e.to_string()));
-                    return;
-                }
+        // A restart: replay what was received before. With a decided vault the DKG messages are
+        // no-ops, but the peers' keys of steps 8-12 are learnt again.
+        let log = match self.store.inbound_for(coin) {
+            Ok(log) => log,
+            Err(e) => {
+                let _ = self
+                    .events
+                    .blocking_send(ProcessorEvent::Fatal(e.to_string()));
+                return;
+            }
+        };
+        if !log.is_empty() {
+            info!(%coin, messages = log.len(), "replaying stored inbound messages");
+        }
+        for m in log {
+            let result = self.processor.handle(m.clone());
+            let mut rejected = self.processor.take_rejected();
+            match result {
+                Ok(o) => outputs.extend(o),
+                Err(e) => rejected.push((m, e)),
+            }
+            for (m, e) in rejected {
+                debug!(%coin, error = %e, "stored message rejected on replay");
+                self.reject(m, e);
             }
         }
         if !self.apply(outputs) {

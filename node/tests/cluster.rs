@@ -156,17 +156,7 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
 
     // Step 4: node 2 rotates its BTC processor key; every peer replaces it and verifies the
     // encrypted public key exchange under the new key.
-    let out = Command::new(BIN)
-        .args(["rotate-key", "--coin", "BTC", "--data-dir"])
-        .arg(&dirs[1])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rotate-key: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reply = cli(&["rotate-key", "--coin", "BTC"], &dirs[1]);
     let new_key = reply["pubkey"].as_str().unwrap().to_string();
     assert_eq!(reply["seq"], 1);
     for (i, n) in nodes.iter().enumerate() {
@@ -226,6 +216,24 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
         assert_eq!(a["group_key"], b["group_key"]);
         assert_eq!(a["address"], b["address"]);
     }
+    // It re-learnt every peer's processor keys (steps 8-12) from its stored inbound messages.
+    wait_for(
+        "the restarted node's view of its peers",
+        Duration::from_secs(60),
+        || async {
+            restarted.status().await.is_some_and(|s| {
+                s["validators"].as_array().is_some_and(|vs| {
+                    vs.len() == 3
+                        && vs.iter().all(|v| {
+                            COINS
+                                .iter()
+                                .all(|c| v["processor_keys"][*c]["verified"] == true)
+                        })
+                })
+            })
+        },
+    )
+    .await;
     let new_log = restarted.log()[log_len..].to_string();
     assert!(!new_log.contains("rejected"), "{new_log}");
 }

@@ -28,19 +28,24 @@ where
     }
 }
 
-pub fn init(dir: &Path) -> String {
+/// Run the `vaultd` CLI with `args` and `--data-dir dir`; panics with its stderr on failure.
+pub fn cli(args: &[&str], dir: &Path) -> Value {
     let out = Command::new(BIN)
-        .args(["init", "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
         .arg(dir)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "init failed: {}",
+        "vaultd {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["peer_id"].as_str().unwrap().to_string()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn init(dir: &Path) -> String {
+    cli(&["init"], dir)["peer_id"].as_str().unwrap().to_string()
 }
 
 pub fn write_network(path: &Path, peer_ids: &[String], coins: &[&str]) {
