@@ -40,6 +40,14 @@ fn compressed(p: &ProjectivePoint) -> [u8; 33] {
     out
 }
 
+/// The x coordinate of `p` and whether its y is odd (BIP340's x-only form plus parity).
+pub(crate) fn x_only(p: &ProjectivePoint) -> ([u8; 32], bool) {
+    let c = compressed(p);
+    let mut x = [0u8; 32];
+    x.copy_from_slice(&c[1..]);
+    (x, c[0] == 0x03)
+}
+
 /// `SHA256(SHA256(tag) || SHA256(tag) || data)`, BIP340's tagged hash.
 pub fn tagged_hash(tag: &[u8], data: &[&[u8]]) -> [u8; 32] {
     let tag = Sha256::digest(tag);
@@ -63,15 +71,10 @@ pub fn taproot_tweak(internal_x: &[u8; 32]) -> Result<Scalar> {
 /// The x-only taproot output key `x(Q)` for a group key (33-byte SEC1, either parity).
 pub fn taproot_output_key(group_key: &[u8]) -> Result<[u8; 32]> {
     let p = parse_secp256k1(group_key)?;
-    let c = compressed(&p);
-    let even = if c[0] == 0x03 { -p } else { p };
-    let mut x = [0u8; 32];
-    x.copy_from_slice(&c[1..]);
+    let (x, odd) = x_only(&p);
+    let even = if odd { -p } else { p };
     let q = even + ProjectivePoint::GENERATOR * taproot_tweak(&x)?;
-    let qc = compressed(&q);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&qc[1..]);
-    Ok(out)
+    Ok(x_only(&q).0)
 }
 
 /// The P2TR address of a secp256k1 group key.

@@ -117,7 +117,10 @@ fn threshold_params(p: &DkgParams) -> Result<ThresholdParams, DkgFailure> {
 }
 
 /// Read exactly one value from `bytes`, rejecting trailing bytes.
-fn read_exact<T>(bytes: &[u8], read: impl FnOnce(&mut &[u8]) -> io::Result<T>) -> io::Result<T> {
+pub(crate) fn read_exact<T>(
+    bytes: &[u8],
+    read: impl FnOnce(&mut &[u8]) -> io::Result<T>,
+) -> io::Result<T> {
     let mut r = bytes;
     let v = read(&mut r)?;
     if !r.is_empty() {

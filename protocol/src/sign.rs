@@ -16,10 +16,7 @@
 use std::{collections::BTreeMap, collections::HashMap, io};
 
 use ciphersuite::group::GroupEncoding;
-use k256::{
-    elliptic_curve::{ops::Reduce, sec1::ToEncodedPoint},
-    ProjectivePoint, Scalar, U256,
-};
+use k256::{elliptic_curve::ops::Reduce, ProjectivePoint, Scalar, U256};
 use modular_frost::{
     algorithm::{Algorithm, Hram, Schnorr},
     curve::{Ed25519, IetfEd25519Hram, Secp256k1},
@@ -33,7 +30,11 @@ use rand_core::{CryptoRng, RngCore};
 use transcript::{RecommendedTranscript, Transcript};
 use zeroize::Zeroizing;
 
-use crate::{address, ids::Coin};
+use crate::{
+    address::{self, x_only},
+    dkg::read_exact,
+    ids::Coin,
+};
 
 /// Why signing failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -65,14 +66,6 @@ fn frost(e: FrostError) -> SignError {
         FrostError::InvalidShare(l) => SignError::InvalidShare(u16::from(l)),
         other => SignError::Other(format!("{other:?}")),
     }
-}
-
-fn x_only(p: &ProjectivePoint) -> ([u8; 32], bool) {
-    let enc = p.to_affine().to_encoded_point(true);
-    let bytes = enc.as_bytes();
-    let mut x = [0u8; 32];
-    x.copy_from_slice(&bytes[1..33]);
-    (x, bytes[0] == 0x03)
 }
 
 /// BIP340's challenge, negated when R is odd (the signers then sign for -R's even twin).
@@ -202,27 +195,25 @@ impl VaultKeys {
     /// Load a stored key share (`ThresholdKeys::serialize`) and apply the coin's tweaks.
     pub fn load(coin: Coin, serialized: &[u8]) -> Result<VaultKeys, SignError> {
         let bad = |e: io::Error| SignError::Other(format!("stored key share: {e}"));
-        let mut r = serialized;
         let keys = match coin {
             Coin::Btc => {
-                let keys = even(ThresholdKeys::<Secp256k1>::read(&mut r).map_err(bad)?)?;
+                let keys =
+                    read_exact(serialized, |r| ThresholdKeys::<Secp256k1>::read(r)).map_err(bad)?;
+                let keys = even(keys)?;
                 let (px, _) = x_only(&keys.group_key());
                 let tweak =
                     address::taproot_tweak(&px).map_err(|e| SignError::Other(e.to_string()))?;
                 VaultKeys::Bitcoin(even(keys.offset(tweak))?)
             }
-            Coin::Sol => VaultKeys::Solana(ThresholdKeys::<Ed25519>::read(&mut r).map_err(bad)?),
+            Coin::Sol => VaultKeys::Solana(
+                read_exact(serialized, |r| ThresholdKeys::<Ed25519>::read(r)).map_err(bad)?,
+            ),
             Coin::Eth => {
                 return Err(SignError::Other(
                     "ETH signing is not implemented yet".into(),
                 ));
             }
         };
-        if !r.is_empty() {
-            return Err(SignError::Other(
-                "trailing bytes after the stored key share".into(),
-            ));
-        }
         Ok(keys)
     }
 
@@ -284,12 +275,7 @@ fn read_all<T>(
     read: impl FnOnce(&mut &[u8]) -> io::Result<T>,
     err: fn(u16) -> SignError,
 ) -> Result<T, SignError> {
-    let mut r = bytes;
-    let v = read(&mut r).map_err(|_| err(l))?;
-    if !r.is_empty() {
-        return Err(err(l));
-    }
-    Ok(v)
+    read_exact(bytes, read).map_err(|_| err(l))
 }
 
 macro_rules! sign_round {
