@@ -18,7 +18,7 @@ use storage::{
     Batch, IdentityKey, IdentityValue, KeyShareRecord, KeyShares, Store, VaultKey, Vaults,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     bus::{inbound_slot, ProcessorCommand, ProcessorEvent, ProcessorSnapshot},
@@ -69,16 +69,7 @@ impl ProcessorTask {
             info!(%coin, messages = log.len(), "replaying stored inbound messages");
         }
         for m in log {
-            let result = self.processor.handle(m.clone());
-            let mut rejected = self.processor.take_rejected();
-            match result {
-                Ok(o) => outputs.extend(o),
-                Err(e) => rejected.push((m, e)),
-            }
-            for (m, e) in rejected {
-                debug!(%coin, error = %e, "stored message rejected on replay");
-                self.reject(m, e);
-            }
+            outputs.extend(self.input(m));
         }
         if !self.apply(outputs) {
             return;
@@ -86,19 +77,8 @@ impl ProcessorTask {
         while let Some(cmd) = self.commands.blocking_recv() {
             let ok = match cmd {
                 ProcessorCommand::Input(msg) => {
-                    let result = self.processor.handle(msg.clone());
-                    let mut rejected = self.processor.take_rejected();
-                    let ok = match result {
-                        Ok(o) => self.apply(o),
-                        Err(e) => {
-                            rejected.push((msg, e));
-                            true
-                        }
-                    };
-                    for (msg, e) in rejected {
-                        self.reject(msg, e);
-                    }
-                    ok
+                    let outputs = self.input(msg);
+                    self.apply(outputs)
                 }
                 ProcessorCommand::Rotate(reply) => {
                     let seq = self.processor.messaging_key().seq + 1;
@@ -122,6 +102,24 @@ impl ProcessorTask {
                 return;
             }
         }
+    }
+
+    /// Hand one `...In` message to the processor; log and drop whatever it rejects (the message
+    /// itself, or buffered ones it could check now). Returns what to persist and send.
+    fn input(&mut self, msg: protocol::messages::BusMessage) -> Vec<Output> {
+        let result = self.processor.handle(msg.clone());
+        let mut rejected = self.processor.take_rejected();
+        let outputs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                rejected.push((msg, e));
+                Vec::new()
+            }
+        };
+        for (m, e) in rejected {
+            self.reject(m, e);
+        }
+        outputs
     }
 
     /// Log a rejected message and drop it from the inbound table: what failed its checks is not
