@@ -25,7 +25,7 @@ use crate::{
 /// Bitcoin network of the P2TR address's human-readable part.
 pub const BTC_HRP: bech32::Hrp = bech32::hrp::BC;
 
-fn parse_secp256k1(group_key: &[u8]) -> Result<ProjectivePoint> {
+pub(crate) fn parse_secp256k1(group_key: &[u8]) -> Result<ProjectivePoint> {
     let encoded = EncodedPoint::from_bytes(group_key)
         .map_err(|e| ProtocolError::Key(format!("secp256k1 group key: {e}")))?;
     Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))
@@ -83,12 +83,26 @@ pub fn btc_address(group_key: &[u8]) -> Result<String> {
     bech32::segwit::encode_v1(BTC_HRP, &q).map_err(|e| ProtocolError::Key(format!("bech32m: {e}")))
 }
 
-/// The EIP-55 address of a secp256k1 group key.
-pub fn eth_address(group_key: &[u8]) -> Result<String> {
-    let p = parse_secp256k1(group_key)?;
+/// The even-Y point with x coordinate `x` (BIP340's `lift_x`), if there is one.
+pub(crate) fn lift_x(x: &[u8; 32]) -> Option<ProjectivePoint> {
+    let mut c = [0u8; 33];
+    c[0] = 0x02;
+    c[1..].copy_from_slice(x);
+    parse_secp256k1(&c).ok()
+}
+
+/// The 20-byte Ethereum address of a point: `keccak256(uncompressed(P)[1..])[12..]`.
+pub fn eth_address_bytes(p: &ProjectivePoint) -> [u8; 20] {
     let uncompressed = p.to_affine().to_encoded_point(false);
     let hash = Keccak256::digest(&uncompressed.as_bytes()[1..]);
-    Ok(eip55(&hash[12..]))
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&hash[12..]);
+    out
+}
+
+/// The EIP-55 address of a secp256k1 group key.
+pub fn eth_address(group_key: &[u8]) -> Result<String> {
+    Ok(eip55(&eth_address_bytes(&parse_secp256k1(group_key)?)))
 }
 
 /// EIP-55 mixed-case checksum encoding of a 20-byte address.

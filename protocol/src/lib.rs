@@ -11,7 +11,9 @@
 //! * [`dkg`]: the deterministic PedPoP driver;
 //! * [`processor`]: the per-coin processor state machine (steps 3 to 20);
 //! * [`address`]: BTC P2TR, ETH EIP-55 and SOL base58 addresses;
-//! * [`vault`]: vault records.
+//! * [`sign`]: FROST signing in each chain's format, and independent verifiers;
+//! * [`signing`]: the processor's signing ceremonies (request, preprocess, shares, retries);
+//! * [`vault`]: vault, signature request and cheater records.
 
 pub mod address;
 pub mod dkg;
@@ -23,6 +25,7 @@ pub mod network;
 pub mod processor;
 pub mod seal;
 pub mod sign;
+pub mod signing;
 pub mod vault;
 
 pub use error::{ProtocolError, Result};

@@ -123,6 +123,50 @@ pub struct PublicAddressAvailable {
     pub signature: Vec<u8>,
 }
 
+/// A request to sign `messages` with a coin's vault, announced by the validator whose API
+/// received it (the originator), for one attempt with one signer set of exactly t validators.
+/// Signed by the originator's processor signature key, so every signer checks the same set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// Coin.
+    pub coin: Coin,
+    /// Request id, chosen by the originator.
+    pub id: [u8; 32],
+    /// Attempt number (a retry with another signer set is a new attempt).
+    pub attempt: u32,
+    /// The originator.
+    pub origin: ValidatorId,
+    /// DKG context of the vault that signs.
+    pub vault: [u8; 32],
+    /// The signer set, t validators in participant-index order; includes the originator.
+    pub signers: Vec<ValidatorId>,
+    /// The messages, signed in one ceremony.
+    pub messages: Vec<Vec<u8>>,
+    /// Originator's processor signature over the above.
+    pub signature: Vec<u8>,
+}
+
+/// A finished signature set, announced by each signer and stored by every validator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureAvailable {
+    /// Coin.
+    pub coin: Coin,
+    /// Request id.
+    pub id: [u8; 32],
+    /// The originator.
+    pub origin: ValidatorId,
+    /// Attempt that produced the signatures.
+    pub attempt: u32,
+    /// DKG context of the vault.
+    pub vault: [u8; 32],
+    /// Who signed.
+    pub signers: Vec<ValidatorId>,
+    /// The messages.
+    pub messages: Vec<Vec<u8>>,
+    /// One 64-byte signature per message, in the chain's format.
+    pub signatures: Vec<Vec<u8>>,
+}
+
 /// The general partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GeneralMessage {
@@ -136,6 +180,10 @@ pub enum GeneralMessage {
     KeyGenCommitmentsDigest(KeyGenCommitmentsDigest),
     /// Step 20.
     PublicAddressAvailable(PublicAddressAvailable),
+    /// Signing: a request and its signer set.
+    SignRequest(SignRequest),
+    /// Signing: the result.
+    SignatureAvailable(SignatureAvailable),
 }
 
 impl GeneralMessage {
@@ -147,6 +195,8 @@ impl GeneralMessage {
             GeneralMessage::SignerReady(m) => Some(m.coin),
             GeneralMessage::KeyGenCommitmentsDigest(m) => Some(m.coin),
             GeneralMessage::PublicAddressAvailable(m) => Some(m.coin),
+            GeneralMessage::SignRequest(m) => Some(m.coin),
+            GeneralMessage::SignatureAvailable(m) => Some(m.coin),
         }
     }
 
@@ -158,6 +208,8 @@ impl GeneralMessage {
             GeneralMessage::SignerReady(_) => "SignerReady",
             GeneralMessage::KeyGenCommitmentsDigest(_) => "KeyGenCommitmentsDigest",
             GeneralMessage::PublicAddressAvailable(_) => "PublicAddressAvailable",
+            GeneralMessage::SignRequest(_) => "SignRequest",
+            GeneralMessage::SignatureAvailable(_) => "SignatureAvailable",
         }
     }
 }
@@ -206,6 +258,48 @@ pub struct EncryptedKeyShareOut {
     pub sealed: Vec<u8>,
 }
 
+/// Signing, round 1: a signer's preprocess (nonce commitments, one per message) for another
+/// signer. The request travels in the clear (it is public and signed by its originator); the
+/// preprocesses are sealed, bound to the request's session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedPreprocessOut {
+    /// Recipient validator.
+    pub to: ValidatorId,
+    /// The request this preprocess is for.
+    pub request: SignRequest,
+    /// Sealed [`PreprocessPayload`].
+    pub sealed: Vec<u8>,
+}
+
+/// Plaintext of [`EncryptedPreprocessOut`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreprocessPayload {
+    /// One serialized preprocess per message.
+    pub preprocesses: Vec<Vec<u8>>,
+}
+
+/// Signing, round 2: a signer's signature shares for another signer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedSignatureShareOut {
+    /// Coin.
+    pub coin: Coin,
+    /// Recipient validator.
+    pub to: ValidatorId,
+    /// Request id.
+    pub id: [u8; 32],
+    /// Attempt.
+    pub attempt: u32,
+    /// Sealed [`SignatureSharePayload`].
+    pub sealed: Vec<u8>,
+}
+
+/// Plaintext of [`EncryptedSignatureShareOut`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureSharePayload {
+    /// One serialized signature share per message.
+    pub shares: Vec<Vec<u8>>,
+}
+
 /// What one coordinator sends another over a request-response stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirectRequest {
@@ -217,6 +311,10 @@ pub enum DirectRequest {
     EncryptedKeyGenCommitmentOut(EncryptedKeyGenCommitmentOut),
     /// Step 17.
     EncryptedKeyShareOut(EncryptedKeyShareOut),
+    /// Signing, round 1.
+    EncryptedPreprocessOut(EncryptedPreprocessOut),
+    /// Signing, round 2.
+    EncryptedSignatureShareOut(EncryptedSignatureShareOut),
 }
 
 impl DirectRequest {
@@ -227,6 +325,8 @@ impl DirectRequest {
             DirectRequest::EncryptedPublicKeyOut(_) => "EncryptedPublicKeyOut",
             DirectRequest::EncryptedKeyGenCommitmentOut(_) => "EncryptedKeyGenCommitmentOut",
             DirectRequest::EncryptedKeyShareOut(_) => "EncryptedKeyShareOut",
+            DirectRequest::EncryptedPreprocessOut(_) => "EncryptedPreprocessOut",
+            DirectRequest::EncryptedSignatureShareOut(_) => "EncryptedSignatureShareOut",
         }
     }
 }
@@ -299,6 +399,33 @@ pub struct EncryptedKeyShareIn {
     pub msg: EncryptedKeyShareOut,
 }
 
+/// Signing, round 1, as received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedPreprocessIn {
+    /// Sending validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: EncryptedPreprocessOut,
+}
+
+/// Signing, round 2, as received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedSignatureShareIn {
+    /// Sending validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: EncryptedSignatureShareOut,
+}
+
+/// A signature request received by this node's API, for its processor to originate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRequested {
+    /// Request id.
+    pub id: [u8; 32],
+    /// The messages.
+    pub messages: Vec<Vec<u8>>,
+}
+
 /// A general-partition message from another validator, placed for the processor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GeneralIn {
@@ -326,6 +453,14 @@ pub enum BusMessage {
     EncryptedKeyShareOut(EncryptedKeyShareOut),
     /// Step 20, general partition.
     PublicAddressAvailable(PublicAddressAvailable),
+    /// Signing: announce a request (general partition).
+    SignRequest(SignRequest),
+    /// Signing round 1, encrypted partition.
+    EncryptedPreprocessOut(EncryptedPreprocessOut),
+    /// Signing round 2, encrypted partition.
+    EncryptedSignatureShareOut(EncryptedSignatureShareOut),
+    /// Signing: announce the result (general partition).
+    SignatureAvailable(SignatureAvailable),
     // coordinator -> processor
     /// Step 8, encrypted partition.
     ExternalPublicKeyIn(ExternalPublicKeyIn),
@@ -337,6 +472,12 @@ pub enum BusMessage {
     EncryptedKeyShareIn(EncryptedKeyShareIn),
     /// General partition, from a peer.
     GeneralIn(GeneralIn),
+    /// Signing round 1 from a peer, encrypted partition.
+    EncryptedPreprocessIn(EncryptedPreprocessIn),
+    /// Signing round 2 from a peer, encrypted partition.
+    EncryptedSignatureShareIn(EncryptedSignatureShareIn),
+    /// A request from this node's API, encrypted partition (local only).
+    SignatureRequested(SignatureRequested),
 }
 
 impl BusMessage {
@@ -346,6 +487,8 @@ impl BusMessage {
             BusMessage::ProcessorPublicKey(_)
             | BusMessage::KeyGenCommitmentsDigest(_)
             | BusMessage::PublicAddressAvailable(_)
+            | BusMessage::SignRequest(_)
+            | BusMessage::SignatureAvailable(_)
             | BusMessage::GeneralIn(_) => Partition::General,
             _ => Partition::Encrypted,
         }
@@ -366,6 +509,13 @@ impl BusMessage {
             BusMessage::EncryptedKeyGenCommitmentIn(_) => "EncryptedKeyGenCommitmentIn",
             BusMessage::EncryptedKeyShareIn(_) => "EncryptedKeyShareIn",
             BusMessage::GeneralIn(_) => "GeneralIn",
+            BusMessage::SignRequest(_) => "SignRequest",
+            BusMessage::EncryptedPreprocessOut(_) => "EncryptedPreprocessOut",
+            BusMessage::EncryptedSignatureShareOut(_) => "EncryptedSignatureShareOut",
+            BusMessage::SignatureAvailable(_) => "SignatureAvailable",
+            BusMessage::EncryptedPreprocessIn(_) => "EncryptedPreprocessIn",
+            BusMessage::EncryptedSignatureShareIn(_) => "EncryptedSignatureShareIn",
+            BusMessage::SignatureRequested(_) => "SignatureRequested",
         }
     }
 }

@@ -24,7 +24,8 @@ use crate::{
     messages::*,
     network::NetworkDefinition,
     seal::{self, SealContext, SealKind},
-    vault::{VaultRecord, VaultStatus},
+    signing::Signing,
+    vault::{CheaterReport, SignRecord, VaultRecord, VaultStatus},
 };
 
 const DIGEST_DOMAIN: &[u8] = b"KeyGenCommitmentsDigest";
@@ -59,6 +60,19 @@ pub enum Persist {
         /// The key.
         key: MessagingKey,
     },
+    /// Signing: (id, attempt) was preprocessed here; never again, across restarts too.
+    NonceUsed {
+        /// Coin.
+        coin: Coin,
+        /// Request id.
+        id: [u8; 32],
+        /// Attempt.
+        attempt: u32,
+    },
+    /// Signing: a request's record (pending, done or failed).
+    SignRecord(SignRecord),
+    /// Signing: a signer sent an invalid preprocess or share.
+    Cheater(CheaterReport),
 }
 
 impl std::fmt::Debug for Persist {
@@ -67,6 +81,11 @@ impl std::fmt::Debug for Persist {
             Persist::KeyShare { coin, .. } => write!(f, "KeyShare({coin}, <secret>)"),
             Persist::Vault(v) => write!(f, "Vault({:?})", v),
             Persist::MessagingKey { coin, key } => write!(f, "MessagingKey({coin}, {key:?})"),
+            Persist::NonceUsed { coin, id, attempt } => {
+                write!(f, "NonceUsed({coin}, {}, {attempt})", hex::encode(id))
+            }
+            Persist::SignRecord(r) => write!(f, "SignRecord({:?})", r),
+            Persist::Cheater(c) => write!(f, "Cheater({:?})", c),
         }
     }
 }
@@ -140,18 +159,19 @@ pub const MAX_PENDING_PER_SENDER: usize = 16;
 
 /// The processor of one coin.
 pub struct Processor {
-    def: NetworkDefinition,
+    pub(crate) def: NetworkDefinition,
     coin: Coin,
-    me: ValidatorId,
+    pub(crate) me: ValidatorId,
     params: DkgParams,
     messaging: MessagingKey,
-    signer: ProcessorSigner,
+    pub(crate) signer: ProcessorSigner,
     entropy: Zeroizing<[u8; 32]>,
     peers: BTreeMap<ValidatorId, PeerView>,
     dkg: DkgState,
     pending: Vec<BusMessage>,
     rejected: Vec<(BusMessage, ProtocolError)>,
     vault: Option<VaultRecord>,
+    pub(crate) signing: Signing,
 }
 
 impl Processor {
@@ -202,6 +222,7 @@ impl Processor {
             rejected: Vec::new(),
             vault,
             def,
+            signing: Signing::default(),
         })
     }
 
@@ -393,6 +414,9 @@ impl Processor {
     }
 
     fn dispatch(&mut self, msg: &BusMessage, out: &mut Vec<Output>) -> Result<Handled> {
+        if let Some(result) = self.dispatch_signing(msg, out) {
+            return result.map(|()| Handled::Done);
+        }
         match msg {
             BusMessage::ExternalPublicKeyIn(m) => self.on_external_key(m, out),
             BusMessage::EncryptedPublicKeyIn(m) => self.on_encrypted_public_key(m, out),
@@ -776,10 +800,13 @@ impl Processor {
                 self.after_confirmation(out);
                 Ok(Handled::Done)
             }
-            // Keys arrive as ExternalPublicKeyIn; the rest is informational.
+            // Keys arrive as ExternalPublicKeyIn; the rest is informational (signing messages
+            // were dispatched before).
             GeneralMessage::CoordinatorPublicKey(_)
             | GeneralMessage::ProcessorPublicKey(_)
-            | GeneralMessage::SignerReady(_) => Ok(Handled::Done),
+            | GeneralMessage::SignerReady(_)
+            | GeneralMessage::SignRequest(_)
+            | GeneralMessage::SignatureAvailable(_) => Ok(Handled::Done),
         }
     }
 
@@ -908,6 +935,10 @@ impl Processor {
             participants: self.def.validators.clone(),
             reason: None,
         };
+        if let Err(e) = self.set_key_share(&output.keys) {
+            self.fail(out, format!("key share unusable for signing: {e}"));
+            return;
+        }
         out.push(Output::Persist(Persist::KeyShare {
             coin: self.coin,
             context: self.params.context,

@@ -31,6 +31,10 @@ pub enum SealKind {
     KeyGenCommitment,
     /// Steps 16-19.
     KeyShare,
+    /// Signing, round 1: a signer's nonce commitments.
+    Preprocess,
+    /// Signing, round 2: a signer's signature shares.
+    SignatureShare,
 }
 
 /// Who seals what to whom, for which DKG.
@@ -46,7 +50,7 @@ pub struct SealContext<'a> {
     pub from: &'a ValidatorId,
     /// Recipient validator.
     pub to: &'a ValidatorId,
-    /// DKG context (zero for the public key exchange).
+    /// DKG context (zero for the public key exchange), or the signing session.
     pub context: [u8; 32],
 }
 

@@ -9,14 +9,22 @@
 //!   signature verifies under the 32-byte program of the vault's `bc1p...` address. The
 //!   challenge is BIP340's tagged hash, negated when the aggregate nonce R is odd, and the final
 //!   `s` is negated likewise, so `x(R) ‖ s` is a standard 64-byte BIP340 signature.
+//! * **ETH**: Schnorr on secp256k1 in the form an Ethereum contract verifies with one
+//!   `ecrecover`: challenge `c = keccak256(address(R) ‖ v ‖ px ‖ m)` (v = 27 + parity of the
+//!   group key's y, px its x), signature `c ‖ s`. The equation and a contract are in
+//!   `docs/SIGNING.md`.
 //! * **SOL**: RFC 8032 Ed25519 (`SHA-512(R ‖ A ‖ M)`), 64 bytes `R ‖ s`.
 //!
 //! Each signer's transcript binds the ceremony's session id, so nonces are bound to it.
 
 use std::{collections::BTreeMap, collections::HashMap, io};
 
-use ciphersuite::group::GroupEncoding;
-use k256::{elliptic_curve::ops::Reduce, ProjectivePoint, Scalar, U256};
+use ciphersuite::group::{Group, GroupEncoding};
+use k256::{
+    elliptic_curve::{ops::Reduce, PrimeField},
+    ProjectivePoint, Scalar, U256,
+};
+use sha3::{Digest, Keccak256};
 use modular_frost::{
     algorithm::{Algorithm, Hram, Schnorr},
     curve::{Ed25519, IetfEd25519Hram, Secp256k1},
@@ -87,40 +95,125 @@ impl Hram<Secp256k1> for Bip340Hram {
     }
 }
 
-/// BIP340 signing: Schnorr with [`Bip340Hram`], output `x(R) ‖ s` with `s` negated for odd R.
-#[derive(Clone)]
-pub struct Bip340(Schnorr<Secp256k1, RecommendedTranscript, Bip340Hram>);
+/// The challenge of the Ethereum Schnorr verifier (see `docs/SIGNING.md`):
+/// `c = keccak256(address(R) ‖ v ‖ px ‖ m)` with `v = 27 + parity(A.y)` and `px = x(A)`.
+#[derive(Clone, Copy, Debug)]
+pub struct EthereumHram;
 
-impl Bip340 {
-    /// For the ceremony `session`.
-    pub fn new(session: &[u8]) -> Self {
-        Bip340(Schnorr::new(session_transcript(
-            b"vaultd BIP340 v1",
-            session,
-        )))
+impl EthereumHram {
+    /// The challenge bytes, before reduction (the contract compares these).
+    #[allow(non_snake_case)]
+    pub fn challenge(R: &ProjectivePoint, A: &ProjectivePoint, m: &[u8]) -> [u8; 32] {
+        let (ax, a_odd) = x_only(A);
+        let v = 27 + u8::from(a_odd);
+        let mut h = Keccak256::new();
+        h.update(address::eth_address_bytes(R));
+        h.update([v]);
+        h.update(ax);
+        h.update(m);
+        h.finalize().into()
     }
 }
 
-impl Algorithm<Secp256k1> for Bip340 {
+impl Hram<Secp256k1> for EthereumHram {
+    #[allow(non_snake_case)]
+    fn hram(R: &ProjectivePoint, A: &ProjectivePoint, m: &[u8]) -> Scalar {
+        <Scalar as Reduce<U256>>::reduce_bytes(&Self::challenge(R, A, m).into())
+    }
+}
+
+/// How a secp256k1 Schnorr signature is laid out for a chain.
+pub trait SignatureFormat: Clone + Send + Sync + 'static {
+    /// The chain's challenge.
+    type Challenge: Hram<Secp256k1>;
+    /// Transcript label.
+    const LABEL: &'static [u8];
+    /// The 64 signature bytes for nonce `R`, group key `A`, response `s` and message `m`;
+    /// `None` if the chain cannot accept this signature.
+    #[allow(non_snake_case)]
+    fn encode(R: &ProjectivePoint, A: &ProjectivePoint, s: Scalar, m: &[u8]) -> Option<[u8; 64]>;
+}
+
+/// BIP340: `x(R) ‖ s`, with `s` negated for odd R (the challenge was negated likewise).
+#[derive(Clone, Copy, Debug)]
+pub struct Bip340Format;
+
+impl SignatureFormat for Bip340Format {
+    type Challenge = Bip340Hram;
+    const LABEL: &'static [u8] = b"vaultd BIP340 v1";
+    #[allow(non_snake_case)]
+    fn encode(R: &ProjectivePoint, _: &ProjectivePoint, s: Scalar, _: &[u8]) -> Option<[u8; 64]> {
+        let (rx, r_odd) = x_only(R);
+        let s = if r_odd { -s } else { s };
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&rx);
+        out[32..].copy_from_slice(&s.to_bytes());
+        Some(out)
+    }
+}
+
+/// Ethereum: `c ‖ s`, both 32-byte big-endian, verifiable with one `ecrecover`.
+#[derive(Clone, Copy, Debug)]
+pub struct EthereumFormat;
+
+impl SignatureFormat for EthereumFormat {
+    type Challenge = EthereumHram;
+    const LABEL: &'static [u8] = b"vaultd Ethereum Schnorr v1";
+    #[allow(non_snake_case)]
+    fn encode(R: &ProjectivePoint, A: &ProjectivePoint, s: Scalar, m: &[u8]) -> Option<[u8; 64]> {
+        let c = EthereumHram::challenge(R, A, m);
+        // The contract uses the unreduced hash: a hash at or above the group order (probability
+        // about 2^-128) would not verify there.
+        Option::<Scalar>::from(Scalar::from_repr(c.into()))?;
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&c);
+        out[32..].copy_from_slice(&s.to_bytes());
+        Some(out)
+    }
+}
+
+/// Schnorr on secp256k1 with a chain's challenge and signature layout.
+#[derive(Clone)]
+pub struct Secp256k1Schnorr<F: SignatureFormat> {
+    inner: Schnorr<Secp256k1, RecommendedTranscript, F::Challenge>,
+    msg: Vec<u8>,
+}
+
+/// BIP340 signing.
+pub type Bip340 = Secp256k1Schnorr<Bip340Format>;
+/// Ethereum Schnorr signing.
+pub type EthereumSchnorr = Secp256k1Schnorr<EthereumFormat>;
+
+impl<F: SignatureFormat> Secp256k1Schnorr<F> {
+    /// For the ceremony `session`.
+    pub fn new(session: &[u8]) -> Self {
+        Secp256k1Schnorr {
+            inner: Schnorr::new(session_transcript(F::LABEL, session)),
+            msg: Vec::new(),
+        }
+    }
+}
+
+impl<F: SignatureFormat> Algorithm<Secp256k1> for Secp256k1Schnorr<F> {
     type Transcript = RecommendedTranscript;
     type Addendum = ();
     type Signature = [u8; 64];
 
     fn transcript(&mut self) -> &mut Self::Transcript {
-        self.0.transcript()
+        self.inner.transcript()
     }
     fn nonces(&self) -> Vec<Vec<ProjectivePoint>> {
-        self.0.nonces()
+        self.inner.nonces()
     }
     fn preprocess_addendum<R: RngCore + CryptoRng>(
         &mut self,
         rng: &mut R,
         keys: &ThresholdKeys<Secp256k1>,
     ) {
-        self.0.preprocess_addendum(rng, keys)
+        self.inner.preprocess_addendum(rng, keys)
     }
     fn read_addendum<R: io::Read>(&self, reader: &mut R) -> io::Result<()> {
-        self.0.read_addendum(reader)
+        self.inner.read_addendum(reader)
     }
     fn process_addendum(
         &mut self,
@@ -128,7 +221,7 @@ impl Algorithm<Secp256k1> for Bip340 {
         l: Participant,
         a: (),
     ) -> Result<(), FrostError> {
-        self.0.process_addendum(view, l, a)
+        self.inner.process_addendum(view, l, a)
     }
     fn sign_share(
         &mut self,
@@ -137,7 +230,8 @@ impl Algorithm<Secp256k1> for Bip340 {
         nonces: Vec<Zeroizing<Scalar>>,
         msg: &[u8],
     ) -> Scalar {
-        self.0.sign_share(view, nonce_sums, nonces, msg)
+        self.msg = msg.to_vec();
+        self.inner.sign_share(view, nonce_sums, nonces, msg)
     }
     fn verify(
         &self,
@@ -145,13 +239,8 @@ impl Algorithm<Secp256k1> for Bip340 {
         nonces: &[Vec<ProjectivePoint>],
         sum: Scalar,
     ) -> Option<[u8; 64]> {
-        let sig = self.0.verify(group_key, nonces, sum)?;
-        let (rx, r_odd) = x_only(&sig.R);
-        let s = if r_odd { -sig.s } else { sig.s };
-        let mut out = [0u8; 64];
-        out[..32].copy_from_slice(&rx);
-        out[32..].copy_from_slice(&s.to_bytes());
-        Some(out)
+        let sig = self.inner.verify(group_key, nonces, sum)?;
+        F::encode(&sig.R, &group_key, sig.s, &self.msg)
     }
     fn verify_share(
         &self,
@@ -159,7 +248,7 @@ impl Algorithm<Secp256k1> for Bip340 {
         nonces: &[Vec<ProjectivePoint>],
         share: Scalar,
     ) -> Result<Vec<(Scalar, ProjectivePoint)>, ()> {
-        self.0.verify_share(verification_share, nonces, share)
+        self.inner.verify_share(verification_share, nonces, share)
     }
 }
 
@@ -177,6 +266,8 @@ fn session_transcript(label: &'static [u8], session: &[u8]) -> RecommendedTransc
 pub enum VaultKeys {
     /// BTC: tweaked to the P2TR output key (even Y).
     Bitcoin(ThresholdKeys<Secp256k1>),
+    /// ETH: the group key as is; its x coordinate is below the group order.
+    Ethereum(ThresholdKeys<Secp256k1>),
     /// SOL.
     Solana(ThresholdKeys<Ed25519>),
 }
@@ -190,6 +281,23 @@ fn even(keys: ThresholdKeys<Secp256k1>) -> Result<ThresholdKeys<Secp256k1>, Sign
         Ok(keys)
     }
 }
+
+/// The most bytes of one message a coin signs: a 32-byte digest for BTC (BIP341 sighash) and
+/// ETH, a whole serialized transaction message (at most 1232 bytes) for SOL.
+pub fn message_len_ok(coin: Coin, len: usize) -> Result<(), String> {
+    match coin {
+        Coin::Btc | Coin::Eth if len != 32 => Err(format!(
+            "{coin} signs 32-byte digests, not {len}-byte messages"
+        )),
+        Coin::Sol if len == 0 || len > MAX_SOL_MESSAGE => Err(format!(
+            "SOL messages are 1 to {MAX_SOL_MESSAGE} bytes, not {len}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Largest Solana transaction message (the packet size of a whole transaction).
+pub const MAX_SOL_MESSAGE: usize = 1232;
 
 impl VaultKeys {
     /// Load a stored key share (`ThresholdKeys::serialize`) and apply the coin's tweaks.
@@ -205,23 +313,44 @@ impl VaultKeys {
                     address::taproot_tweak(&px).map_err(|e| SignError::Other(e.to_string()))?;
                 VaultKeys::Bitcoin(even(keys.offset(tweak))?)
             }
+            Coin::Eth => {
+                let keys =
+                    read_exact(serialized, |r| ThresholdKeys::<Secp256k1>::read(r)).map_err(bad)?;
+                let (px, _) = x_only(&keys.group_key());
+                // ecrecover takes px as the `r` of an ECDSA signature: it must be below n.
+                if Option::<Scalar>::from(Scalar::from_repr(px.into()))
+                    .is_none_or(|x| bool::from(x.is_zero()))
+                {
+                    return Err(SignError::Other(
+                        "the group key's x coordinate is not below the group order; the ETH \
+                         verifier cannot take this key"
+                            .into(),
+                    ));
+                }
+                VaultKeys::Ethereum(keys)
+            }
             Coin::Sol => VaultKeys::Solana(
                 read_exact(serialized, |r| ThresholdKeys::<Ed25519>::read(r)).map_err(bad)?,
             ),
-            Coin::Eth => {
-                return Err(SignError::Other(
-                    "ETH signing is not implemented yet".into(),
-                ));
-            }
         };
         Ok(keys)
     }
 
-    /// The key signatures verify under: BIP340 x-only output key, or the Ed25519 public key.
+    /// The key signatures verify under: BIP340 x-only output key (32 bytes), ETH compressed
+    /// SEC1 key (33 bytes: parity, px), or the Ed25519 public key (32 bytes).
     pub fn verifying_key(&self) -> Vec<u8> {
         match self {
             VaultKeys::Bitcoin(k) => x_only(&k.group_key()).0.to_vec(),
+            VaultKeys::Ethereum(k) => k.group_key().to_bytes().to_vec(),
             VaultKeys::Solana(k) => k.group_key().to_bytes().as_ref().to_vec(),
+        }
+    }
+
+    /// This share's participant index.
+    pub fn index(&self) -> u16 {
+        match self {
+            VaultKeys::Bitcoin(k) | VaultKeys::Ethereum(k) => u16::from(k.params().i()),
+            VaultKeys::Solana(k) => u16::from(k.params().i()),
         }
     }
 
@@ -240,6 +369,11 @@ impl VaultKeys {
                 let (m, p) = AlgorithmMachine::new(Bip340::new(session), k.clone()).preprocess(rng);
                 (SignRound1::Bitcoin(Box::new(m)), p.serialize())
             }
+            VaultKeys::Ethereum(k) => {
+                let (m, p) = AlgorithmMachine::new(EthereumSchnorr::new(session), k.clone())
+                    .preprocess(rng);
+                (SignRound1::Ethereum(Box::new(m)), p.serialize())
+            }
             VaultKeys::Solana(k) => {
                 let alg = Ed25519Schnorr::new(session_transcript(b"vaultd Ed25519 v1", session));
                 let (m, p) = AlgorithmMachine::new(alg, k.clone()).preprocess(rng);
@@ -253,6 +387,8 @@ impl VaultKeys {
 pub enum SignRound1 {
     /// BTC.
     Bitcoin(Box<AlgorithmSignMachine<Secp256k1, Bip340>>),
+    /// ETH.
+    Ethereum(Box<AlgorithmSignMachine<Secp256k1, EthereumSchnorr>>),
     /// SOL.
     Solana(Box<AlgorithmSignMachine<Ed25519, Ed25519Schnorr>>),
 }
@@ -261,6 +397,8 @@ pub enum SignRound1 {
 pub enum SignRound2 {
     /// BTC.
     Bitcoin(Box<AlgorithmSignatureMachine<Secp256k1, Bip340>>),
+    /// ETH.
+    Ethereum(Box<AlgorithmSignatureMachine<Secp256k1, EthereumSchnorr>>),
     /// SOL.
     Solana(Box<AlgorithmSignatureMachine<Ed25519, Ed25519Schnorr>>),
 }
@@ -303,16 +441,15 @@ impl SignRound1 {
         preprocesses: &BTreeMap<u16, Vec<u8>>,
         msg: &[u8],
     ) -> Result<(SignRound2, Vec<u8>), SignError> {
+        let coin = match self {
+            SignRound1::Bitcoin(_) => Coin::Btc,
+            SignRound1::Ethereum(_) => Coin::Eth,
+            SignRound1::Solana(_) => Coin::Sol,
+        };
+        message_len_ok(coin, msg.len()).map_err(SignError::Other)?;
         match self {
-            SignRound1::Bitcoin(m) => {
-                if msg.len() != 32 {
-                    return Err(SignError::Other(format!(
-                        "BIP340 signs 32-byte messages, not {}",
-                        msg.len()
-                    )));
-                }
-                sign_round!(m, preprocesses, msg, SignRound2::Bitcoin)
-            }
+            SignRound1::Bitcoin(m) => sign_round!(m, preprocesses, msg, SignRound2::Bitcoin),
+            SignRound1::Ethereum(m) => sign_round!(m, preprocesses, msg, SignRound2::Ethereum),
             SignRound1::Solana(m) => sign_round!(m, preprocesses, msg, SignRound2::Solana),
         }
     }
@@ -335,6 +472,7 @@ impl SignRound2 {
     pub fn complete(self, shares: &BTreeMap<u16, Vec<u8>>) -> Result<[u8; 64], SignError> {
         match self {
             SignRound2::Bitcoin(m) => complete_round!(m, shares),
+            SignRound2::Ethereum(m) => complete_round!(m, shares),
             SignRound2::Solana(m) => {
                 let sig = complete_round!(m, shares)?;
                 let bytes = sig.serialize();
@@ -344,4 +482,64 @@ impl SignRound2 {
             }
         }
     }
+}
+
+/// Check a finished signature the way the chain does, without modular-frost: what a validator
+/// that did not sign runs on an announced `SignatureAvailable`. `key` is
+/// [`VaultKeys::verifying_key`].
+pub fn verify(coin: Coin, key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    if sig.len() != 64 || message_len_ok(coin, msg.len()).is_err() {
+        return false;
+    }
+    match coin {
+        Coin::Btc => verify_bip340(key, msg, sig).unwrap_or(false),
+        Coin::Eth => verify_ethereum(key, msg, sig).unwrap_or(false),
+        Coin::Sol => {
+            let Ok(key) = <[u8; 32]>::try_from(key) else {
+                return false;
+            };
+            let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+                return false;
+            };
+            ed25519_dalek::VerifyingKey::from_bytes(&key)
+                .map(|k| {
+                    k.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        }
+    }
+}
+
+fn scalar(bytes: &[u8]) -> Option<Scalar> {
+    let b: [u8; 32] = bytes.try_into().ok()?;
+    Option::from(Scalar::from_repr(b.into()))
+}
+
+/// BIP340 verification (the BIP's own algorithm).
+fn verify_bip340(key: &[u8], msg: &[u8], sig: &[u8]) -> Option<bool> {
+    let px: [u8; 32] = key.try_into().ok()?;
+    let p = address::lift_x(&px)?;
+    let s = scalar(&sig[32..])?;
+    let e = address::tagged_hash(b"BIP0340/challenge", &[&sig[..32], &px, msg]);
+    let e = <Scalar as Reduce<U256>>::reduce_bytes(&e.into());
+    let r = ProjectivePoint::GENERATOR * s - p * e;
+    if bool::from(r.is_identity()) {
+        return Some(false);
+    }
+    let (rx, odd) = x_only(&r);
+    Some(!odd && rx[..] == sig[..32])
+}
+
+/// The equation of `docs/SIGNING.md`: `R' = s·G − c·P`, then
+/// `c == keccak256(address(R') ‖ v ‖ px ‖ m)`.
+fn verify_ethereum(key: &[u8], msg: &[u8], sig: &[u8]) -> Option<bool> {
+    let p = address::parse_secp256k1(key).ok()?;
+    let c = scalar(&sig[..32])?;
+    let s = scalar(&sig[32..])?;
+    let r = ProjectivePoint::GENERATOR * s - p * c;
+    if bool::from(r.is_identity()) {
+        return Some(false);
+    }
+    Some(EthereumHram::challenge(&r, &p, msg)[..] == sig[..32])
 }

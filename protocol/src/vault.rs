@@ -38,3 +38,55 @@ pub struct VaultRecord {
     /// Why it failed.
     pub reason: Option<String>,
 }
+
+/// Where a signature request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignStatus {
+    /// Accepted; a ceremony is running or queued.
+    Pending,
+    /// Signed: `signatures` holds one signature per message.
+    Done,
+    /// Gave up: `reason` says why.
+    Failed,
+}
+
+/// A signature request as the node stores and reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRecord {
+    /// Request id.
+    pub id: [u8; 32],
+    /// Coin.
+    pub coin: Coin,
+    /// The validator whose API received it.
+    pub origin: ValidatorId,
+    /// The messages.
+    pub messages: Vec<Vec<u8>>,
+    /// Status.
+    pub status: SignStatus,
+    /// Current (or final) attempt.
+    pub attempt: u32,
+    /// Signer set of that attempt.
+    pub signers: Vec<ValidatorId>,
+    /// One signature per message, once done.
+    pub signatures: Vec<Vec<u8>>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Validators left out of later attempts, and why.
+    pub left_out: Vec<(ValidatorId, String)>,
+}
+
+/// A signer caught sending an invalid preprocess or signature share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheaterReport {
+    /// Coin.
+    pub coin: Coin,
+    /// The cheater.
+    pub peer: ValidatorId,
+    /// Request id.
+    pub id: [u8; 32],
+    /// Attempt.
+    pub attempt: u32,
+    /// What it sent.
+    pub reason: String,
+}

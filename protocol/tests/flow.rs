@@ -10,7 +10,7 @@ use protocol::{
     network::NetworkDefinition,
     processor::{Output, Persist, Phase, Processor},
     seal::{self, SealContext, SealKind},
-    vault::VaultStatus,
+    vault::{CheaterReport, SignRecord, SignStatus, VaultStatus},
     Coin, ValidatorId,
 };
 use rand_chacha::ChaCha20Rng;
@@ -31,6 +31,18 @@ struct Cluster {
     rng: ChaCha20Rng,
     /// Optional tampering of what leaves a node.
     tamper: Option<Tamper>,
+    /// Signing records persisted, per (node, coin, id).
+    records: BTreeMap<(usize, Coin, [u8; 32]), SignRecord>,
+    /// Cheater reports persisted, per node.
+    cheaters: BTreeMap<usize, Vec<CheaterReport>>,
+    /// Sign requests seen, by (id, attempt).
+    requests: BTreeMap<([u8; 32], u32), SignRequest>,
+    /// Nodes that are down: nothing reaches them.
+    down: std::collections::BTreeSet<usize>,
+    /// Signing messages a node rejected.
+    sign_errors: Vec<(usize, String)>,
+    /// Key shares persisted.
+    key_shares: BTreeMap<(usize, Coin), Vec<u8>>,
 }
 
 fn hop<T: serde::Serialize + serde::de::DeserializeOwned>(m: &T) -> T {
@@ -69,6 +81,12 @@ impl Cluster {
             persisted: BTreeMap::new(),
             rng,
             tamper: None,
+            records: BTreeMap::new(),
+            cheaters: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            down: Default::default(),
+            sign_errors: Vec::new(),
+            key_shares: BTreeMap::new(),
         };
         for node in 0..n {
             for &coin in coins {
@@ -97,11 +115,24 @@ impl Cluster {
     fn route(&mut self, node: usize, coin: Coin, out: Vec<Output>) {
         for o in out {
             match o {
-                Output::Persist(p) => self
-                    .persisted
-                    .entry((node, coin))
-                    .or_default()
-                    .push(format!("{p:?}")),
+                Output::Persist(p) => {
+                    match &p {
+                        Persist::SignRecord(r) => {
+                            self.records.insert((node, coin, r.id), r.clone());
+                        }
+                        Persist::Cheater(c) => {
+                            self.cheaters.entry(node).or_default().push(c.clone())
+                        }
+                        Persist::KeyShare { keys, .. } => {
+                            self.key_shares.insert((node, coin), keys.to_vec());
+                        }
+                        _ => {}
+                    }
+                    self.persisted
+                        .entry((node, coin))
+                        .or_default()
+                        .push(format!("{p:?}"))
+                }
                 Output::Bus(mut m) => {
                     if let Some(mut t) = self.tamper.take() {
                         t(node, &mut m, self);
@@ -187,6 +218,33 @@ impl Cluster {
                         BusMessage::PublicAddressAvailable(a) => {
                             self.gossip(node, coin, GeneralMessage::PublicAddressAvailable(a))
                         }
+                        BusMessage::SignRequest(r) => {
+                            self.requests.insert((r.id, r.attempt), r.clone());
+                            self.gossip(node, coin, GeneralMessage::SignRequest(r))
+                        }
+                        BusMessage::SignatureAvailable(a) => {
+                            self.gossip(node, coin, GeneralMessage::SignatureAvailable(a))
+                        }
+                        BusMessage::EncryptedPreprocessOut(m) => {
+                            let to = self.index(&m.to);
+                            let DirectRequest::EncryptedPreprocessOut(m) =
+                                hop(&DirectRequest::EncryptedPreprocessOut(m))
+                            else {
+                                unreachable!()
+                            };
+                            let msg = EncryptedPreprocessIn { from, msg: m };
+                            self.deliver(to, coin, BusMessage::EncryptedPreprocessIn(msg));
+                        }
+                        BusMessage::EncryptedSignatureShareOut(m) => {
+                            let to = self.index(&m.to);
+                            let DirectRequest::EncryptedSignatureShareOut(m) =
+                                hop(&DirectRequest::EncryptedSignatureShareOut(m))
+                            else {
+                                unreachable!()
+                            };
+                            let msg = EncryptedSignatureShareIn { from, msg: m };
+                            self.deliver(to, coin, BusMessage::EncryptedSignatureShareIn(msg));
+                        }
                         other => panic!("processor emitted an input: {}", other.kind()),
                     }
                 }
@@ -212,7 +270,44 @@ impl Cluster {
     }
 
     fn deliver(&mut self, to: usize, coin: Coin, m: BusMessage) {
-        self.queue.push_back((to, coin, m));
+        if !self.down.contains(&to) {
+            self.queue.push_back((to, coin, m));
+        }
+    }
+
+    /// Every live node's clock moves to `now`; each sees the other live nodes as reachable.
+    fn tick(&mut self, now: u64, coins: &[Coin]) {
+        let live: std::collections::BTreeSet<ValidatorId> = (0..self.ids.len())
+            .filter(|i| !self.down.contains(i))
+            .map(|i| self.ids[i].clone())
+            .collect();
+        for node in 0..self.ids.len() {
+            if self.down.contains(&node) {
+                continue;
+            }
+            for &coin in coins {
+                let out = self
+                    .procs
+                    .get_mut(&(node, coin))
+                    .unwrap()
+                    .tick(now, live.clone());
+                self.route(node, coin, out);
+            }
+        }
+        self.run();
+    }
+
+    /// Ask node `origin`'s processor to sign `messages`; returns the request id.
+    fn request(&mut self, origin: usize, coin: Coin, messages: Vec<Vec<u8>>) -> [u8; 32] {
+        let mut id = [0u8; 32];
+        self.rng.fill_bytes(&mut id);
+        let p = self.procs.get_mut(&(origin, coin)).unwrap();
+        let out = p
+            .handle(BusMessage::SignatureRequested(SignatureRequested { id, messages }))
+            .unwrap();
+        self.route(origin, coin, out);
+        self.run();
+        id
     }
 
     fn index(&self, v: &ValidatorId) -> usize {
@@ -228,9 +323,22 @@ impl Cluster {
             let pick = (self.rng.next_u32() as usize) % self.queue.len().min(4);
             let (to, coin, m) = self.queue.remove(pick).unwrap();
             self.inbound.entry((to, coin)).or_default().push(m.clone());
+            let signing = matches!(
+                m,
+                BusMessage::EncryptedPreprocessIn(_)
+                    | BusMessage::EncryptedSignatureShareIn(_)
+                    | BusMessage::GeneralIn(GeneralIn {
+                        msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_),
+                        ..
+                    })
+            );
             let p = self.procs.get_mut(&(to, coin)).unwrap();
-            let out = p.handle(m).unwrap();
-            self.route(to, coin, out);
+            match p.handle(m) {
+                Ok(out) => self.route(to, coin, out),
+                // A late signing message for a finished attempt: the node logs and drops it.
+                Err(e) if signing => self.sign_errors.push((to, e.to_string())),
+                Err(e) => panic!("node {to}: {e}"),
+            }
         }
     }
 }
@@ -483,4 +591,286 @@ fn forged_and_malformed_inputs_are_rejected_and_name_the_peer() {
     // nothing was taken in: the DKG still completes
     c.run();
     assert_all_active(&c, &coins);
+}
+
+// ------------------------------------------------------------------------------------ signing
+
+/// Checks a signature the way each chain does, with code that does not come from modular-frost:
+/// libsecp256k1 for BIP340 and for the ETH contract's `ecrecover`, ed25519-dalek for Ed25519.
+fn chain_verifies(coin: Coin, group_key: &[u8], address: &str, msg: &[u8], sig: &[u8]) -> bool {
+    let secp = secp256k1::Secp256k1::new();
+    match coin {
+        Coin::Btc => {
+            let (_, version, program) = bech32::segwit::decode(address).unwrap();
+            assert_eq!(version, bech32::segwit::VERSION_1);
+            let key = secp256k1::XOnlyPublicKey::from_slice(&program).unwrap();
+            let sig = secp256k1::schnorr::Signature::from_slice(sig).unwrap();
+            let msg = secp256k1::Message::from_digest(msg.try_into().unwrap());
+            secp.verify_schnorr(&sig, &msg, &key).is_ok()
+        }
+        Coin::Eth => eth_contract_verifies(group_key, msg, sig),
+        Coin::Sol => {
+            let key = ed25519_dalek::VerifyingKey::from_bytes(group_key.try_into().unwrap())
+                .unwrap();
+            let sig = ed25519_dalek::Signature::from_bytes(sig.try_into().unwrap());
+            key.verify_strict(msg, &sig).is_ok()
+        }
+    }
+}
+
+/// The contract of docs/SIGNING.md, step by step: `sa = -s·px`, `ca = -c·px` (mod n),
+/// `R = ecrecover(sa, v, px, ca)`, accept iff `c == keccak256(R ‖ v ‖ px ‖ m)`.
+fn eth_contract_verifies(group_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    use k256::elliptic_curve::PrimeField;
+    use sha3::{Digest, Keccak256};
+    let secp = secp256k1::Secp256k1::new();
+    let parity = group_key[0] - 2; // SEC1 prefix 02/03
+    let px: [u8; 32] = group_key[1..].try_into().unwrap();
+    let scalar = |b: &[u8]| {
+        Option::<k256::Scalar>::from(k256::Scalar::from_repr(
+            <[u8; 32]>::try_from(b).unwrap().into(),
+        ))
+        .unwrap()
+    };
+    let (c, s, x) = (scalar(&sig[..32]), scalar(&sig[32..]), scalar(&px));
+    let sa: [u8; 32] = (-(s * x)).to_bytes().into();
+    let ca: [u8; 32] = (-(c * x)).to_bytes().into();
+    let mut compact = [0u8; 64];
+    compact[..32].copy_from_slice(&px);
+    compact[32..].copy_from_slice(&ca);
+    let rsig = secp256k1::ecdsa::RecoverableSignature::from_compact(
+        &compact,
+        secp256k1::ecdsa::RecoveryId::from_i32(i32::from(parity)).unwrap(),
+    )
+    .unwrap();
+    let Ok(r) = secp.recover_ecdsa(&secp256k1::Message::from_digest(sa), &rsig) else {
+        return false;
+    };
+    let r_address = &Keccak256::digest(&r.serialize_uncompressed()[1..])[12..];
+    let mut h = Keccak256::new();
+    h.update(r_address);
+    h.update([27 + parity]);
+    h.update(px);
+    h.update(msg);
+    h.finalize()[..] == sig[..32]
+}
+
+fn sign_cluster(coins: &[Coin], seed: u64) -> Cluster {
+    let mut c = Cluster::new(4, coins, seed);
+    c.run();
+    assert_all_active(&c, coins);
+    c.tick(1_000, coins);
+    c
+}
+
+fn messages_for(coin: Coin, k: usize, tag: u8) -> Vec<Vec<u8>> {
+    (0..k)
+        .map(|i| match coin {
+            Coin::Sol => vec![tag; 100 + i],
+            _ => vec![tag.wrapping_add(i as u8); 32],
+        })
+        .collect()
+}
+
+/// Every live node stored the request as done, with the same valid signatures.
+fn assert_signed(c: &Cluster, coin: Coin, id: [u8; 32], messages: &[Vec<u8>]) -> SignRecord {
+    let vault = c.procs[&(0, coin)].vault().unwrap().clone();
+    let mut first: Option<SignRecord> = None;
+    for node in (0..c.ids.len()).filter(|n| !c.down.contains(n)) {
+        let r = c
+            .records
+            .get(&(node, coin, id))
+            .unwrap_or_else(|| panic!("node {node} stored no record"));
+        assert_eq!(r.status, SignStatus::Done, "node {node}: {:?}", r.reason);
+        assert_eq!(r.messages, messages);
+        assert_eq!(r.signers.len(), 3);
+        for (m, s) in messages.iter().zip(&r.signatures) {
+            assert!(
+                chain_verifies(coin, &vault.group_key, &vault.address, m, s),
+                "{coin} signature rejected by the independent verifier"
+            );
+        }
+        if let Some(f) = &first {
+            assert_eq!(f.signatures, r.signatures);
+        }
+        first = Some(r.clone());
+    }
+    first.unwrap()
+}
+
+#[test]
+fn three_of_four_sign_every_coin_and_chains_accept_the_signatures() {
+    let coins = [Coin::Btc, Coin::Eth, Coin::Sol];
+    let mut c = sign_cluster(&coins, 10);
+    for (n, &coin) in coins.iter().enumerate() {
+        for origin in [0, 3] {
+            let msgs = messages_for(coin, 3, (n * 10 + origin) as u8);
+            let id = c.request(origin, coin, msgs.clone());
+            let r = assert_signed(&c, coin, id, &msgs);
+            assert_eq!(r.attempt, 0);
+            assert!(r.signers.contains(&c.ids[origin]));
+        }
+    }
+    assert!(c.sign_errors.is_empty(), "{:?}", c.sign_errors);
+    // Each (id, attempt) was marked preprocessed before the node's preprocess went out.
+    for node in 0..4 {
+        for &coin in &coins {
+            let p = &c.persisted[&(node, coin)];
+            assert!(p.iter().any(|e| e.starts_with("NonceUsed")));
+            assert!(p.iter().all(|e| !e.contains("nonce") || e.starts_with("NonceUsed")));
+        }
+    }
+}
+
+#[test]
+fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
+    let coin = Coin::Btc;
+    let mut c = sign_cluster(&[coin], 11);
+    // The first signer other than the originator (node 0) corrupts the shares it sends in
+    // attempt 0, re-sealed so that only FROST can tell.
+    let cheater = std::rc::Rc::new(std::cell::Cell::new(None::<usize>));
+    let seen = cheater.clone();
+    c.tamper = Some(Box::new(move |node, m, c| {
+        // It also announces its own (valid) aggregate in garbled form, so the request needs a retry.
+        if let BusMessage::SignatureAvailable(a) = m {
+            if Some(node) == seen.get() && a.attempt == 0 {
+                a.signatures[0][40] ^= 1;
+            }
+            return;
+        }
+        let BusMessage::EncryptedSignatureShareOut(out) = m else {
+            return;
+        };
+        let Some(r) = c.requests.get(&(out.id, out.attempt)) else {
+            return;
+        };
+        let first_other = r.signers.iter().find(|v| **v != c.ids[0]).unwrap();
+        if out.attempt != 0 || c.ids[node] != *first_other {
+            return;
+        }
+        seen.set(Some(node));
+        let to = c.index(&out.to);
+        let session = protocol::signing::session(&c.def.name, r);
+        let ctx = SealContext {
+            network: &c.def.name,
+            coin,
+            kind: SealKind::SignatureShare,
+            from: &c.ids[node],
+            to: &c.ids[to],
+            context: session,
+        };
+        let (_, plain) = seal::open(
+            &c.keys[to].processor_messaging,
+            &ctx,
+            &out.sealed,
+        )
+        .unwrap();
+        let mut payload: SignatureSharePayload = postcard::from_bytes(&plain).unwrap();
+        payload.shares[0][31] ^= 1;
+        out.sealed = seal::seal(
+            &c.keys[node].processor_messaging,
+            &c.keys[to].processor_messaging.public,
+            &ctx,
+            &postcard::to_stdvec(&payload).unwrap(),
+        )
+        .unwrap();
+    }));
+    let msgs = messages_for(coin, 2, 7);
+    let id = c.request(0, coin, msgs.clone());
+    let bad = cheater.get().expect("a signer sent shares");
+    // Honest nodes rejected the garbled announcement, naming the cheater's signature.
+    assert!(c.sign_errors.iter().any(|(_, e)| e.contains("does not verify")));
+    c.down.insert(bad); // the cheater's own records are not checked below
+    let r = assert_signed(&c, coin, id, &msgs);
+    assert_eq!(r.attempt, 1);
+    assert!(!r.signers.contains(&c.ids[bad]), "the cheater signed again");
+    let r = &c.records[&(0, coin, id)];
+    assert_eq!(r.attempt, 1);
+    assert!(r
+        .left_out
+        .iter()
+        .any(|(v, why)| *v == c.ids[bad] && why.contains("invalid signature share")));
+    let reports = &c.cheaters[&0];
+    assert!(reports.iter().any(|r| r.peer == c.ids[bad] && r.attempt == 0));
+    let status = c.procs[&(0, coin)].signing_status();
+    assert_eq!(status.cheaters[0].peer, c.ids[bad]);
+}
+
+#[test]
+fn a_silent_signer_is_replaced_and_too_few_signers_fail_naming_the_missing() {
+    let coin = Coin::Sol;
+    let mut c = sign_cluster(&[coin], 12);
+    // Node 2 stops answering, but the originator still believes it reachable.
+    c.down.insert(2);
+    let mut done = 0;
+    for k in 0..6u8 {
+        let msgs = messages_for(coin, 1, 50 + k);
+        let id = c.request(0, coin, msgs.clone());
+        let mut now = 1_000u64;
+        while c.records[&(0, coin, id)].status == SignStatus::Pending {
+            now += 10_000;
+            c.tick(now, &[coin]);
+            // The tick of the harness sees node 2 as down, like the node's connection set.
+        }
+        let r = assert_signed(&c, coin, id, &msgs);
+        assert!(!r.signers.contains(&c.ids[2]));
+        done += 1;
+    }
+    assert_eq!(done, 6);
+
+    // Two of four down: the request fails at once, naming both.
+    c.down.insert(3);
+    c.tick(100_000, &[coin]);
+    let id = c.request(0, coin, messages_for(coin, 1, 99));
+    let r = &c.records[&(0, coin, id)];
+    assert_eq!(r.status, SignStatus::Failed);
+    let reason = r.reason.clone().unwrap();
+    assert!(reason.contains("only 2 of the 3"), "{reason}");
+    assert!(reason.contains(&c.ids[2].to_string()) && reason.contains(&c.ids[3].to_string()));
+}
+
+#[test]
+fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
+    let coin = Coin::Eth;
+    let mut c = sign_cluster(&[coin], 13);
+    let msgs = messages_for(coin, 1, 3);
+    let id = c.request(0, coin, msgs.clone());
+    let r = assert_signed(&c, coin, id, &msgs);
+    // A restarted signer knows from disk that it preprocessed (id, 0): a replayed request for
+    // that attempt is refused instead of producing a second preprocess.
+    let signer = c.index(r.signers.iter().find(|v| **v != c.ids[0]).unwrap());
+    let request = c.requests[&(id, 0)].clone();
+    let k = &c.keys[signer];
+    let vault = c.procs[&(signer, coin)].vault().cloned();
+    let mut p = Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), vault)
+        .unwrap();
+    p.set_key_share(&c.key_shares[&(signer, coin)]).unwrap();
+    // The node's inbound log holds the DKG's messages (signing messages are not replayed).
+    for m in c.inbound[&(signer, coin)].clone() {
+        if !matches!(m, BusMessage::GeneralIn(GeneralIn { msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_), .. }) | BusMessage::EncryptedPreprocessIn(_) | BusMessage::EncryptedSignatureShareIn(_)) {
+            let _ = p.handle(m);
+        }
+    }
+    assert!(p.can_sign());
+    p.restore_signing([(id, 0)], Vec::new(), Vec::new());
+    let err = p
+        .handle(BusMessage::GeneralIn(GeneralIn {
+            from: c.ids[0].clone(),
+            msg: GeneralMessage::SignRequest(request),
+        }))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already preprocessed"), "{err}");
+    // The next attempt is a new session: that one it joins.
+    let mut next = c.requests[&(id, 0)].clone();
+    next.attempt = 1;
+    next.signature = Vec::new();
+    let err = p
+        .handle(BusMessage::GeneralIn(GeneralIn {
+            from: c.ids[0].clone(),
+            msg: GeneralMessage::SignRequest(next),
+        }))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad originator signature"), "{err}");
 }

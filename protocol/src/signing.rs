@@ -1,0 +1,1057 @@
+//! Signing ceremonies of a coin's processor: t of the vault's n validators sign a request's
+//! messages with FROST, over the same bus and sealing as the DKG.
+//!
+//! 1. The node's API hands its processor a [`SignatureRequested`]; that processor is the
+//!    request's **originator**. It picks a signer set of t validators (itself and t - 1 reachable
+//!    ones, cheaters left out, slow ones last), signs a [`SignRequest`] with its processor
+//!    signature key and announces it on the general partition.
+//! 2. Each signer checks the request, **marks (id, attempt) as preprocessed on disk**
+//!    ([`Persist::NonceUsed`], persisted before any output of the same call leaves), and sends
+//!    every other signer its sealed preprocess ([`EncryptedPreprocessOut`], carrying the request so
+//!    it needs no ordering with the gossip). A signer never preprocesses the same (id, attempt)
+//!    twice, across restarts too: nonces are fresh randomness and never stored, so an attempt cut
+//!    by a restart is abandoned and the originator's next attempt takes over.
+//! 3. With every preprocess in, each signer sends its sealed signature shares
+//!    ([`EncryptedSignatureShareOut`]); with every share in, each aggregates and checks the
+//!    signatures against the group key, stores them and announces [`SignatureAvailable`]. Every
+//!    other validator checks them with [`sign::verify`] and stores them.
+//! 4. **Liveness**: the originator gives each attempt a deadline. Signers whose preprocess or
+//!    shares did not arrive are named, put last in later selections, and a new attempt (a new
+//!    session id) runs with another set while t validators are reachable; otherwise the request
+//!    fails with a reason that names who was missing.
+//! 5. **Cheaters**: an invalid preprocess or share names its sender (modular-frost identifies
+//!    it); it is reported ([`Persist::Cheater`]) and left out of the request's later attempts.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    error::{ProtocolError, Result},
+    ids::ValidatorId,
+    keys::verify_processor_signature,
+    messages::*,
+    processor::{Output, Persist, Processor},
+    seal::{self, SealContext, SealKind},
+    sign::{self, SignError, SignRound1, SignRound2, VaultKeys},
+    vault::{CheaterReport, SignRecord, SignStatus, VaultStatus},
+};
+
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 64;
+/// Most message bytes in one request (so a request fits in one wire message).
+pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
+/// Attempts a request may take before it fails.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// Cheater reports kept for status.
+const MAX_CHEATER_REPORTS: usize = 64;
+/// Finished request ids remembered to drop late duplicates.
+const RECENT_DONE: usize = 4096;
+const REQUEST_DOMAIN: &[u8] = b"SignRequest";
+
+/// Bounds and timeouts of the signing ceremonies.
+#[derive(Clone, Copy, Debug)]
+pub struct SigningConfig {
+    /// How long the originator waits for an attempt's preprocesses and shares.
+    pub attempt_timeout_ms: u64,
+    /// Ceremonies this processor originates at once; more requests wait in a queue.
+    pub max_originating: usize,
+    /// Requests waiting for a slot; past it, requests are refused.
+    pub max_queued: usize,
+    /// Other validators' ceremonies this processor takes part in at once.
+    pub max_participating: usize,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            attempt_timeout_ms: 10_000,
+            max_originating: 32,
+            max_queued: 1024,
+            max_participating: 256,
+        }
+    }
+}
+
+/// Check a request's messages for `coin`: count, total size, each message's length.
+pub fn check_messages(coin: crate::Coin, messages: &[Vec<u8>]) -> std::result::Result<(), String> {
+    if messages.is_empty() {
+        return Err("no messages to sign".into());
+    }
+    if messages.len() > MAX_MESSAGES {
+        return Err(format!(
+            "{} messages; at most {MAX_MESSAGES} per request",
+            messages.len()
+        ));
+    }
+    let total: usize = messages.iter().map(Vec::len).sum();
+    if total > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "{total} message bytes; at most {MAX_REQUEST_BYTES} per request"
+        ));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        sign::message_len_ok(coin, m.len()).map_err(|e| format!("message {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Signing state for status and metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SigningStatus {
+    /// Requests this node originates with an attempt running.
+    pub originating: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Ceremonies (any originator) not finished.
+    pub ceremonies: usize,
+    /// Recent cheater reports, oldest first.
+    pub cheaters: Vec<CheaterReport>,
+}
+
+struct Ceremony {
+    request: SignRequest,
+    session: [u8; 32],
+    indices: BTreeMap<ValidatorId, u16>,
+    round1: Option<Vec<SignRound1>>,
+    round2: Option<Vec<SignRound2>>,
+    preprocesses: BTreeMap<u16, Vec<Vec<u8>>>,
+    shares: BTreeMap<u16, Vec<Vec<u8>>>,
+    started: u64,
+    finished: bool,
+}
+
+struct Origination {
+    record: SignRecord,
+    cheaters: BTreeMap<ValidatorId, String>,
+    slow: BTreeMap<ValidatorId, String>,
+    /// `None` while queued.
+    deadline: Option<u64>,
+}
+
+/// The signing half of a processor.
+#[derive(Default)]
+pub(crate) struct Signing {
+    config: SigningConfig,
+    now: u64,
+    reachable: BTreeSet<ValidatorId>,
+    keys: Option<VaultKeys>,
+    ceremonies: BTreeMap<([u8; 32], u32), Ceremony>,
+    originated: BTreeMap<[u8; 32], Origination>,
+    queue: VecDeque<[u8; 32]>,
+    used: BTreeSet<([u8; 32], u32)>,
+    recent_done: BTreeSet<[u8; 32]>,
+    recent_order: VecDeque<[u8; 32]>,
+    cheaters: VecDeque<CheaterReport>,
+    slow_until: BTreeMap<ValidatorId, u64>,
+}
+
+/// The session id of a request's attempt: what every signer's transcript and seals bind.
+pub fn session(network: &str, request: &SignRequest) -> [u8; 32] {
+    let unsigned = SignRequest {
+        signature: Vec::new(),
+        ..request.clone()
+    };
+    let mut h = Sha256::new();
+    h.update(b"vaultd sign session v1");
+    h.update((network.len() as u64).to_be_bytes());
+    h.update(network.as_bytes());
+    h.update(postcard::to_stdvec(&unsigned).unwrap_or_default());
+    h.finalize().into()
+}
+
+fn request_body(request: &SignRequest) -> Vec<u8> {
+    let unsigned = SignRequest {
+        signature: Vec::new(),
+        ..request.clone()
+    };
+    postcard::to_stdvec(&unsigned).unwrap_or_default()
+}
+
+fn message_session(session: &[u8; 32], i: usize) -> Vec<u8> {
+    let mut s = session.to_vec();
+    s.extend_from_slice(&(i as u32).to_be_bytes());
+    s
+}
+
+impl Processor {
+    /// Replace the signing bounds and timeouts.
+    pub fn set_signing_config(&mut self, config: SigningConfig) {
+        self.signing.config = config;
+    }
+
+    /// Load the vault's key share (stored `ThresholdKeys`) so the processor can sign.
+    pub fn set_key_share(&mut self, serialized: &[u8]) -> Result<()> {
+        let keys = VaultKeys::load(self.coin(), serialized)
+            .map_err(|e| ProtocolError::Key(e.to_string()))?;
+        self.signing.keys = Some(keys);
+        Ok(())
+    }
+
+    /// The key this vault's signatures verify under (see [`VaultKeys::verifying_key`]).
+    pub fn verifying_key(&self) -> Option<Vec<u8>> {
+        self.signing.keys.as_ref().map(VaultKeys::verifying_key)
+    }
+
+    /// After a restart: the (id, attempt) pairs already preprocessed, the requests this node
+    /// originated that are still pending (they resume with a new attempt) and past cheater
+    /// reports.
+    pub fn restore_signing(
+        &mut self,
+        used: impl IntoIterator<Item = ([u8; 32], u32)>,
+        pending: Vec<SignRecord>,
+        cheaters: Vec<CheaterReport>,
+    ) {
+        self.signing.used.extend(used);
+        for record in pending {
+            if record.origin != self.me || record.status != SignStatus::Pending {
+                continue;
+            }
+            let id = record.id;
+            self.signing.originated.insert(
+                id,
+                Origination {
+                    cheaters: BTreeMap::new(),
+                    slow: record.left_out.iter().cloned().collect(),
+                    record,
+                    deadline: None,
+                },
+            );
+            self.signing.queue.push_back(id);
+        }
+        for c in cheaters {
+            self.push_cheater(c);
+        }
+    }
+
+    /// Signing state for status.
+    pub fn signing_status(&self) -> SigningStatus {
+        let s = &self.signing;
+        SigningStatus {
+            originating: s
+                .originated
+                .values()
+                .filter(|o| o.deadline.is_some())
+                .count(),
+            queued: s.queue.len(),
+            ceremonies: s.ceremonies.values().filter(|c| !c.finished).count(),
+            cheaters: s.cheaters.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether the vault can sign now (active, key share loaded).
+    pub fn can_sign(&self) -> bool {
+        self.signing.keys.is_some()
+            && self
+                .vault()
+                .is_some_and(|v| v.status == VaultStatus::Active)
+    }
+
+    /// Time passes: `now_ms` is a monotonic clock, `reachable` the validators the node is
+    /// connected to. Attempts past their deadline are retried with another signer set, queued
+    /// requests start, and stale ceremonies are dropped.
+    pub fn tick(&mut self, now_ms: u64, reachable: BTreeSet<ValidatorId>) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.signing.now = now_ms;
+        self.signing.reachable = reachable;
+        let due: Vec<[u8; 32]> = self
+            .signing
+            .originated
+            .iter()
+            .filter(|(_, o)| o.deadline.is_some_and(|d| d <= now_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.attempt_timed_out(id);
+            self.start_attempt(id, &mut out);
+        }
+        let ttl = self.signing.config.attempt_timeout_ms.saturating_mul(3);
+        let originated = &self.signing.originated;
+        self.signing.ceremonies.retain(|(id, attempt), c| {
+            let current = originated
+                .get(id)
+                .is_some_and(|o| o.record.attempt == *attempt && o.deadline.is_some());
+            current || c.started.saturating_add(ttl) > now_ms
+        });
+        self.signing
+            .slow_until
+            .retain(|_, until| *until > now_ms);
+        self.start_queued(&mut out);
+        out
+    }
+
+    /// Signing messages of [`Processor::handle`].
+    pub(crate) fn dispatch_signing(
+        &mut self,
+        msg: &BusMessage,
+        out: &mut Vec<Output>,
+    ) -> Option<Result<()>> {
+        Some(match msg {
+            BusMessage::SignatureRequested(r) => self.on_requested(r, out),
+            BusMessage::EncryptedPreprocessIn(m) => self.on_preprocess(m, out),
+            BusMessage::EncryptedSignatureShareIn(m) => self.on_signature_share(m, out),
+            BusMessage::GeneralIn(GeneralIn {
+                from,
+                msg: GeneralMessage::SignRequest(r),
+            }) => self.on_sign_request(from, r, out),
+            BusMessage::GeneralIn(GeneralIn {
+                from,
+                msg: GeneralMessage::SignatureAvailable(a),
+            }) => self.on_signature_available(from, a, out),
+            _ => return None,
+        })
+    }
+
+    fn on_requested(&mut self, r: &SignatureRequested, out: &mut Vec<Output>) -> Result<()> {
+        let coin = self.coin();
+        check_messages(coin, &r.messages).map_err(ProtocolError::Malformed)?;
+        let vault = self
+            .vault()
+            .filter(|_| self.can_sign())
+            .map(|v| v.context)
+            .ok_or_else(|| ProtocolError::Malformed(format!("the {coin} vault is not active")))?;
+        let _ = vault;
+        if self.signing.originated.contains_key(&r.id) || self.signing.recent_done.contains(&r.id) {
+            return Err(ProtocolError::Malformed("request id already used".into()));
+        }
+        let mut record = SignRecord {
+            id: r.id,
+            coin,
+            origin: self.me.clone(),
+            messages: r.messages.clone(),
+            status: SignStatus::Pending,
+            attempt: 0,
+            signers: Vec::new(),
+            signatures: Vec::new(),
+            reason: None,
+            left_out: Vec::new(),
+        };
+        if self.signing.queue.len() >= self.signing.config.max_queued {
+            record.status = SignStatus::Failed;
+            record.reason = Some(format!(
+                "{} requests already wait; try again later",
+                self.signing.queue.len()
+            ));
+            out.push(Output::Persist(Persist::SignRecord(record)));
+            return Ok(());
+        }
+        self.signing.originated.insert(
+            r.id,
+            Origination {
+                record,
+                cheaters: BTreeMap::new(),
+                slow: BTreeMap::new(),
+                deadline: None,
+            },
+        );
+        self.signing.queue.push_back(r.id);
+        self.start_queued(out);
+        Ok(())
+    }
+
+    fn start_queued(&mut self, out: &mut Vec<Output>) {
+        loop {
+            let running = self
+                .signing
+                .originated
+                .values()
+                .filter(|o| o.deadline.is_some())
+                .count();
+            if running >= self.signing.config.max_originating || !self.can_sign() {
+                return;
+            }
+            let Some(id) = self.signing.queue.pop_front() else {
+                return;
+            };
+            self.start_attempt(id, out);
+        }
+    }
+
+    /// The originator's deadline passed: name who did not answer.
+    fn attempt_timed_out(&mut self, id: [u8; 32]) {
+        let Some(o) = self.signing.originated.get(&id) else {
+            return;
+        };
+        let attempt = o.record.attempt;
+        let mut slow = Vec::new();
+        if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
+            c.finished = true;
+            let waiting_preprocess = c.preprocesses.len() + 1 < c.indices.len();
+            for (v, l) in &c.indices {
+                if *v == self.me {
+                    continue;
+                }
+                if waiting_preprocess && !c.preprocesses.contains_key(l) {
+                    slow.push((v.clone(), format!("no preprocess in attempt {attempt}")));
+                } else if !waiting_preprocess && !c.shares.contains_key(l) {
+                    slow.push((v.clone(), format!("no signature share in attempt {attempt}")));
+                }
+            }
+        }
+        let until = self.signing.now + self.signing.config.attempt_timeout_ms * 3;
+        for (v, _) in &slow {
+            self.signing.slow_until.insert(v.clone(), until);
+        }
+        if let Some(o) = self.signing.originated.get_mut(&id) {
+            o.slow.extend(slow);
+        }
+    }
+
+    /// Start the next attempt of an originated request (or fail it).
+    fn start_attempt(&mut self, id: [u8; 32], out: &mut Vec<Output>) {
+        let t = usize::from(self.def.threshold);
+        let Some(o) = self.signing.originated.get(&id) else {
+            return;
+        };
+        let mut attempt = if o.record.signers.is_empty() {
+            o.record.attempt
+        } else {
+            o.record.attempt + 1
+        };
+        while self.signing.used.contains(&(id, attempt)) {
+            attempt += 1;
+        }
+        let Some(vault) = self.vault().map(|v| v.context) else {
+            return;
+        };
+        // Candidates: reachable participants that did not cheat on this request; slow ones last.
+        let mut candidates: Vec<(bool, [u8; 32], ValidatorId)> = self
+            .def
+            .validators
+            .iter()
+            .filter(|v| **v != self.me)
+            .filter(|v| self.signing.reachable.contains(*v) && !o.cheaters.contains_key(*v))
+            .map(|v| {
+                let slow = o.slow.contains_key(v) || self.signing.slow_until.contains_key(v);
+                let mut h = Sha256::new();
+                h.update(id);
+                h.update(attempt.to_be_bytes());
+                h.update(v.as_bytes());
+                (slow, h.finalize().into(), v.clone())
+            })
+            .collect();
+        candidates.sort();
+        if candidates.len() + 1 < t || attempt >= MAX_ATTEMPTS {
+            let mut missing: Vec<String> = Vec::new();
+            for v in self.def.validators.iter().filter(|v| **v != self.me) {
+                if let Some(why) = o.cheaters.get(v) {
+                    missing.push(format!("{v} ({why})"));
+                } else if !self.signing.reachable.contains(v) {
+                    missing.push(format!("{v} (unreachable)"));
+                } else if let Some(why) = o.slow.get(v) {
+                    missing.push(format!("{v} ({why})"));
+                }
+            }
+            let reason = if attempt >= MAX_ATTEMPTS {
+                format!(
+                    "no signer set answered in {MAX_ATTEMPTS} attempts; missing: {}",
+                    missing.join(", ")
+                )
+            } else {
+                format!(
+                    "only {} of the {t} signers needed are available; missing: {}",
+                    candidates.len() + 1,
+                    missing.join(", ")
+                )
+            };
+            self.fail_request(id, reason, out);
+            return;
+        }
+        let mut signers: Vec<ValidatorId> = candidates
+            .into_iter()
+            .take(t - 1)
+            .map(|(_, _, v)| v)
+            .chain(std::iter::once(self.me.clone()))
+            .collect();
+        signers.sort_by_key(|v| self.def.participant_index(v));
+        let mut request = SignRequest {
+            coin: self.coin(),
+            id,
+            attempt,
+            origin: self.me.clone(),
+            vault,
+            signers: signers.clone(),
+            messages: o.record.messages.clone(),
+            signature: Vec::new(),
+        };
+        request.signature = self.signer.sign(REQUEST_DOMAIN, &request_body(&request));
+        let deadline = self.signing.now + self.signing.config.attempt_timeout_ms;
+        let left_out: Vec<(ValidatorId, String)> = o
+            .cheaters
+            .iter()
+            .chain(o.slow.iter())
+            .map(|(v, w)| (v.clone(), w.clone()))
+            .collect();
+        let Some(o) = self.signing.originated.get_mut(&id) else {
+            return;
+        };
+        o.record.attempt = attempt;
+        o.record.signers = signers;
+        o.record.left_out = left_out;
+        o.deadline = Some(deadline);
+        let record = o.record.clone();
+        let mut sends = Vec::new();
+        match self.join(&request, &mut sends) {
+            Ok(()) => {
+                out.push(Output::Persist(Persist::SignRecord(record)));
+                out.push(Output::Bus(BusMessage::SignRequest(request)));
+                out.extend(sends);
+            }
+            Err(e) => self.fail_request(id, format!("cannot start attempt {attempt}: {e}"), out),
+        }
+    }
+
+    fn fail_request(&mut self, id: [u8; 32], reason: String, out: &mut Vec<Output>) {
+        self.signing.queue.retain(|q| *q != id);
+        if let Some(mut o) = self.signing.originated.remove(&id) {
+            o.record.status = SignStatus::Failed;
+            o.record.reason = Some(reason);
+            out.push(Output::Persist(Persist::SignRecord(o.record)));
+        }
+    }
+
+    /// Check a request announced by `request.origin`.
+    fn check_request(&self, from: &ValidatorId, r: &SignRequest) -> Result<()> {
+        let coin = self.coin();
+        if r.coin != coin {
+            return Err(ProtocolError::peer(from, format!("{} request on the {coin} topic", r.coin)));
+        }
+        let vault = self
+            .vault()
+            .filter(|v| v.status == VaultStatus::Active)
+            .ok_or_else(|| ProtocolError::peer(from, format!("our {coin} vault is not active")))?;
+        if r.vault != vault.context {
+            return Err(ProtocolError::peer(from, "request for another vault"));
+        }
+        if r.attempt >= MAX_ATTEMPTS {
+            return Err(ProtocolError::peer(from, format!("attempt {}", r.attempt)));
+        }
+        if r.signers.len() != usize::from(self.def.threshold) {
+            return Err(ProtocolError::peer(
+                from,
+                format!("{} signers, the threshold is {}", r.signers.len(), self.def.threshold),
+            ));
+        }
+        let mut last = 0u16;
+        for v in &r.signers {
+            let l = self.index_of_validator(from, v)?;
+            if l <= last {
+                return Err(ProtocolError::peer(from, "signers not in participant order"));
+            }
+            last = l;
+        }
+        if !r.signers.contains(&r.origin) {
+            return Err(ProtocolError::peer(from, "the originator is not a signer"));
+        }
+        check_messages(coin, &r.messages).map_err(|e| ProtocolError::peer(from, e))?;
+        let key = if r.origin == self.me {
+            Some(self.signer.public())
+        } else {
+            self.peers().get(&r.origin).and_then(|p| p.signer)
+        };
+        let key = key.ok_or_else(|| {
+            ProtocolError::peer(from, format!("unknown processor key of {}", r.origin))
+        })?;
+        if !verify_processor_signature(&key, REQUEST_DOMAIN, &request_body(r), &r.signature) {
+            return Err(ProtocolError::peer(from, "bad originator signature on the request"));
+        }
+        Ok(())
+    }
+
+    fn index_of_validator(&self, from: &ValidatorId, v: &ValidatorId) -> Result<u16> {
+        self.def
+            .participant_index(v)
+            .ok_or_else(|| ProtocolError::peer(from, format!("{v} is not a validator")))
+    }
+
+    fn seal_ctx_sign<'a>(
+        &'a self,
+        kind: SealKind,
+        from: &'a ValidatorId,
+        to: &'a ValidatorId,
+        session: [u8; 32],
+    ) -> SealContext<'a> {
+        SealContext {
+            network: &self.def.name,
+            coin: self.coin(),
+            kind,
+            from,
+            to,
+            context: session,
+        }
+    }
+
+    fn seal_sign(
+        &self,
+        kind: SealKind,
+        to: &ValidatorId,
+        session: [u8; 32],
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (key, _) = self
+            .peers()
+            .get(to)
+            .and_then(|p| p.messaging_key)
+            .ok_or_else(|| ProtocolError::SealLocal(format!("no messaging key for {to}")))?;
+        seal::seal(
+            self.messaging_key(),
+            &key,
+            &self.seal_ctx_sign(kind, &self.me, to, session),
+            payload,
+        )
+    }
+
+    fn open_sign(
+        &self,
+        kind: SealKind,
+        from: &ValidatorId,
+        session: [u8; 32],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (known, _) = self
+            .peers()
+            .get(from)
+            .and_then(|p| p.messaging_key)
+            .ok_or_else(|| ProtocolError::peer(from, "its messaging key is unknown"))?;
+        let (static_key, payload) = seal::open(
+            self.messaging_key(),
+            &self.seal_ctx_sign(kind, from, &self.me, session),
+            sealed,
+        )?;
+        if static_key != known {
+            return Err(ProtocolError::Seal {
+                peer: from.clone(),
+                reason: "sealed by a key that is not the sender's processor messaging key".into(),
+            });
+        }
+        Ok(payload)
+    }
+
+    /// Take part in `request`'s ceremony: mark it preprocessed, then send our preprocesses.
+    fn join(&mut self, request: &SignRequest, out: &mut Vec<Output>) -> Result<()> {
+        let key = (request.id, request.attempt);
+        if self.signing.ceremonies.contains_key(&key) {
+            return Ok(());
+        }
+        if self.signing.used.contains(&key) {
+            return Err(ProtocolError::peer(
+                &request.origin,
+                format!("attempt {} was already preprocessed here (before a restart?)", request.attempt),
+            ));
+        }
+        if request.origin != self.me {
+            let participating = self
+                .signing
+                .ceremonies
+                .values()
+                .filter(|c| !c.finished && c.request.origin != self.me)
+                .count();
+            if participating >= self.signing.config.max_participating {
+                return Err(ProtocolError::peer(
+                    &request.origin,
+                    format!("{participating} ceremonies already in progress here"),
+                ));
+            }
+        }
+        let keys = self
+            .signing
+            .keys
+            .clone()
+            .ok_or_else(|| ProtocolError::Key("no key share loaded".into()))?;
+        let session = session(&self.def.name, request);
+        let mut indices = BTreeMap::new();
+        for v in &request.signers {
+            indices.insert(v.clone(), self.index_of_validator(&request.origin, v)?);
+        }
+        let mut machines = Vec::new();
+        let mut preprocesses = Vec::new();
+        for i in 0..request.messages.len() {
+            let (m, p) = keys.preprocess(&message_session(&session, i), &mut rand_core::OsRng);
+            machines.push(m);
+            preprocesses.push(p);
+        }
+        let payload = postcard::to_stdvec(&PreprocessPayload { preprocesses })
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let mut sends = Vec::new();
+        for v in request.signers.iter().filter(|v| **v != self.me) {
+            let sealed = self.seal_sign(SealKind::Preprocess, v, session, &payload)?;
+            sends.push(Output::Bus(BusMessage::EncryptedPreprocessOut(
+                EncryptedPreprocessOut {
+                    to: v.clone(),
+                    request: request.clone(),
+                    sealed,
+                },
+            )));
+        }
+        // Persist before send: the marker is in this call's outputs, ahead of the messages.
+        self.signing.used.insert(key);
+        out.push(Output::Persist(Persist::NonceUsed {
+            coin: self.coin(),
+            id: request.id,
+            attempt: request.attempt,
+        }));
+        out.extend(sends);
+        self.signing.ceremonies.insert(
+            key,
+            Ceremony {
+                request: request.clone(),
+                session,
+                indices,
+                round1: Some(machines),
+                round2: None,
+                preprocesses: BTreeMap::new(),
+                shares: BTreeMap::new(),
+                started: self.signing.now,
+                finished: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_sign_request(
+        &mut self,
+        from: &ValidatorId,
+        r: &SignRequest,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if *from != r.origin {
+            return Err(ProtocolError::peer(from, "announced another validator's request"));
+        }
+        if !r.signers.contains(&self.me) || self.signing.recent_done.contains(&r.id) {
+            return Ok(()); // not ours to sign, or already signed
+        }
+        self.check_request(from, r)?;
+        if let Some(c) = self.signing.ceremonies.get(&(r.id, r.attempt)) {
+            if c.request != *r {
+                return Err(ProtocolError::peer(from, "two different requests for one attempt"));
+            }
+            return Ok(());
+        }
+        self.join(r, out)?;
+        self.advance(r.id, r.attempt, out);
+        Ok(())
+    }
+
+    fn on_preprocess(&mut self, m: &EncryptedPreprocessIn, out: &mut Vec<Output>) -> Result<()> {
+        let from = &m.from;
+        if m.msg.to != self.me {
+            return Err(ProtocolError::peer(from, "preprocess addressed to another validator"));
+        }
+        let r = &m.msg.request;
+        if !r.signers.contains(from) || !r.signers.contains(&self.me) {
+            return Err(ProtocolError::peer(from, "preprocess from or to a non-signer"));
+        }
+        if self.signing.recent_done.contains(&r.id) {
+            return Ok(());
+        }
+        let key = (r.id, r.attempt);
+        match self.signing.ceremonies.get(&key) {
+            Some(c) if c.request != *r => {
+                return Err(ProtocolError::peer(from, "preprocess for a different request"));
+            }
+            Some(_) => {}
+            None => {
+                self.check_request(from, r)?;
+                self.join(r, out)?;
+            }
+        }
+        let Some(c) = self.signing.ceremonies.get(&key) else {
+            return Ok(());
+        };
+        let (session, l) = (c.session, c.indices.get(from).copied());
+        let l = l.ok_or_else(|| ProtocolError::peer(from, "not a signer of this attempt"))?;
+        let payload = self.open_sign(SealKind::Preprocess, from, session, &m.msg.sealed)?;
+        let payload: PreprocessPayload = postcard::from_bytes(&payload)
+            .map_err(|e| ProtocolError::peer(from, format!("preprocess payload: {e}")))?;
+        if payload.preprocesses.len() != r.messages.len() {
+            return Err(ProtocolError::peer(from, "preprocess count differs from the message count"));
+        }
+        let Some(c) = self.signing.ceremonies.get_mut(&key) else {
+            return Ok(());
+        };
+        match c.preprocesses.get(&l) {
+            Some(existing) if *existing != payload.preprocesses => {
+                return Err(ProtocolError::peer(from, "sent two different preprocesses"));
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        c.preprocesses.insert(l, payload.preprocesses);
+        self.advance(r.id, r.attempt, out);
+        Ok(())
+    }
+
+    fn on_signature_share(
+        &mut self,
+        m: &EncryptedSignatureShareIn,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let from = &m.from;
+        if m.msg.to != self.me {
+            return Err(ProtocolError::peer(from, "share addressed to another validator"));
+        }
+        if m.msg.coin != self.coin() {
+            return Err(ProtocolError::peer(from, "share for another coin"));
+        }
+        if self.signing.recent_done.contains(&m.msg.id) {
+            return Ok(());
+        }
+        let key = (m.msg.id, m.msg.attempt);
+        let Some(c) = self.signing.ceremonies.get(&key) else {
+            return Err(ProtocolError::peer(
+                from,
+                format!("signature share for an attempt {} we are not in", m.msg.attempt),
+            ));
+        };
+        let session = c.session;
+        let l = c
+            .indices
+            .get(from)
+            .copied()
+            .ok_or_else(|| ProtocolError::peer(from, "not a signer of this attempt"))?;
+        let payload = self.open_sign(SealKind::SignatureShare, from, session, &m.msg.sealed)?;
+        let payload: SignatureSharePayload = postcard::from_bytes(&payload)
+            .map_err(|e| ProtocolError::peer(from, format!("share payload: {e}")))?;
+        let Some(c) = self.signing.ceremonies.get_mut(&key) else {
+            return Ok(());
+        };
+        if payload.shares.len() != c.request.messages.len() {
+            return Err(ProtocolError::peer(from, "share count differs from the message count"));
+        }
+        match c.shares.get(&l) {
+            Some(existing) if *existing != payload.shares => {
+                return Err(ProtocolError::peer(from, "sent two different signature shares"));
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        c.shares.insert(l, payload.shares);
+        self.advance(m.msg.id, m.msg.attempt, out);
+        Ok(())
+    }
+
+    /// Move a ceremony on as far as its inputs allow.
+    fn advance(&mut self, id: [u8; 32], attempt: u32, out: &mut Vec<Output>) {
+        let me = self.me.clone();
+        let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) else {
+            return;
+        };
+        if c.finished {
+            return;
+        }
+        let others = c.indices.len() - 1;
+        // Round 2: every preprocess in.
+        if c.round1.is_some() && c.preprocesses.len() == others {
+            let machines = c.round1.take().unwrap_or_default();
+            let mut next = Vec::new();
+            let mut shares = Vec::new();
+            for (i, m) in machines.into_iter().enumerate() {
+                let pre: BTreeMap<u16, Vec<u8>> = c
+                    .preprocesses
+                    .iter()
+                    .filter_map(|(l, p)| p.get(i).map(|p| (*l, p.clone())))
+                    .collect();
+                match m.sign(&pre, &c.request.messages[i]) {
+                    Ok((m, s)) => {
+                        next.push(m);
+                        shares.push(s);
+                    }
+                    Err(e) => {
+                        c.finished = true;
+                        self.ceremony_failed(id, attempt, e, out);
+                        return;
+                    }
+                }
+            }
+            c.round2 = Some(next);
+            let session = c.session;
+            let targets: Vec<ValidatorId> = c.indices.keys().filter(|v| **v != me).cloned().collect();
+            let payload = match postcard::to_stdvec(&SignatureSharePayload { shares }) {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            for v in targets {
+                match self.seal_sign(SealKind::SignatureShare, &v, session, &payload) {
+                    Ok(sealed) => out.push(Output::Bus(BusMessage::EncryptedSignatureShareOut(
+                        EncryptedSignatureShareOut {
+                            coin: self.coin(),
+                            to: v,
+                            id,
+                            attempt,
+                            sealed,
+                        },
+                    ))),
+                    Err(e) => {
+                        self.ceremony_failed(id, attempt, SignError::Other(e.to_string()), out);
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) else {
+            return;
+        };
+        // Round 3: every share in.
+        if c.round2.is_none() || c.shares.len() < others {
+            return;
+        }
+        let machines = c.round2.take().unwrap_or_default();
+        c.finished = true;
+        let mut signatures = Vec::new();
+        for (i, m) in machines.into_iter().enumerate() {
+            let shares: BTreeMap<u16, Vec<u8>> = c
+                .shares
+                .iter()
+                .filter_map(|(l, s)| s.get(i).map(|s| (*l, s.clone())))
+                .collect();
+            match m.complete(&shares) {
+                Ok(sig) => signatures.push(sig.to_vec()),
+                Err(e) => {
+                    self.ceremony_failed(id, attempt, e, out);
+                    return;
+                }
+            }
+        }
+        let r = c.request.clone();
+        let available = SignatureAvailable {
+            coin: r.coin,
+            id,
+            origin: r.origin.clone(),
+            attempt,
+            vault: r.vault,
+            signers: r.signers.clone(),
+            messages: r.messages.clone(),
+            signatures,
+        };
+        self.signature_done(&available, out);
+        out.push(Output::Bus(BusMessage::SignatureAvailable(available)));
+    }
+
+    fn ceremony_failed(&mut self, id: [u8; 32], attempt: u32, e: SignError, out: &mut Vec<Output>) {
+        if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
+            c.finished = true;
+        }
+        let culprit = e
+            .culprit()
+            .and_then(|l| self.def.validator_at(l).cloned());
+        let Some(peer) = culprit else {
+            if self.signing.originated.get(&id).is_some_and(|o| o.record.attempt == attempt) {
+                self.fail_request(id, format!("attempt {attempt}: {e}"), out);
+            }
+            return;
+        };
+        let what = match e {
+            SignError::InvalidPreprocess(_) => "invalid preprocess",
+            _ => "invalid signature share",
+        };
+        let report = CheaterReport {
+            coin: self.coin(),
+            peer: peer.clone(),
+            id,
+            attempt,
+            reason: format!("{what} in attempt {attempt}"),
+        };
+        out.push(Output::Persist(Persist::Cheater(report.clone())));
+        self.push_cheater(report.clone());
+        if let Some(o) = self.signing.originated.get_mut(&id) {
+            if o.record.attempt == attempt {
+                o.cheaters.insert(peer, report.reason);
+                self.start_attempt(id, out);
+            }
+        }
+    }
+
+    fn push_cheater(&mut self, report: CheaterReport) {
+        if self.signing.cheaters.len() >= MAX_CHEATER_REPORTS {
+            self.signing.cheaters.pop_front();
+        }
+        self.signing.cheaters.push_back(report);
+    }
+
+    /// A valid signature set for `a.id`: store it once, finish the request.
+    fn signature_done(&mut self, a: &SignatureAvailable, out: &mut Vec<Output>) {
+        if !self.signing.recent_done.insert(a.id) {
+            return;
+        }
+        self.signing.recent_order.push_back(a.id);
+        if self.signing.recent_order.len() > RECENT_DONE {
+            if let Some(old) = self.signing.recent_order.pop_front() {
+                self.signing.recent_done.remove(&old);
+            }
+        }
+        for ((id, _), c) in self.signing.ceremonies.iter_mut() {
+            if *id == a.id {
+                c.finished = true;
+            }
+        }
+        let record = match self.signing.originated.remove(&a.id) {
+            Some(o) => SignRecord {
+                status: SignStatus::Done,
+                attempt: a.attempt,
+                signers: a.signers.clone(),
+                signatures: a.signatures.clone(),
+                ..o.record
+            },
+            None => SignRecord {
+                id: a.id,
+                coin: a.coin,
+                origin: a.origin.clone(),
+                messages: a.messages.clone(),
+                status: SignStatus::Done,
+                attempt: a.attempt,
+                signers: a.signers.clone(),
+                signatures: a.signatures.clone(),
+                reason: None,
+                left_out: Vec::new(),
+            },
+        };
+        self.signing.queue.retain(|q| *q != a.id);
+        out.push(Output::Persist(Persist::SignRecord(record)));
+        self.start_queued(out);
+    }
+
+    fn on_signature_available(
+        &mut self,
+        from: &ValidatorId,
+        a: &SignatureAvailable,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if a.coin != self.coin() {
+            return Err(ProtocolError::peer(from, "signatures for another coin"));
+        }
+        if self.signing.recent_done.contains(&a.id) {
+            return Ok(());
+        }
+        let vault = self
+            .vault()
+            .filter(|v| v.status == VaultStatus::Active)
+            .map(|v| v.context);
+        if vault != Some(a.vault) {
+            return Err(ProtocolError::peer(from, "signatures for another vault"));
+        }
+        if !a.signers.contains(from) || !self.def.is_validator(&a.origin) {
+            return Err(ProtocolError::peer(from, "announced signatures it did not make"));
+        }
+        check_messages(a.coin, &a.messages).map_err(|e| ProtocolError::peer(from, e))?;
+        if a.signatures.len() != a.messages.len() {
+            return Err(ProtocolError::peer(from, "signature count differs from the message count"));
+        }
+        let key = self
+            .verifying_key()
+            .ok_or_else(|| ProtocolError::Key("no key share loaded".into()))?;
+        for (i, (m, s)) in a.messages.iter().zip(&a.signatures).enumerate() {
+            if !sign::verify(a.coin, &key, m, s) {
+                return Err(ProtocolError::peer(from, format!("signature {i} does not verify")));
+            }
+        }
+        if let Some(o) = self.signing.originated.get(&a.id) {
+            if o.record.messages != a.messages {
+                return Err(ProtocolError::peer(from, "signatures for other messages than our request's"));
+            }
+        } else if a.origin == self.me {
+            return Ok(()); // not (or no longer) a request of ours: nothing to answer
+        }
+        self.signature_done(a, out);
+        Ok(())
+    }
+}
