@@ -1,11 +1,26 @@
-//! The HTTP endpoint: `GET /status` (JSON), `GET /health`, `GET /metrics` (Prometheus text).
+//! The HTTP endpoint: `GET /status` (JSON), `GET /health`, `GET /metrics` (Prometheus text),
+//! `POST /sign` and `GET /sign/{id}`.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::{
+    str::FromStr,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
 
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Json, Router};
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
 use prometheus_client::registry::Registry;
+use protocol::{vault::SignRecord, Coin};
+use serde::{Deserialize, Serialize};
+use storage::{RequestId, SignRequests, Store};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::status::Status;
+use crate::{coordinator::SignCommand, status::Status};
 
 /// Shared state of the endpoint.
 #[derive(Clone)]
@@ -14,6 +29,10 @@ pub struct ApiState {
     pub status: Arc<RwLock<Status>>,
     /// Metrics registry (libp2p's and the node's).
     pub registry: Arc<Mutex<Registry>>,
+    /// Signature requests to the coordinator.
+    pub sign: mpsc::Sender<SignCommand>,
+    /// The database (signature records are read from it).
+    pub store: Arc<Store>,
 }
 
 /// The router.
@@ -22,7 +41,127 @@ pub fn router(state: ApiState) -> Router {
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/sign", post(sign))
+        .route("/sign/{id}", get(sign_result))
         .with_state(state)
+}
+
+/// Body of `POST /sign`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignBody {
+    /// Coin ticker.
+    pub coin: String,
+    /// Messages, hex (an optional `0x` prefix is accepted).
+    pub messages: Vec<String>,
+}
+
+/// Answer of `GET /sign/{id}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignResult {
+    /// Request id, hex.
+    pub id: String,
+    /// Coin.
+    pub coin: String,
+    /// `pending`, `done` or `failed`.
+    pub status: String,
+    /// One signature per message, hex, once done.
+    pub signatures: Vec<String>,
+    /// The signer set of the (last) attempt.
+    pub signers: Vec<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// The attempt number.
+    pub attempt: u32,
+    /// The validator whose API received the request.
+    pub origin: String,
+    /// Validators left out of later attempts, and why.
+    pub left_out: Vec<(String, String)>,
+}
+
+impl From<SignRecord> for SignResult {
+    fn from(r: SignRecord) -> Self {
+        SignResult {
+            id: hex::encode(r.id),
+            coin: r.coin.to_string(),
+            status: serde_json::to_value(r.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            signatures: r.signatures.iter().map(hex::encode).collect(),
+            signers: r.signers.iter().map(|s| s.to_string()).collect(),
+            reason: r.reason,
+            attempt: r.attempt,
+            origin: r.origin.to_string(),
+            left_out: r
+                .left_out
+                .into_iter()
+                .map(|(v, why)| (v.to_string(), why))
+                .collect(),
+        }
+    }
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    let reason = reason.into();
+    tracing::info!(status = status.as_u16(), %reason, "refused an API request");
+    (status, Json(serde_json::json!({ "error": reason }))).into_response()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    hex::decode(s).map_err(|e| format!("not hex: {e}"))
+}
+
+async fn sign(State(s): State<ApiState>, body: Result<Json<SignBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+    };
+    let coin = match Coin::from_str(&body.coin) {
+        Ok(c) => c,
+        Err(_) => return error(StatusCode::BAD_REQUEST, format!("unknown coin {:?}", body.coin)),
+    };
+    let mut messages = Vec::with_capacity(body.messages.len().min(protocol::signing::MAX_MESSAGES));
+    for (i, m) in body.messages.iter().enumerate() {
+        match unhex(m) {
+            Ok(b) => messages.push(b),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("message {i}: {e}")),
+        }
+    }
+    let (reply, answer) = oneshot::channel();
+    if s.sign.send(SignCommand { coin, messages, reply }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(30), answer).await {
+        Ok(Ok(Ok(id))) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "id": hex::encode(id) })),
+        )
+            .into_response(),
+        Ok(Ok(Err(refusal))) => error(
+            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+            refusal.reason,
+        ),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the node did not answer in time"),
+    }
+}
+
+async fn sign_result(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let id: [u8; 32] = match unhex(&id).and_then(|b| {
+        b.try_into()
+            .map_err(|_| "a request id is 32 bytes".to_string())
+    }) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("request id: {e}")),
+    };
+    match s.store.get::<SignRequests>(&RequestId(id)) {
+        Ok(Some(r)) => Json(SignResult::from(r)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such request on this node"),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a sign request");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+        }
+    }
 }
 
 async fn status(State(s): State<ApiState>) -> impl IntoResponse {

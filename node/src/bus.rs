@@ -58,6 +58,23 @@ impl Topic {
             .map_err(|_| ProcessorGone)
     }
 
+    /// Hand a message to the processor without storing it (signing traffic: an attempt cut by a
+    /// restart is abandoned, never replayed). Waits while the processor's queue is full.
+    pub async fn deliver(&self, msg: BusMessage) -> Result<(), ProcessorGone> {
+        debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "delivered");
+        self.to_processor
+            .send(ProcessorCommand::Input(msg))
+            .await
+            .map_err(|_| ProcessorGone)
+    }
+
+    /// A clock tick; dropped when the processor is busy (the next one carries the time).
+    pub fn tick(&self, now_ms: u64, reachable: std::collections::BTreeSet<ValidatorId>) {
+        let _ = self
+            .to_processor
+            .try_send(ProcessorCommand::Tick { now_ms, reachable });
+    }
+
     /// Ask the processor to rotate its messaging key (step 4).
     pub async fn rotate(
         &self,
@@ -76,6 +93,13 @@ pub enum ProcessorCommand {
     Input(BusMessage),
     /// Step 4: rotate the messaging key; replies with the new public key and seq.
     Rotate(oneshot::Sender<Result<([u8; 32], u64), String>>),
+    /// Time passes (monotonic milliseconds); `reachable` are the connected validators.
+    Tick {
+        /// Now.
+        now_ms: u64,
+        /// Connected validators.
+        reachable: std::collections::BTreeSet<ValidatorId>,
+    },
 }
 
 /// What a processor sends the coordinator.
@@ -99,6 +123,10 @@ pub struct ProcessorSnapshot {
     pub messaging: ([u8; 32], u64),
     /// Peers as the processor knows them.
     pub peers: BTreeMap<ValidatorId, PeerView>,
+    /// Signing ceremonies and cheater reports.
+    pub signing: protocol::signing::SigningStatus,
+    /// Whether the vault can sign.
+    pub can_sign: bool,
 }
 
 /// Most distinct messages kept in one inbound slot (a sender re-sealing after a restart, a

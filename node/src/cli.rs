@@ -42,6 +42,26 @@ pub enum Command {
         /// Extra bootstrap multiaddr with /p2p/<peer id> (repeatable).
         #[arg(long)]
         bootstrap: Vec<Multiaddr>,
+        /// Seconds a signing attempt waits for its signers before retrying with another set.
+        #[arg(long, env = "VAULTD_SIGN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        sign_timeout: u64,
+    },
+    /// Ask a running validator to sign messages with a coin's vault; waits and prints one
+    /// signature (hex) per message.
+    Sign {
+        /// The node's HTTP endpoint, host:port.
+        #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
+        api: String,
+        /// Coin (BTC, ETH, SOL).
+        #[arg(long)]
+        coin: Coin,
+        /// Message, hex (repeatable; all are signed in one ceremony). BTC: a 32-byte BIP341
+        /// sighash; ETH: a 32-byte digest; SOL: the transaction message bytes.
+        #[arg(long = "message", required = true)]
+        messages: Vec<String>,
+        /// Seconds to wait for the signatures.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
     /// Step 4: replace a coin processor's messaging key on a running node; every peer forgets
     /// the old key and uses the new one.

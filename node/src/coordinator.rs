@@ -42,7 +42,7 @@ use crate::{
     metrics::Metrics,
     network::{self, Behaviour, BehaviourEvent},
     processor_task::Snapshots,
-    status::{KeyStatus, Status, ValidatorStatus, VaultStatus},
+    status::{CheaterView, KeyStatus, SigningView, Status, ValidatorStatus, VaultStatus},
 };
 
 /// Longest wait between two attempts to deliver a direct request.
@@ -54,6 +54,25 @@ const ANNOUNCE_SLOW: Duration = Duration::from_secs(30);
 
 /// Called once with the listen addresses, when the first one is known.
 pub type OnListening = Box<dyn FnOnce(&[Multiaddr]) + Send>;
+
+/// Why the node refused a signature request: an HTTP status and a reason.
+#[derive(Debug)]
+pub struct SignRefusal {
+    /// HTTP status code.
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+}
+
+/// A signature request from the HTTP endpoint.
+pub struct SignCommand {
+    /// Coin.
+    pub coin: Coin,
+    /// Messages (already hex-decoded).
+    pub messages: Vec<Vec<u8>>,
+    /// The request id, once accepted (stored) and handed to the processor.
+    pub reply: oneshot::Sender<Result<[u8; 32], SignRefusal>>,
+}
 
 /// Commands from the control socket.
 pub enum ControlCommand {
@@ -68,6 +87,8 @@ struct OutboxEntry {
     next_attempt: Instant,
     backoff: Duration,
     in_flight: bool,
+    /// Signing traffic is not stored and gives up when its ceremony is over.
+    expires: Option<Instant>,
 }
 
 /// The coordinator's state.
@@ -86,6 +107,9 @@ pub struct Coordinator {
     pub(crate) status: Arc<RwLock<Status>>,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) on_listening: Option<OnListening>,
+    pub(crate) sign_requests: mpsc::Receiver<SignCommand>,
+    pub(crate) sign_timeout: Duration,
+    pub(crate) max_queued: usize,
     gossip_topics: BTreeMap<Coin, IdentTopic>,
     topic_coins: HashMap<TopicHash, Coin>,
     validators: BTreeMap<PeerId, ValidatorId>,
@@ -120,6 +144,8 @@ impl Coordinator {
         status: Arc<RwLock<Status>>,
         bootstrap: Vec<Multiaddr>,
         on_listening: Option<OnListening>,
+        sign_requests: mpsc::Receiver<SignCommand>,
+        signing: protocol::signing::SigningConfig,
     ) -> Result<Self, NodeError> {
         let gossip_topics: BTreeMap<Coin, IdentTopic> = def
             .coins
@@ -147,6 +173,9 @@ impl Coordinator {
             status,
             bootstrap,
             on_listening,
+            sign_requests,
+            sign_timeout: Duration::from_millis(signing.attempt_timeout_ms),
+            max_queued: signing.max_queued,
             gossip_topics,
             topic_coins,
             validators,
@@ -212,6 +241,7 @@ impl Coordinator {
         let mut last_announce = Instant::now() - ANNOUNCE_SLOW;
         let mut last_dial = Instant::now();
         let mut last_kad = Instant::now();
+        let start = Instant::now();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -226,6 +256,7 @@ impl Coordinator {
                     None => return Err(NodeError::Config("every processor stopped".into())),
                 },
                 Some(cmd) = self.control.recv() => self.on_control(cmd).await,
+                Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let period = if self.all_active() { ANNOUNCE_SLOW } else { ANNOUNCE_FAST };
@@ -242,11 +273,86 @@ impl Coordinator {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                         last_kad = now;
                     }
+                    self.tick_processors(start);
                     self.flush_outbox();
                     self.refresh_status();
                 }
             }
         }
+    }
+
+    /// Give every processor the time and the validators it can reach.
+    fn tick_processors(&self, start: Instant) {
+        let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let reachable: BTreeSet<ValidatorId> = self
+            .connected
+            .iter()
+            .filter_map(|p| self.validators.get(p).cloned())
+            .collect();
+        for topic in self.bus.values() {
+            topic.tick(now_ms, reachable.clone());
+        }
+    }
+
+    /// `POST /sign`: check, store the request, hand it to the coin's processor.
+    async fn on_sign(&mut self, cmd: SignCommand) {
+        let result = self.accept_sign(cmd.coin, cmd.messages).await;
+        let _ = cmd.reply.send(result);
+    }
+
+    async fn accept_sign(
+        &mut self,
+        coin: Coin,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<[u8; 32], SignRefusal> {
+        let refuse = |status: u16, reason: String| SignRefusal { status, reason };
+        if !self.def.coins.contains(&coin) {
+            return Err(refuse(404, format!("{coin} has no vault in this network")));
+        }
+        let (can_sign, queued) = self
+            .snapshots
+            .read()
+            .ok()
+            .and_then(|s| s.get(&coin).map(|p| (p.can_sign, p.signing.queued)))
+            .unwrap_or((false, 0));
+        if !can_sign {
+            return Err(refuse(409, format!("the {coin} vault is not active yet")));
+        }
+        protocol::signing::check_messages(coin, &messages).map_err(|e| refuse(400, e))?;
+        if queued >= self.max_queued {
+            return Err(refuse(
+                503,
+                format!("{queued} {coin} requests already wait; try again later"),
+            ));
+        }
+        let mut id = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        // Stored before the id is returned: a request is never lost, even across a crash.
+        let record = protocol::vault::SignRecord {
+            id,
+            coin,
+            origin: self.me.clone(),
+            messages: messages.clone(),
+            status: protocol::vault::SignStatus::Pending,
+            attempt: 0,
+            signers: Vec::new(),
+            signatures: Vec::new(),
+            reason: None,
+            left_out: Vec::new(),
+        };
+        self.store
+            .put::<storage::SignRequests>(&storage::RequestId(id), &record)
+            .map_err(|e| refuse(500, format!("storage: {e}")))?;
+        let topic = self
+            .bus
+            .get(&coin)
+            .ok_or_else(|| refuse(404, format!("no processor for {coin}")))?;
+        topic
+            .deliver(BusMessage::SignatureRequested(SignatureRequested { id, messages }))
+            .await
+            .map_err(|_| refuse(503, "processor stopped".into()))?;
+        info!(%coin, request = %hex::encode(id), "signature requested");
+        Ok(id)
     }
 
     fn all_active(&self) -> bool {
@@ -486,6 +592,10 @@ impl Coordinator {
                 self.place(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
                     .await?;
             }
+            msg @ (GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_)) => {
+                self.deliver(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
+                    .await?;
+            }
         }
         Ok(kind)
     }
@@ -598,6 +708,19 @@ impl Coordinator {
         Ok(DirectResponse::Accepted)
     }
 
+    /// Hand signing traffic to the coin's processor (not stored: never replayed).
+    async fn deliver(&mut self, coin: Coin, msg: BusMessage) -> Result<DirectResponse, String> {
+        let topic = self
+            .bus
+            .get(&coin)
+            .ok_or_else(|| format!("no processor for {coin}"))?;
+        topic
+            .deliver(msg)
+            .await
+            .map_err(|_| "processor stopped".to_string())?;
+        Ok(DirectResponse::Accepted)
+    }
+
     /// Arrival order of inbound log entries: increasing, also across restarts.
     fn next_seq(&mut self) -> u64 {
         let now = std::time::SystemTime::now()
@@ -682,6 +805,18 @@ impl Coordinator {
                 );
                 self.announce_now = true;
             }
+            BusMessage::SignRequest(r) => self.publish(coin, GeneralMessage::SignRequest(r)),
+            BusMessage::SignatureAvailable(a) => {
+                self.publish(coin, GeneralMessage::SignatureAvailable(a))
+            }
+            BusMessage::EncryptedPreprocessOut(m) => {
+                let to = m.to.clone();
+                self.enqueue_volatile(to, DirectRequest::EncryptedPreprocessOut(m))?;
+            }
+            BusMessage::EncryptedSignatureShareOut(m) => {
+                let to = m.to.clone();
+                self.enqueue_volatile(to, DirectRequest::EncryptedSignatureShareOut(m))?;
+            }
             other => {
                 warn!(%coin, kind = other.kind(), "processor emitted an input message; ignored")
             }
@@ -723,6 +858,34 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Signing traffic: delivered with retries until its ceremony is over, not stored (an
+    /// attempt cut by a restart is abandoned).
+    fn enqueue_volatile(&mut self, to: ValidatorId, req: DirectRequest) -> Result<(), NodeError> {
+        let kind = req.kind();
+        let bytes = messages::encode(&req)?;
+        let key = OutboxKey::for_request(to, &req);
+        self.insert_outbox(key.to.clone(), key.slot.clone(), bytes, kind);
+        if let Some(e) = self.outbox.get_mut(&(key.to, key.slot)) {
+            e.expires = Some(Instant::now() + self.sign_timeout * 2);
+        }
+        Ok(())
+    }
+
+    /// Gossip one message once (signing announcements are not repeated).
+    fn publish(&mut self, coin: Coin, msg: GeneralMessage) {
+        let Some(topic) = self.gossip_topics.get(&coin).cloned() else {
+            return;
+        };
+        let kind = msg.kind();
+        match messages::encode(&msg) {
+            Ok(bytes) => match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                Ok(_) => self.metrics.sent(kind),
+                Err(e) => debug!(%coin, kind, error = %e, "publish failed"),
+            },
+            Err(e) => warn!(%coin, kind, error = %e, "cannot encode announcement"),
+        }
+    }
+
     fn insert_outbox(
         &mut self,
         to: ValidatorId,
@@ -740,6 +903,7 @@ impl Coordinator {
                 next_attempt: Instant::now(),
                 backoff: Duration::from_millis(500),
                 in_flight: false,
+                expires: None,
             },
         );
         self.metrics.outbox_len.set(self.outbox.len() as i64);
@@ -747,6 +911,12 @@ impl Coordinator {
 
     fn flush_outbox(&mut self) {
         let now = Instant::now();
+        let before = self.outbox.len();
+        self.outbox
+            .retain(|_, e| e.in_flight || e.expires.is_none_or(|x| x > now));
+        if self.outbox.len() != before {
+            self.metrics.outbox_len.set(self.outbox.len() as i64);
+        }
         let mut sends = Vec::new();
         for (key, e) in self.outbox.iter_mut() {
             if e.in_flight || e.next_attempt > now {
@@ -757,6 +927,9 @@ impl Coordinator {
             };
             if !self.connected.contains(&peer) {
                 continue; // the dial loop reconnects; connection resets the backoff
+            }
+            if e.expires.is_some() {
+                e.backoff = e.backoff.min(Duration::from_secs(1)); // a ceremony has a deadline
             }
             e.in_flight = true;
             sends.push((key.clone(), peer, e.bytes.clone(), e.generation, e.kind));
@@ -780,7 +953,11 @@ impl Coordinator {
             return;
         }
         if delivered {
-            self.outbox.remove(&key);
+            let volatile = self.outbox.remove(&key).is_some_and(|e| e.expires.is_some());
+            self.metrics.outbox_len.set(self.outbox.len() as i64);
+            if volatile {
+                return;
+            }
             let mut b = Batch::new();
             b.delete::<Outbox>(&OutboxKey {
                 to: key.0.clone(),
@@ -920,6 +1097,27 @@ impl Coordinator {
                 )
                 .await?
             }
+            DirectRequest::EncryptedPreprocessOut(m) => {
+                check(m.request.coin, &m.to)?;
+                let coin = m.request.coin;
+                self.deliver(
+                    coin,
+                    BusMessage::EncryptedPreprocessIn(EncryptedPreprocessIn { from, msg: m }),
+                )
+                .await?
+            }
+            DirectRequest::EncryptedSignatureShareOut(m) => {
+                check(m.coin, &m.to)?;
+                let coin = m.coin;
+                self.deliver(
+                    coin,
+                    BusMessage::EncryptedSignatureShareIn(EncryptedSignatureShareIn {
+                        from,
+                        msg: m,
+                    }),
+                )
+                .await?
+            }
         };
         Ok((kind, response))
     }
@@ -1006,6 +1204,24 @@ impl Coordinator {
                             pubkey: hex::encode(s.messaging.0),
                             seq: s.messaging.1,
                             verified: true,
+                        })
+                        .unwrap_or_default(),
+                    signing: snap
+                        .map(|s| SigningView {
+                            originating: s.signing.originating,
+                            queued: s.signing.queued,
+                            ceremonies: s.signing.ceremonies,
+                            cheaters: s
+                                .signing
+                                .cheaters
+                                .iter()
+                                .map(|c| CheaterView {
+                                    peer: c.peer.to_string(),
+                                    request: hex::encode(c.id),
+                                    attempt: c.attempt,
+                                    reason: c.reason.clone(),
+                                })
+                                .collect(),
                         })
                         .unwrap_or_default(),
                 }

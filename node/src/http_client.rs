@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET client for the CLI and the tests (no TLS, loopback/LAN use).
+//! A minimal HTTP/1.1 GET/POST client for the CLI and the tests (no TLS, loopback/LAN use).
 
 use std::time::Duration;
 
@@ -14,9 +14,33 @@ const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// GET `path` from `addr` (host:port); returns (status code, body).
 pub async fn get(addr: &str, path: &str) -> Result<(u16, String), NodeError> {
+    request(addr, "GET", path, None).await
+}
+
+/// POST a JSON `body` to `path` at `addr`; returns (status code, body).
+pub async fn post_json(addr: &str, path: &str, body: &str) -> Result<(u16, String), NodeError> {
+    request(addr, "POST", path, Some(body)).await
+}
+
+async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), NodeError> {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        if let Some(b) = body {
+            req.push_str(b);
+        }
         stream.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         stream.take(MAX_BODY).read_to_end(&mut buf).await?;

@@ -27,7 +27,7 @@ use std::{
 use libp2p::Multiaddr;
 use protocol::{keys::NodeKeys, network::NetworkDefinition, processor::Processor};
 use serde::{Deserialize, Serialize};
-use storage::{Identity, IdentityKey, IdentityValue, Store, VaultKey, Vaults};
+use storage::{Identity, IdentityKey, IdentityValue, KeyShares, Store, VaultKey, Vaults};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -91,6 +91,8 @@ pub struct RunConfig {
     pub api: SocketAddr,
     /// Extra bootstrap addresses (besides the definition's).
     pub bootstrap: Vec<Multiaddr>,
+    /// How long a signing attempt waits for its signers before a retry with another set.
+    pub sign_timeout: std::time::Duration,
 }
 
 /// What a running node writes to `DATA_DIR/run.json` once it listens.
@@ -151,9 +153,16 @@ pub async fn run(
     info!(api = %api_addr, "HTTP endpoint up");
 
     let status = Arc::new(RwLock::new(status::Status::default()));
+    let (sign_tx, sign_rx) = mpsc::channel(256);
     let state = api::ApiState {
         status: status.clone(),
         registry: Arc::new(Mutex::new(registry)),
+        sign: sign_tx,
+        store: store.clone(),
+    };
+    let signing = protocol::signing::SigningConfig {
+        attempt_timeout_ms: u64::try_from(cfg.sign_timeout.as_millis()).unwrap_or(u64::MAX),
+        ..Default::default()
     };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, api::router(state)).await {
@@ -171,7 +180,23 @@ pub async fn run(
             coin,
             session: def.session,
         })?;
-        let processor = Processor::new(def.clone(), coin, &keys, messaging, vault)?;
+        let mut processor = Processor::new(def.clone(), coin, &keys, messaging, vault)?;
+        processor.set_signing_config(signing);
+        if processor.vault().is_some() {
+            let share = store.get::<KeyShares>(&VaultKey {
+                coin,
+                session: def.session,
+            })?;
+            match share {
+                Some(share) => processor.set_key_share(&share.keys)?,
+                None => tracing::warn!(%coin, "active vault without a stored key share; it cannot sign"),
+            }
+        }
+        processor.restore_signing(
+            store.nonces_used(coin)?,
+            store.pending_sign_requests(coin)?,
+            store.cheaters(coin)?,
+        );
         let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
         processor_task::ProcessorTask {
             processor,
@@ -231,8 +256,49 @@ pub async fn run(
         status,
         bootstrap,
         Some(on_listening),
+        sign_rx,
+        signing,
     )?;
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
     result
+}
+
+/// `vaultd sign`: submit a request to `api`, then poll until it is done or failed (or
+/// `timeout` passes).
+pub async fn sign_and_wait(
+    api: &str,
+    coin: protocol::Coin,
+    messages: &[String],
+    timeout: std::time::Duration,
+) -> Result<api::SignResult, NodeError> {
+    let body = serde_json::to_string(&api::SignBody {
+        coin: coin.to_string(),
+        messages: messages.to_vec(),
+    })
+    .map_err(|e| NodeError::Config(e.to_string()))?;
+    let (code, answer) = http_client::post_json(api, "/sign", &body).await?;
+    let value: serde_json::Value = serde_json::from_str(&answer)
+        .map_err(|_| NodeError::Config(format!("{api} answered {code}: {answer}")))?;
+    let Some(id) = value.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+        let reason = value.get("error").and_then(|v| v.as_str()).unwrap_or(&answer);
+        return Err(NodeError::Config(format!("request refused ({code}): {reason}")));
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (code, body) = http_client::get(api, &format!("/sign/{id}")).await?;
+        if code == 200 {
+            let r: api::SignResult = serde_json::from_str(&body)
+                .map_err(|e| NodeError::Config(format!("malformed answer: {e}")))?;
+            if r.status != "pending" {
+                return Ok(r);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NodeError::Config(format!(
+                "request {id} still pending after {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             api,
             bootstrap,
+            sign_timeout,
         } => {
             let cfg = vaultd::RunConfig {
                 data_dir,
@@ -57,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
                 listen,
                 api,
                 bootstrap,
+                sign_timeout: std::time::Duration::from_secs(sign_timeout),
             };
             vaultd::run(cfg, shutdown_signal())
                 .await
@@ -71,6 +73,32 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&reply)?);
             if !reply.ok {
                 bail!("rotation refused: {}", reply.error.unwrap_or_default());
+            }
+        }
+        Command::Sign {
+            api,
+            coin,
+            messages,
+            timeout,
+        } => {
+            let result = vaultd::sign_and_wait(
+                &api,
+                coin,
+                &messages,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
+            if result.status != "done" {
+                bail!(
+                    "request {} {}: {}",
+                    result.id,
+                    result.status,
+                    result.reason.unwrap_or_default()
+                );
+            }
+            eprintln!("request {} signed by {}", result.id, result.signers.join(", "));
+            for s in result.signatures {
+                println!("{s}");
             }
         }
         Command::Status { api } => {

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub dkg_phase: Family<Labels, Gauge>,
     /// Direct requests waiting for an acknowledgement.
     pub outbox_len: Gauge,
+    /// Signature requests this node originated that finished, by coin and outcome.
+    pub sign_requests: Family<Labels, Counter>,
+    /// Signers caught sending an invalid preprocess or share, by coin and peer.
+    pub sign_cheaters: Family<Labels, Counter>,
+    /// Signing ceremonies in progress, by coin.
+    pub sign_ceremonies: Family<Labels, Gauge>,
 }
 
 fn kind(kind: &str) -> Labels {
@@ -63,7 +69,49 @@ impl Metrics {
             "Direct requests waiting for an acknowledgement",
             m.outbox_len.clone(),
         );
+        r.register(
+            "sign_requests",
+            "Signature requests originated here that finished, by coin and outcome",
+            m.sign_requests.clone(),
+        );
+        r.register(
+            "sign_cheaters",
+            "Invalid preprocesses or signature shares received, by coin and sending validator",
+            m.sign_cheaters.clone(),
+        );
+        r.register(
+            "sign_ceremonies",
+            "Signing ceremonies in progress, by coin",
+            m.sign_ceremonies.clone(),
+        );
         m
+    }
+
+    /// Count a finished signature request.
+    pub fn sign_outcome(&self, coin: protocol::Coin, outcome: &str) {
+        self.sign_requests
+            .get_or_create(&vec![
+                ("coin".to_string(), coin.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Count a cheater report.
+    pub fn cheater(&self, coin: protocol::Coin, peer: &protocol::ValidatorId) {
+        self.sign_cheaters
+            .get_or_create(&vec![
+                ("coin".to_string(), coin.to_string()),
+                ("peer".to_string(), peer.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Set the number of ceremonies in progress.
+    pub fn ceremonies(&self, coin: protocol::Coin, n: i64) {
+        self.sign_ceremonies
+            .get_or_create(&vec![("coin".to_string(), coin.to_string())])
+            .set(n);
     }
 
     /// Count a sent message.

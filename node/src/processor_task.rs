@@ -15,7 +15,8 @@ use protocol::{
     Coin,
 };
 use storage::{
-    Batch, IdentityKey, IdentityValue, KeyShareRecord, KeyShares, Store, VaultKey, Vaults,
+    Batch, CheaterKey, Cheaters, IdentityKey, IdentityValue, KeyShareRecord, KeyShares, NonceKey,
+    NoncesUsed, RequestId, SignRequests, Store, VaultKey, Vaults,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -78,6 +79,10 @@ impl ProcessorTask {
             let ok = match cmd {
                 ProcessorCommand::Input(msg) => {
                     let outputs = self.input(msg);
+                    self.apply(outputs)
+                }
+                ProcessorCommand::Tick { now_ms, reachable } => {
+                    let outputs = self.processor.tick(now_ms, reachable);
                     self.apply(outputs)
                 }
                 ProcessorCommand::Rotate(reply) => {
@@ -190,6 +195,21 @@ impl ProcessorTask {
                         &IdentityValue::Messaging(key),
                     )
                     .map(|_| ()),
+                Output::Persist(Persist::NonceUsed { coin, id, attempt }) => batch
+                    .put::<NoncesUsed>(&NonceKey { coin, id, attempt }, &())
+                    .map(|_| ()),
+                Output::Persist(Persist::SignRecord(r)) => self.sign_record(&mut batch, r),
+                Output::Persist(Persist::Cheater(c)) => {
+                    warn!(%coin, peer = %c.peer, request = %hex::encode(c.id), attempt = c.attempt, reason = %c.reason, "signer cheated");
+                    self.metrics.cheater(coin, &c.peer);
+                    let key = CheaterKey {
+                        coin,
+                        id: c.id,
+                        attempt: c.attempt,
+                        peer: c.peer.clone(),
+                    };
+                    batch.put::<Cheaters>(&key, &c).map(|_| ())
+                }
             };
             if let Err(e) = r {
                 let _ = self
@@ -219,6 +239,45 @@ impl ProcessorTask {
         true
     }
 
+    /// A request's record: a finished one (done or failed) is never overwritten, so no request
+    /// is answered twice.
+    fn sign_record(
+        &self,
+        batch: &mut Batch,
+        r: protocol::vault::SignRecord,
+    ) -> Result<(), storage::StorageError> {
+        use protocol::vault::SignStatus;
+        let coin = r.coin;
+        if let Some(old) = self.store.get::<SignRequests>(&RequestId(r.id))? {
+            if old.status != SignStatus::Pending {
+                return Ok(());
+            }
+        }
+        let id = hex::encode(r.id);
+        match r.status {
+            SignStatus::Pending => {
+                info!(%coin, request = %id, attempt = r.attempt, signers = ?r.signers.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "signing attempt")
+            }
+            SignStatus::Done => {
+                info!(%coin, request = %id, attempt = r.attempt, messages = r.messages.len(), "signed")
+            }
+            SignStatus::Failed => {
+                warn!(%coin, request = %id, reason = ?r.reason, "signing failed")
+            }
+        }
+        if r.status != SignStatus::Pending && r.origin == *self.processor.me() {
+            self.metrics.sign_outcome(
+                coin,
+                if r.status == SignStatus::Done {
+                    "done"
+                } else {
+                    "failed"
+                },
+            );
+        }
+        batch.put::<SignRequests>(&RequestId(r.id), &r).map(|_| ())
+    }
+
     fn publish_snapshot(&self) {
         let p = &self.processor;
         let snap = ProcessorSnapshot {
@@ -227,7 +286,11 @@ impl ProcessorTask {
             vault: p.vault().cloned(),
             messaging: (p.messaging_key().public, p.messaging_key().seq),
             peers: p.peers().clone(),
+            signing: p.signing_status(),
+            can_sign: p.can_sign(),
         };
+        self.metrics
+            .ceremonies(p.coin(), snap.signing.ceremonies as i64);
         self.metrics.phase(p.coin(), snap.phase.as_gauge());
         if let Ok(mut s) = self.snapshots.write() {
             s.insert(p.coin(), snap);

@@ -71,4 +71,32 @@ pub struct VaultStatus {
     pub reason: Option<String>,
     /// This node's processor messaging key for the coin.
     pub processor_key: KeyStatus,
+    /// Signing ceremonies and cheaters.
+    pub signing: SigningView,
+}
+
+/// Signing, per coin.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SigningView {
+    /// Requests this node originates with an attempt running.
+    pub originating: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Ceremonies in progress (any originator).
+    pub ceremonies: usize,
+    /// Signers caught sending invalid preprocesses or shares (most recent last).
+    pub cheaters: Vec<CheaterView>,
+}
+
+/// One cheater report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheaterView {
+    /// The cheating validator.
+    pub peer: String,
+    /// Request id, hex.
+    pub request: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// What it sent.
+    pub reason: String,
 }

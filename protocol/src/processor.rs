@@ -231,6 +231,11 @@ impl Processor {
         self.coin
     }
 
+    /// This validator.
+    pub fn me(&self) -> &ValidatorId {
+        &self.me
+    }
+
     /// The current DKG context.
     pub fn context(&self) -> [u8; 32] {
         self.params.context

@@ -12,6 +12,9 @@
 //! | `outbox` | [`OutboxKey`] (to, coin, kind, context) | a `DirectRequest` not yet acknowledged |
 //! | `vaults` | [`VaultKey`] (coin, session) | [`VaultRecord`] |
 //! | `key_shares` | [`VaultKey`] | serialized `ThresholdKeys` (secret) |
+//! | `sign_requests` | request id | [`SignRecord`]: a signature request and its outcome |
+//! | `nonces_used` | [`NonceKey`] (coin, id, attempt) | marker: this attempt was preprocessed |
+//! | `cheaters` | [`CheaterKey`] (coin, id, attempt, peer) | [`CheaterReport`] |
 //!
 //! Values are postcard behind a one-byte schema version; a value that does not decode is
 //! reported as [`StorageError::Corrupt`] naming the column family, never a panic.
@@ -21,7 +24,7 @@ use std::{collections::BTreeMap, path::Path};
 use protocol::{
     keys::{MessagingKey, NodeKeys},
     messages::{BusMessage, DirectRequest, ProcessorPublicKey},
-    vault::VaultRecord,
+    vault::{CheaterReport, SignRecord, SignStatus, VaultRecord},
     Coin, ValidatorId,
 };
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -235,6 +238,15 @@ impl OutboxKey {
                 [&[2, m.coin.id()][..], &m.context].concat()
             }
             DirectRequest::EncryptedKeyShareOut(m) => [&[3, m.coin.id()][..], &m.context].concat(),
+            DirectRequest::EncryptedPreprocessOut(m) => [
+                &[4, m.request.coin.id()][..],
+                &m.request.id,
+                &m.request.attempt.to_be_bytes(),
+            ]
+            .concat(),
+            DirectRequest::EncryptedSignatureShareOut(m) => {
+                [&[5, m.coin.id()][..], &m.id, &m.attempt.to_be_bytes()].concat()
+            }
         };
         OutboxKey { to, slot }
     }
@@ -263,6 +275,58 @@ impl StorageKey for VaultKey {
         let mut k = vec![self.coin.id()];
         k.extend_from_slice(&self.session.to_be_bytes());
         k
+    }
+}
+
+/// Key of `sign_requests`: the request id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId(pub [u8; 32]);
+
+impl StorageKey for RequestId {
+    fn to_key(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+/// Key of `nonces_used`: a signing attempt this node preprocessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NonceKey {
+    /// Coin (first: one coin's markers iterate together).
+    pub coin: Coin,
+    /// Request id.
+    pub id: [u8; 32],
+    /// Attempt.
+    pub attempt: u32,
+}
+
+impl StorageKey for NonceKey {
+    fn to_key(&self) -> Vec<u8> {
+        [&[self.coin.id()][..], &self.id, &self.attempt.to_be_bytes()].concat()
+    }
+}
+
+/// Key of `cheaters`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheaterKey {
+    /// Coin.
+    pub coin: Coin,
+    /// Request id.
+    pub id: [u8; 32],
+    /// Attempt.
+    pub attempt: u32,
+    /// The cheater.
+    pub peer: ValidatorId,
+}
+
+impl StorageKey for CheaterKey {
+    fn to_key(&self) -> Vec<u8> {
+        [
+            &[self.coin.id()][..],
+            &self.id,
+            &self.attempt.to_be_bytes(),
+            self.peer.as_bytes(),
+        ]
+        .concat()
     }
 }
 
@@ -306,13 +370,29 @@ table!(
     KeyShares, "key_shares", VaultKey, KeyShareRecord
 );
 
-const ALL_CFS: [&str; 6] = [
+table!(
+    /// Signature requests and their outcomes.
+    SignRequests, "sign_requests", RequestId, SignRecord
+);
+table!(
+    /// Signing attempts preprocessed here (never preprocess one twice).
+    NoncesUsed, "nonces_used", NonceKey, ()
+);
+table!(
+    /// Signers caught sending invalid preprocesses or shares.
+    Cheaters, "cheaters", CheaterKey, CheaterReport
+);
+
+const ALL_CFS: [&str; 9] = [
     Identity::CF,
     Peers::CF,
     Inbound::CF,
     Outbox::CF,
     Vaults::CF,
     KeyShares::CF,
+    SignRequests::CF,
+    NoncesUsed::CF,
+    Cheaters::CF,
 ];
 
 fn encode_value<V: Serialize>(v: &V) -> Result<Zeroizing<Vec<u8>>> {
@@ -543,6 +623,44 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+
+    /// The signing attempts of a coin this node preprocessed.
+    pub fn nonces_used(&self, coin: Coin) -> Result<Vec<([u8; 32], u32)>> {
+        let mut out = Vec::new();
+        for (raw, ()) in self.scan::<NoncesUsed>(&[coin.id()])? {
+            if raw.len() != 1 + 32 + 4 {
+                return Err(StorageError::Corrupt {
+                    cf: NoncesUsed::CF,
+                    reason: "key layout".into(),
+                });
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&raw[1..33]);
+            let mut attempt = [0u8; 4];
+            attempt.copy_from_slice(&raw[33..]);
+            out.push((id, u32::from_be_bytes(attempt)));
+        }
+        Ok(out)
+    }
+
+    /// Pending signature requests of a coin (to resume after a restart).
+    pub fn pending_sign_requests(&self, coin: Coin) -> Result<Vec<SignRecord>> {
+        Ok(self
+            .scan::<SignRequests>(&[])?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.coin == coin && r.status == SignStatus::Pending)
+            .collect())
+    }
+
+    /// Cheater reports of a coin.
+    pub fn cheaters(&self, coin: Coin) -> Result<Vec<CheaterReport>> {
+        Ok(self
+            .scan::<Cheaters>(&[coin.id()])?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
 
     /// Every peer record.
