@@ -112,14 +112,22 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
     hex::decode(s).map_err(|e| format!("not hex: {e}"))
 }
 
-async fn sign(State(s): State<ApiState>, body: Result<Json<SignBody>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn sign(
+    State(s): State<ApiState>,
+    body: Result<Json<SignBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
     };
     let coin = match Coin::from_str(&body.coin) {
         Ok(c) => c,
-        Err(_) => return error(StatusCode::BAD_REQUEST, format!("unknown coin {:?}", body.coin)),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown coin {:?}", body.coin),
+            )
+        }
     };
     let mut messages = Vec::with_capacity(body.messages.len().min(protocol::signing::MAX_MESSAGES));
     for (i, m) in body.messages.iter().enumerate() {
@@ -129,7 +137,15 @@ async fn sign(State(s): State<ApiState>, body: Result<Json<SignBody>, axum::extr
         }
     }
     let (reply, answer) = oneshot::channel();
-    if s.sign.send(SignCommand { coin, messages, reply }).await.is_err() {
+    if s.sign
+        .send(SignCommand {
+            coin,
+            messages,
+            reply,
+        })
+        .await
+        .is_err()
+    {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
     }
     match tokio::time::timeout(Duration::from_secs(30), answer).await {
@@ -142,7 +158,10 @@ async fn sign(State(s): State<ApiState>, body: Result<Json<SignBody>, axum::extr
             StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
             refusal.reason,
         ),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the node did not answer in time"),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node did not answer in time",
+        ),
     }
 }
 

@@ -348,7 +348,10 @@ impl Coordinator {
             .get(&coin)
             .ok_or_else(|| refuse(404, format!("no processor for {coin}")))?;
         topic
-            .deliver(BusMessage::SignatureRequested(SignatureRequested { id, messages }))
+            .deliver(BusMessage::SignatureRequested(SignatureRequested {
+                id,
+                messages,
+            }))
             .await
             .map_err(|_| refuse(503, "processor stopped".into()))?;
         info!(%coin, request = %hex::encode(id), "signature requested");
@@ -953,7 +956,10 @@ impl Coordinator {
             return;
         }
         if delivered {
-            let volatile = self.outbox.remove(&key).is_some_and(|e| e.expires.is_some());
+            let volatile = self
+                .outbox
+                .remove(&key)
+                .is_some_and(|e| e.expires.is_some());
             self.metrics.outbox_len.set(self.outbox.len() as i64);
             if volatile {
                 return;

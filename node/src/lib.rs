@@ -189,7 +189,9 @@ pub async fn run(
             })?;
             match share {
                 Some(share) => processor.set_key_share(&share.keys)?,
-                None => tracing::warn!(%coin, "active vault without a stored key share; it cannot sign"),
+                None => {
+                    tracing::warn!(%coin, "active vault without a stored key share; it cannot sign")
+                }
             }
         }
         processor.restore_signing(
@@ -281,8 +283,13 @@ pub async fn sign_and_wait(
     let value: serde_json::Value = serde_json::from_str(&answer)
         .map_err(|_| NodeError::Config(format!("{api} answered {code}: {answer}")))?;
     let Some(id) = value.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
-        let reason = value.get("error").and_then(|v| v.as_str()).unwrap_or(&answer);
-        return Err(NodeError::Config(format!("request refused ({code}): {reason}")));
+        let reason = value
+            .get("error")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&answer);
+        return Err(NodeError::Config(format!(
+            "request refused ({code}): {reason}"
+        )));
     };
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -96,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
                     result.reason.unwrap_or_default()
                 );
             }
-            eprintln!("request {} signed by {}", result.id, result.signers.join(", "));
+            eprintln!(
+                "request {} signed by {}",
+                result.id,
+                result.signers.join(", ")
+            );
             for s in result.signatures {
                 println!("{s}");
             }

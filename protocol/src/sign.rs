@@ -24,7 +24,6 @@ use k256::{
     elliptic_curve::{ops::Reduce, PrimeField},
     ProjectivePoint, Scalar, U256,
 };
-use sha3::{Digest, Keccak256};
 use modular_frost::{
     algorithm::{Algorithm, Hram, Schnorr},
     curve::{Ed25519, IetfEd25519Hram, Secp256k1},
@@ -35,6 +34,7 @@ use modular_frost::{
     FrostError, Participant, ThresholdKeys, ThresholdView,
 };
 use rand_core::{CryptoRng, RngCore};
+use sha3::{Digest, Keccak256};
 use transcript::{RecommendedTranscript, Transcript};
 use zeroize::Zeroizing;
 
@@ -370,8 +370,8 @@ impl VaultKeys {
                 (SignRound1::Bitcoin(Box::new(m)), p.serialize())
             }
             VaultKeys::Ethereum(k) => {
-                let (m, p) = AlgorithmMachine::new(EthereumSchnorr::new(session), k.clone())
-                    .preprocess(rng);
+                let (m, p) =
+                    AlgorithmMachine::new(EthereumSchnorr::new(session), k.clone()).preprocess(rng);
                 (SignRound1::Ethereum(Box::new(m)), p.serialize())
             }
             VaultKeys::Solana(k) => {

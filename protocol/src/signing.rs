@@ -273,9 +273,7 @@ impl Processor {
                 .is_some_and(|o| o.record.attempt == *attempt && o.deadline.is_some());
             current || c.started.saturating_add(ttl) > now_ms
         });
-        self.signing
-            .slow_until
-            .retain(|_, until| *until > now_ms);
+        self.signing.slow_until.retain(|_, until| *until > now_ms);
         self.start_queued(&mut out);
         out
     }
@@ -384,7 +382,10 @@ impl Processor {
                 if waiting_preprocess && !c.preprocesses.contains_key(l) {
                     slow.push((v.clone(), format!("no preprocess in attempt {attempt}")));
                 } else if !waiting_preprocess && !c.shares.contains_key(l) {
-                    slow.push((v.clone(), format!("no signature share in attempt {attempt}")));
+                    slow.push((
+                        v.clone(),
+                        format!("no signature share in attempt {attempt}"),
+                    ));
                 }
             }
         }
@@ -514,7 +515,10 @@ impl Processor {
     fn check_request(&self, from: &ValidatorId, r: &SignRequest) -> Result<()> {
         let coin = self.coin();
         if r.coin != coin {
-            return Err(ProtocolError::peer(from, format!("{} request on the {coin} topic", r.coin)));
+            return Err(ProtocolError::peer(
+                from,
+                format!("{} request on the {coin} topic", r.coin),
+            ));
         }
         let vault = self
             .vault()
@@ -529,14 +533,21 @@ impl Processor {
         if r.signers.len() != usize::from(self.def.threshold) {
             return Err(ProtocolError::peer(
                 from,
-                format!("{} signers, the threshold is {}", r.signers.len(), self.def.threshold),
+                format!(
+                    "{} signers, the threshold is {}",
+                    r.signers.len(),
+                    self.def.threshold
+                ),
             ));
         }
         let mut last = 0u16;
         for v in &r.signers {
             let l = self.index_of_validator(from, v)?;
             if l <= last {
-                return Err(ProtocolError::peer(from, "signers not in participant order"));
+                return Err(ProtocolError::peer(
+                    from,
+                    "signers not in participant order",
+                ));
             }
             last = l;
         }
@@ -553,7 +564,10 @@ impl Processor {
             ProtocolError::peer(from, format!("unknown processor key of {}", r.origin))
         })?;
         if !verify_processor_signature(&key, REQUEST_DOMAIN, &request_body(r), &r.signature) {
-            return Err(ProtocolError::peer(from, "bad originator signature on the request"));
+            return Err(ProtocolError::peer(
+                from,
+                "bad originator signature on the request",
+            ));
         }
         Ok(())
     }
@@ -636,7 +650,10 @@ impl Processor {
         if self.signing.used.contains(&key) {
             return Err(ProtocolError::peer(
                 &request.origin,
-                format!("attempt {} was already preprocessed here (before a restart?)", request.attempt),
+                format!(
+                    "attempt {} was already preprocessed here (before a restart?)",
+                    request.attempt
+                ),
             ));
         }
         if request.origin != self.me {
@@ -715,7 +732,10 @@ impl Processor {
         out: &mut Vec<Output>,
     ) -> Result<()> {
         if *from != r.origin {
-            return Err(ProtocolError::peer(from, "announced another validator's request"));
+            return Err(ProtocolError::peer(
+                from,
+                "announced another validator's request",
+            ));
         }
         if !r.signers.contains(&self.me) || self.signing.recent_done.contains(&r.id) {
             return Ok(()); // not ours to sign, or already signed
@@ -723,7 +743,10 @@ impl Processor {
         self.check_request(from, r)?;
         if let Some(c) = self.signing.ceremonies.get(&(r.id, r.attempt)) {
             if c.request != *r {
-                return Err(ProtocolError::peer(from, "two different requests for one attempt"));
+                return Err(ProtocolError::peer(
+                    from,
+                    "two different requests for one attempt",
+                ));
             }
             return Ok(());
         }
@@ -735,11 +758,17 @@ impl Processor {
     fn on_preprocess(&mut self, m: &EncryptedPreprocessIn, out: &mut Vec<Output>) -> Result<()> {
         let from = &m.from;
         if m.msg.to != self.me {
-            return Err(ProtocolError::peer(from, "preprocess addressed to another validator"));
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess addressed to another validator",
+            ));
         }
         let r = &m.msg.request;
         if !r.signers.contains(from) || !r.signers.contains(&self.me) {
-            return Err(ProtocolError::peer(from, "preprocess from or to a non-signer"));
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess from or to a non-signer",
+            ));
         }
         if self.signing.recent_done.contains(&r.id) {
             return Ok(());
@@ -747,7 +776,10 @@ impl Processor {
         let key = (r.id, r.attempt);
         match self.signing.ceremonies.get(&key) {
             Some(c) if c.request != *r => {
-                return Err(ProtocolError::peer(from, "preprocess for a different request"));
+                return Err(ProtocolError::peer(
+                    from,
+                    "preprocess for a different request",
+                ));
             }
             Some(_) => {}
             None => {
@@ -764,7 +796,10 @@ impl Processor {
         let payload: PreprocessPayload = postcard::from_bytes(&payload)
             .map_err(|e| ProtocolError::peer(from, format!("preprocess payload: {e}")))?;
         if payload.preprocesses.len() != r.messages.len() {
-            return Err(ProtocolError::peer(from, "preprocess count differs from the message count"));
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess count differs from the message count",
+            ));
         }
         let Some(c) = self.signing.ceremonies.get_mut(&key) else {
             return Ok(());
@@ -788,7 +823,10 @@ impl Processor {
     ) -> Result<()> {
         let from = &m.from;
         if m.msg.to != self.me {
-            return Err(ProtocolError::peer(from, "share addressed to another validator"));
+            return Err(ProtocolError::peer(
+                from,
+                "share addressed to another validator",
+            ));
         }
         if m.msg.coin != self.coin() {
             return Err(ProtocolError::peer(from, "share for another coin"));
@@ -800,7 +838,10 @@ impl Processor {
         let Some(c) = self.signing.ceremonies.get(&key) else {
             return Err(ProtocolError::peer(
                 from,
-                format!("signature share for an attempt {} we are not in", m.msg.attempt),
+                format!(
+                    "signature share for an attempt {} we are not in",
+                    m.msg.attempt
+                ),
             ));
         };
         let session = c.session;
@@ -816,11 +857,17 @@ impl Processor {
             return Ok(());
         };
         if payload.shares.len() != c.request.messages.len() {
-            return Err(ProtocolError::peer(from, "share count differs from the message count"));
+            return Err(ProtocolError::peer(
+                from,
+                "share count differs from the message count",
+            ));
         }
         match c.shares.get(&l) {
             Some(existing) if *existing != payload.shares => {
-                return Err(ProtocolError::peer(from, "sent two different signature shares"));
+                return Err(ProtocolError::peer(
+                    from,
+                    "sent two different signature shares",
+                ));
             }
             Some(_) => return Ok(()),
             None => {}
@@ -865,7 +912,8 @@ impl Processor {
             }
             c.round2 = Some(next);
             let session = c.session;
-            let targets: Vec<ValidatorId> = c.indices.keys().filter(|v| **v != me).cloned().collect();
+            let targets: Vec<ValidatorId> =
+                c.indices.keys().filter(|v| **v != me).cloned().collect();
             let payload = match postcard::to_stdvec(&SignatureSharePayload { shares }) {
                 Ok(p) => p,
                 Err(_) => return,
@@ -931,11 +979,14 @@ impl Processor {
         if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
             c.finished = true;
         }
-        let culprit = e
-            .culprit()
-            .and_then(|l| self.def.validator_at(l).cloned());
+        let culprit = e.culprit().and_then(|l| self.def.validator_at(l).cloned());
         let Some(peer) = culprit else {
-            if self.signing.originated.get(&id).is_some_and(|o| o.record.attempt == attempt) {
+            if self
+                .signing
+                .originated
+                .get(&id)
+                .is_some_and(|o| o.record.attempt == attempt)
+            {
                 self.fail_request(id, format!("attempt {attempt}: {e}"), out);
             }
             return;
@@ -1030,23 +1081,35 @@ impl Processor {
             return Err(ProtocolError::peer(from, "signatures for another vault"));
         }
         if !a.signers.contains(from) || !self.def.is_validator(&a.origin) {
-            return Err(ProtocolError::peer(from, "announced signatures it did not make"));
+            return Err(ProtocolError::peer(
+                from,
+                "announced signatures it did not make",
+            ));
         }
         check_messages(a.coin, &a.messages).map_err(|e| ProtocolError::peer(from, e))?;
         if a.signatures.len() != a.messages.len() {
-            return Err(ProtocolError::peer(from, "signature count differs from the message count"));
+            return Err(ProtocolError::peer(
+                from,
+                "signature count differs from the message count",
+            ));
         }
         let key = self
             .verifying_key()
             .ok_or_else(|| ProtocolError::Key("no key share loaded".into()))?;
         for (i, (m, s)) in a.messages.iter().zip(&a.signatures).enumerate() {
             if !sign::verify(a.coin, &key, m, s) {
-                return Err(ProtocolError::peer(from, format!("signature {i} does not verify")));
+                return Err(ProtocolError::peer(
+                    from,
+                    format!("signature {i} does not verify"),
+                ));
             }
         }
         if let Some(o) = self.signing.originated.get(&a.id) {
             if o.record.messages != a.messages {
-                return Err(ProtocolError::peer(from, "signatures for other messages than our request's"));
+                return Err(ProtocolError::peer(
+                    from,
+                    "signatures for other messages than our request's",
+                ));
             }
         } else if a.origin == self.me {
             return Ok(()); // not (or no longer) a request of ours: nothing to answer

@@ -303,7 +303,10 @@ impl Cluster {
         self.rng.fill_bytes(&mut id);
         let p = self.procs.get_mut(&(origin, coin)).unwrap();
         let out = p
-            .handle(BusMessage::SignatureRequested(SignatureRequested { id, messages }))
+            .handle(BusMessage::SignatureRequested(SignatureRequested {
+                id,
+                messages,
+            }))
             .unwrap();
         self.route(origin, coin, out);
         self.run();
@@ -610,8 +613,8 @@ fn chain_verifies(coin: Coin, group_key: &[u8], address: &str, msg: &[u8], sig: 
         }
         Coin::Eth => eth_contract_verifies(group_key, msg, sig),
         Coin::Sol => {
-            let key = ed25519_dalek::VerifyingKey::from_bytes(group_key.try_into().unwrap())
-                .unwrap();
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(group_key.try_into().unwrap()).unwrap();
             let sig = ed25519_dalek::Signature::from_bytes(sig.try_into().unwrap());
             key.verify_strict(msg, &sig).is_ok()
         }
@@ -717,7 +720,9 @@ fn three_of_four_sign_every_coin_and_chains_accept_the_signatures() {
         for &coin in &coins {
             let p = &c.persisted[&(node, coin)];
             assert!(p.iter().any(|e| e.starts_with("NonceUsed")));
-            assert!(p.iter().all(|e| !e.contains("nonce") || e.starts_with("NonceUsed")));
+            assert!(p
+                .iter()
+                .all(|e| !e.contains("nonce") || e.starts_with("NonceUsed")));
         }
     }
 }
@@ -759,12 +764,7 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
             to: &c.ids[to],
             context: session,
         };
-        let (_, plain) = seal::open(
-            &c.keys[to].processor_messaging,
-            &ctx,
-            &out.sealed,
-        )
-        .unwrap();
+        let (_, plain) = seal::open(&c.keys[to].processor_messaging, &ctx, &out.sealed).unwrap();
         let mut payload: SignatureSharePayload = postcard::from_bytes(&plain).unwrap();
         payload.shares[0][31] ^= 1;
         out.sealed = seal::seal(
@@ -779,7 +779,10 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
     let id = c.request(0, coin, msgs.clone());
     let bad = cheater.get().expect("a signer sent shares");
     // Honest nodes rejected the garbled announcement, naming the cheater's signature.
-    assert!(c.sign_errors.iter().any(|(_, e)| e.contains("does not verify")));
+    assert!(c
+        .sign_errors
+        .iter()
+        .any(|(_, e)| e.contains("does not verify")));
     c.down.insert(bad); // the cheater's own records are not checked below
     let r = assert_signed(&c, coin, id, &msgs);
     assert_eq!(r.attempt, 1);
@@ -791,7 +794,9 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
         .iter()
         .any(|(v, why)| *v == c.ids[bad] && why.contains("invalid signature share")));
     let reports = &c.cheaters[&0];
-    assert!(reports.iter().any(|r| r.peer == c.ids[bad] && r.attempt == 0));
+    assert!(reports
+        .iter()
+        .any(|r| r.peer == c.ids[bad] && r.attempt == 0));
     let status = c.procs[&(0, coin)].signing_status();
     assert_eq!(status.cheaters[0].peer, c.ids[bad]);
 }
@@ -842,12 +847,19 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
     let request = c.requests[&(id, 0)].clone();
     let k = &c.keys[signer];
     let vault = c.procs[&(signer, coin)].vault().cloned();
-    let mut p = Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), vault)
-        .unwrap();
+    let mut p =
+        Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), vault).unwrap();
     p.set_key_share(&c.key_shares[&(signer, coin)]).unwrap();
     // The node's inbound log holds the DKG's messages (signing messages are not replayed).
     for m in c.inbound[&(signer, coin)].clone() {
-        if !matches!(m, BusMessage::GeneralIn(GeneralIn { msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_), .. }) | BusMessage::EncryptedPreprocessIn(_) | BusMessage::EncryptedSignatureShareIn(_)) {
+        if !matches!(
+            m,
+            BusMessage::GeneralIn(GeneralIn {
+                msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_),
+                ..
+            }) | BusMessage::EncryptedPreprocessIn(_)
+                | BusMessage::EncryptedSignatureShareIn(_)
+        ) {
             let _ = p.handle(m);
         }
     }

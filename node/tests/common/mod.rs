@@ -86,6 +86,7 @@ impl Node {
             .arg(network)
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
+            .env("VAULTD_SIGN_TIMEOUT", "5")
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(b) = bootstrap {

@@ -1,0 +1,269 @@
+//! Four `vaultd` processes (t = 3) sign for every coin over the network: many requests in
+//! flight at once, then with one validator killed, then with two killed. Every signature is
+//! checked with code that does not come from modular-frost: libsecp256k1 (BIP340 under the P2TR
+//! address's output key, and the ETH equation of docs/SIGNING.md) and ed25519-dalek.
+
+mod common;
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sha3::Keccak256;
+
+const COINS: [&str; 3] = ["BTC", "ETH", "SOL"];
+const PER_COIN: usize = 50;
+
+fn message(coin: &str, k: usize) -> Vec<u8> {
+    let h = Sha256::digest(format!("{coin} transaction {k}"));
+    match coin {
+        "SOL" => [&h[..], &h[..], &[k as u8; 7][..]].concat(), // a 71-byte message
+        _ => h.to_vec(),
+    }
+}
+
+/// The chain's own check, independent of modular-frost.
+fn chain_accepts(coin: &str, vault: &Value, msg: &[u8], sig: &[u8]) -> bool {
+    let secp = secp256k1::Secp256k1::new();
+    let group_key = hex::decode(vault["group_key"].as_str().unwrap()).unwrap();
+    match coin {
+        "BTC" => {
+            let (_, _, program) =
+                bech32::segwit::decode(vault["address"].as_str().unwrap()).unwrap();
+            let key = secp256k1::XOnlyPublicKey::from_slice(&program).unwrap();
+            let Ok(sig) = secp256k1::schnorr::Signature::from_slice(sig) else {
+                return false;
+            };
+            let msg = secp256k1::Message::from_digest(msg.try_into().unwrap());
+            secp.verify_schnorr(&sig, &msg, &key).is_ok()
+        }
+        "ETH" => {
+            // R' = s·G − c·P; accept iff c == keccak256(address(R') ‖ v ‖ px ‖ m).
+            let p = secp256k1::PublicKey::from_slice(&group_key).unwrap();
+            let (Ok(c), Ok(s)) = (
+                secp256k1::Scalar::from_be_bytes(sig[..32].try_into().unwrap()),
+                secp256k1::SecretKey::from_slice(&sig[32..]),
+            ) else {
+                return false;
+            };
+            let sg = secp256k1::PublicKey::from_secret_key(&secp, &s);
+            let cp = p.mul_tweak(&secp, &c).unwrap().negate(&secp);
+            let Ok(r) = sg.combine(&cp) else {
+                return false;
+            };
+            let address = &Keccak256::digest(&r.serialize_uncompressed()[1..])[12..];
+            let mut h = Keccak256::new();
+            h.update(address);
+            h.update([27 + group_key[0] - 2]);
+            h.update(&group_key[1..]);
+            h.update(msg);
+            h.finalize()[..] == sig[..32]
+        }
+        "SOL" => {
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(&group_key.try_into().unwrap()).unwrap();
+            let sig = ed25519_dalek::Signature::from_bytes(sig.try_into().unwrap());
+            key.verify_strict(msg, &sig).is_ok()
+        }
+        _ => unreachable!(),
+    }
+}
+
+async fn post_sign(api: &str, coin: &str, messages: &[Vec<u8>]) -> (u16, Value) {
+    let body = serde_json::json!({
+        "coin": coin,
+        "messages": messages.iter().map(hex::encode).collect::<Vec<_>>(),
+    });
+    let (code, body) = vaultd::http_client::post_json(api, "/sign", &body.to_string())
+        .await
+        .unwrap();
+    (code, serde_json::from_str(&body).unwrap())
+}
+
+async fn result(api: &str, id: &str) -> Option<Value> {
+    let (code, body) = vaultd::http_client::get(api, &format!("/sign/{id}"))
+        .await
+        .ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// Wait until `id` is finished on `api` (a deadline, polling); returns the result.
+async fn finished(api: &str, id: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(r) = result(api, id).await {
+            if r["status"] != "pending" {
+                return r;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "request {id} on {api} still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn vault<'a>(status: &'a Value, coin: &str) -> &'a Value {
+    status["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["coin"] == coin)
+        .unwrap()
+}
+
+async fn wait_disconnected(nodes: &[Node], dead: &str) {
+    for n in nodes {
+        wait_for(
+            &format!("{} to notice {dead} is gone", n.peer_id),
+            Duration::from_secs(60),
+            || async {
+                n.status().await.is_some_and(|s| {
+                    s["validators"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v["peer_id"] == dead && v["connected"] == false)
+                })
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_then_one_and_two_validators_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (1..=4)
+        .map(|i| tmp.path().join(format!("node{i}")))
+        .collect();
+    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+    let network = tmp.path().join("network.toml");
+    write_network(&network, &ids, &COINS);
+    let mut nodes = vec![Node::start(&dirs[0], &network, None).await];
+    for d in &dirs[1..] {
+        let boot = nodes[0].p2p.clone();
+        nodes.push(Node::start(d, &network, Some(&boot)).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_all_active(&refs, COINS.len(), Duration::from_secs(240)).await;
+    let status = nodes[0].status().await.unwrap();
+
+    // Bad requests get a 4xx and a reason.
+    let api = nodes[0].api.clone();
+    let (code, body) = post_sign(&api, "BTC", &[vec![1; 31]]).await;
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("32-byte"),
+        "{body}"
+    );
+    let (code, body) =
+        vaultd::http_client::post_json(&api, "/sign", r#"{"coin": "DOGE", "messages": ["00"]}"#)
+            .await
+            .unwrap();
+    assert_eq!(code, 400, "{body}");
+    let (code, _) =
+        vaultd::http_client::post_json(&api, "/sign", r#"{"coin": "SOL", "messages": ["0g"]}"#)
+            .await
+            .unwrap();
+    assert_eq!(code, 400);
+    let (code, _) = vaultd::http_client::get(&api, "/sign/00").await.unwrap();
+    assert_eq!(code, 400);
+
+    // 50 requests per coin, all in flight at once, spread over the four endpoints.
+    let mut submitted = Vec::new();
+    for coin in COINS {
+        for k in 0..PER_COIN {
+            let origin = k % nodes.len();
+            let msgs = vec![message(coin, k)];
+            let (code, body) = post_sign(&nodes[origin].api, coin, &msgs).await;
+            assert_eq!(code, 202, "{body}");
+            submitted.push((coin, origin, msgs, body["id"].as_str().unwrap().to_string()));
+        }
+    }
+    let distinct: BTreeSet<&String> = submitted.iter().map(|s| &s.3).collect();
+    assert_eq!(distinct.len(), COINS.len() * PER_COIN, "ids are unique");
+    for (coin, origin, msgs, id) in &submitted {
+        let r = finished(&nodes[*origin].api, id).await;
+        assert_eq!(r["status"], "done", "{coin} {id}: {r}");
+        let sigs = r["signatures"].as_array().unwrap();
+        assert_eq!(sigs.len(), msgs.len());
+        for (m, s) in msgs.iter().zip(sigs) {
+            let s = hex::decode(s.as_str().unwrap()).unwrap();
+            assert_eq!(s.len(), 64);
+            assert!(
+                chain_accepts(coin, vault(&status, coin), m, &s),
+                "{coin} {id}"
+            );
+        }
+        let signers = r["signers"].as_array().unwrap();
+        assert_eq!(signers.len(), 3);
+        assert!(signers.contains(&Value::String(ids[*origin].clone())));
+        // Every validator stores the result, with the same signatures.
+        let other = &nodes[(origin + 1) % nodes.len()];
+        let theirs = finished(&other.api, id).await;
+        assert_eq!(theirs["signatures"], r["signatures"]);
+    }
+    let metrics = nodes[0].metrics().await;
+    assert!(
+        metrics.contains("vaultd_sign_requests_total{coin=\"BTC\",outcome=\"done\"}"),
+        "{metrics}"
+    );
+
+    // One validator killed: signing still succeeds, without it; through the CLI this time.
+    let dead = nodes.pop().unwrap();
+    let dead_id = dead.peer_id.clone();
+    drop(dead); // SIGKILL
+    wait_disconnected(&nodes, &dead_id).await;
+    for (i, coin) in COINS.iter().enumerate() {
+        let msgs = [message(coin, 1000), message(coin, 1001)];
+        let out = Command::new(BIN)
+            .args(["sign", "--api", &nodes[i % nodes.len()].api, "--coin", coin])
+            .args(
+                msgs.iter()
+                    .flat_map(|m| ["--message".to_string(), hex::encode(m)]),
+            )
+            .args(["--timeout", "120"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "vaultd sign {coin}: {stderr}");
+        assert!(
+            !stderr.contains(&dead_id),
+            "the dead validator signed: {stderr}"
+        );
+        let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(lines.len(), 2);
+        for (m, s) in msgs.iter().zip(lines) {
+            assert!(chain_accepts(
+                coin,
+                vault(&status, coin),
+                m,
+                &hex::decode(s).unwrap()
+            ));
+        }
+    }
+
+    // Two killed: fewer than t remain; the request fails with a reason naming both.
+    let dead2 = nodes.pop().unwrap();
+    let dead2_id = dead2.peer_id.clone();
+    drop(dead2);
+    wait_disconnected(&nodes, &dead2_id).await;
+    let (code, body) = post_sign(&nodes[0].api, "SOL", &[message("SOL", 2000)]).await;
+    assert_eq!(code, 202, "{body}");
+    let r = finished(&nodes[0].api, body["id"].as_str().unwrap()).await;
+    assert_eq!(r["status"], "failed");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("only 2 of the 3"), "{reason}");
+    assert!(
+        reason.contains(&dead_id) && reason.contains(&dead2_id),
+        "{reason}"
+    );
+    let metrics = nodes[0].metrics().await;
+    assert!(metrics.contains("vaultd_sign_requests_total{coin=\"SOL\",outcome=\"failed\"}"));
+    for n in &nodes {
+        assert!(!n.log().contains("panicked"));
+    }
+}
