@@ -53,7 +53,7 @@ impl Topic {
     pub async fn place(&self, msg: BusMessage) -> Result<(), ProcessorGone> {
         debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "placed");
         self.to_processor
-            .send(ProcessorCommand::Input(msg))
+            .send(ProcessorCommand::Input(Box::new(msg)))
             .await
             .map_err(|_| ProcessorGone)
     }
@@ -63,7 +63,7 @@ impl Topic {
     pub async fn deliver(&self, msg: BusMessage) -> Result<(), ProcessorGone> {
         debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "delivered");
         self.to_processor
-            .send(ProcessorCommand::Input(msg))
+            .send(ProcessorCommand::Input(Box::new(msg)))
             .await
             .map_err(|_| ProcessorGone)
     }
@@ -90,7 +90,7 @@ impl Topic {
 /// What the coordinator sends a processor.
 pub enum ProcessorCommand {
     /// An `...In` message (already persisted in the inbound table).
-    Input(BusMessage),
+    Input(Box<BusMessage>),
     /// Step 4: rotate the messaging key; replies with the new public key and seq.
     Rotate(oneshot::Sender<Result<([u8; 32], u64), String>>),
     /// Time passes (monotonic milliseconds); `reachable` are the connected validators.
@@ -105,7 +105,7 @@ pub enum ProcessorCommand {
 /// What a processor sends the coordinator.
 pub enum ProcessorEvent {
     /// An `...Out` message on the coin's topic (its state is already persisted).
-    Out(Coin, BusMessage),
+    Out(Coin, Box<BusMessage>),
     /// Storage failed: the node must stop rather than send unpersisted state.
     Fatal(String),
 }

@@ -251,7 +251,7 @@ impl Coordinator {
                 }
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev).await,
                 ev = self.from_processors.recv() => match ev {
-                    Some(ProcessorEvent::Out(coin, msg)) => self.on_processor(coin, msg)?,
+                    Some(ProcessorEvent::Out(coin, msg)) => self.on_processor(coin, *msg)?,
                     Some(ProcessorEvent::Fatal(e)) => return Err(NodeError::Config(format!("processor storage failure: {e}"))),
                     None => return Err(NodeError::Config("every processor stopped".into())),
                 },

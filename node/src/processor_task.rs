@@ -78,7 +78,7 @@ impl ProcessorTask {
         while let Some(cmd) = self.commands.blocking_recv() {
             let ok = match cmd {
                 ProcessorCommand::Input(msg) => {
-                    let outputs = self.input(msg);
+                    let outputs = self.input(*msg);
                     self.apply(outputs)
                 }
                 ProcessorCommand::Tick { now_ms, reachable } => {
@@ -230,7 +230,7 @@ impl ProcessorTask {
         for m in messages {
             if self
                 .events
-                .blocking_send(ProcessorEvent::Out(coin, m))
+                .blocking_send(ProcessorEvent::Out(coin, Box::new(m)))
                 .is_err()
             {
                 return false; // coordinator gone: shutting down
