@@ -300,18 +300,11 @@ impl Processor {
         })
     }
 
+    /// A request from this node's API (already stored as pending by the node): queue it and
+    /// start it if there is room. Whatever is wrong with it ends as a failed record, never as a
+    /// record left pending.
     fn on_requested(&mut self, r: &SignatureRequested, out: &mut Vec<Output>) -> Result<()> {
         let coin = self.coin();
-        check_messages(coin, &r.messages).map_err(ProtocolError::Malformed)?;
-        let vault = self
-            .vault()
-            .filter(|_| self.can_sign())
-            .map(|v| v.context)
-            .ok_or_else(|| ProtocolError::Malformed(format!("the {coin} vault is not active")))?;
-        let _ = vault;
-        if self.signing.originated.contains_key(&r.id) || self.signing.recent_done.contains(&r.id) {
-            return Err(ProtocolError::Malformed("request id already used".into()));
-        }
         let mut record = SignRecord {
             id: r.id,
             coin,
@@ -324,12 +317,24 @@ impl Processor {
             reason: None,
             left_out: Vec::new(),
         };
-        if self.signing.queue.len() >= self.signing.config.max_queued {
-            record.status = SignStatus::Failed;
-            record.reason = Some(format!(
+        if self.signing.originated.contains_key(&r.id) || self.signing.recent_done.contains(&r.id) {
+            return Err(ProtocolError::Malformed("request id already used".into()));
+        }
+        let refused = if let Err(e) = check_messages(coin, &r.messages) {
+            Some(e)
+        } else if !self.can_sign() {
+            Some(format!("the {coin} vault is not active"))
+        } else if self.signing.queue.len() >= self.signing.config.max_queued {
+            Some(format!(
                 "{} requests already wait; try again later",
                 self.signing.queue.len()
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            record.status = SignStatus::Failed;
+            record.reason = Some(reason);
             out.push(Output::Persist(Persist::SignRecord(record)));
             return Ok(());
         }
