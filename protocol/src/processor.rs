@@ -454,17 +454,23 @@ impl Processor {
             .ok_or_else(|| ProtocolError::UnknownValidator(v.clone()))
     }
 
+    /// What a DKG seal binds besides the parties: the DKG context (zero for the key exchange,
+    /// which outlives contexts).
+    fn dkg_seal_context(&self, kind: SealKind) -> [u8; 32] {
+        if kind == SealKind::PublicKey {
+            [0; 32]
+        } else {
+            self.params.context
+        }
+    }
+
     fn seal_ctx<'a>(
         &'a self,
         kind: SealKind,
         from: &'a ValidatorId,
         to: &'a ValidatorId,
+        context: [u8; 32],
     ) -> SealContext<'a> {
-        let context = if kind == SealKind::PublicKey {
-            [0; 32]
-        } else {
-            self.params.context
-        };
         SealContext {
             network: &self.def.name,
             coin: self.coin,
@@ -475,11 +481,23 @@ impl Processor {
         }
     }
 
-    /// Open a sealed payload from `from` and check it was sealed by `from`'s known key.
+    /// Open a DKG payload from `from` (see [`Processor::open_with`]).
     fn open_from(
         &self,
         kind: SealKind,
         from: &ValidatorId,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        self.open_with(kind, from, self.dkg_seal_context(kind), sealed)
+    }
+
+    /// Open a sealed payload from `from`, bound to `context`, and check it was sealed by
+    /// `from`'s known messaging key; `None` while that key is unknown.
+    pub(crate) fn open_with(
+        &self,
+        kind: SealKind,
+        from: &ValidatorId,
+        context: [u8; 32],
         sealed: &[u8],
     ) -> Result<Option<Vec<u8>>> {
         let Some((known, _)) = self.peers.get(from).and_then(|p| p.messaging_key) else {
@@ -487,7 +505,7 @@ impl Processor {
         };
         let (static_key, payload) = seal::open(
             &self.messaging,
-            &self.seal_ctx(kind, from, &self.me),
+            &self.seal_ctx(kind, from, &self.me, context),
             sealed,
         )?;
         if static_key != known {
@@ -499,16 +517,28 @@ impl Processor {
         Ok(Some(payload))
     }
 
+    /// Seal a DKG payload to `to` (see [`Processor::seal_with`]).
     fn seal_to(&self, kind: SealKind, to: &ValidatorId, payload: &[u8]) -> Result<Vec<u8>> {
+        self.seal_with(kind, to, self.dkg_seal_context(kind), payload)
+    }
+
+    /// Seal `payload` to `to`'s processor messaging key, bound to `context`.
+    pub(crate) fn seal_with(
+        &self,
+        kind: SealKind,
+        to: &ValidatorId,
+        context: [u8; 32],
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
         let (key, _) = self
             .peers
             .get(to)
             .and_then(|p| p.messaging_key)
-            .ok_or_else(|| ProtocolError::Dkg(format!("no messaging key for {to}")))?;
+            .ok_or_else(|| ProtocolError::SealLocal(format!("no messaging key for {to}")))?;
         seal::seal(
             &self.messaging,
             &key,
-            &self.seal_ctx(kind, &self.me, to),
+            &self.seal_ctx(kind, &self.me, to, context),
             payload,
         )
     }
@@ -583,7 +613,12 @@ impl Processor {
         // Open without the static check first, to read which key version sealed it.
         let (static_key, payload) = seal::open(
             &self.messaging,
-            &self.seal_ctx(SealKind::PublicKey, &m.from, &self.me),
+            &self.seal_ctx(
+                SealKind::PublicKey,
+                &m.from,
+                &self.me,
+                self.dkg_seal_context(SealKind::PublicKey),
+            ),
             &m.msg.sealed,
         )?;
         let payload: PublicKeyPayload = postcard::from_bytes(&payload)

@@ -32,7 +32,7 @@ use crate::{
     keys::verify_processor_signature,
     messages::*,
     processor::{Output, Persist, Processor},
-    seal::{self, SealContext, SealKind},
+    seal::SealKind,
     sign::{self, SignError, SignRound1, SignRound2, VaultKeys},
     vault::{CheaterReport, SignRecord, SignStatus, VaultStatus},
 };
@@ -583,43 +583,7 @@ impl Processor {
             .ok_or_else(|| ProtocolError::peer(from, format!("{v} is not a validator")))
     }
 
-    fn seal_ctx_sign<'a>(
-        &'a self,
-        kind: SealKind,
-        from: &'a ValidatorId,
-        to: &'a ValidatorId,
-        session: [u8; 32],
-    ) -> SealContext<'a> {
-        SealContext {
-            network: &self.def.name,
-            coin: self.coin(),
-            kind,
-            from,
-            to,
-            context: session,
-        }
-    }
-
-    fn seal_sign(
-        &self,
-        kind: SealKind,
-        to: &ValidatorId,
-        session: [u8; 32],
-        payload: &[u8],
-    ) -> Result<Vec<u8>> {
-        let (key, _) = self
-            .peers()
-            .get(to)
-            .and_then(|p| p.messaging_key)
-            .ok_or_else(|| ProtocolError::SealLocal(format!("no messaging key for {to}")))?;
-        seal::seal(
-            self.messaging_key(),
-            &key,
-            &self.seal_ctx_sign(kind, &self.me, to, session),
-            payload,
-        )
-    }
-
+    /// Open a signing payload from `from`, bound to the ceremony's `session`.
     fn open_sign(
         &self,
         kind: SealKind,
@@ -627,23 +591,8 @@ impl Processor {
         session: [u8; 32],
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        let (known, _) = self
-            .peers()
-            .get(from)
-            .and_then(|p| p.messaging_key)
-            .ok_or_else(|| ProtocolError::peer(from, "its messaging key is unknown"))?;
-        let (static_key, payload) = seal::open(
-            self.messaging_key(),
-            &self.seal_ctx_sign(kind, from, &self.me, session),
-            sealed,
-        )?;
-        if static_key != known {
-            return Err(ProtocolError::Seal {
-                peer: from.clone(),
-                reason: "sealed by a key that is not the sender's processor messaging key".into(),
-            });
-        }
-        Ok(payload)
+        self.open_with(kind, from, session, sealed)?
+            .ok_or_else(|| ProtocolError::peer(from, "its messaging key is unknown"))
     }
 
     /// Take part in `request`'s ceremony: mark it preprocessed, then send our preprocesses.
@@ -696,7 +645,7 @@ impl Processor {
             .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let mut sends = Vec::new();
         for v in request.signers.iter().filter(|v| **v != self.me) {
-            let sealed = self.seal_sign(SealKind::Preprocess, v, session, &payload)?;
+            let sealed = self.seal_with(SealKind::Preprocess, v, session, &payload)?;
             sends.push(Output::Bus(BusMessage::EncryptedPreprocessOut(
                 EncryptedPreprocessOut {
                     to: v.clone(),
@@ -924,7 +873,7 @@ impl Processor {
                 Err(_) => return,
             };
             for v in targets {
-                match self.seal_sign(SealKind::SignatureShare, &v, session, &payload) {
+                match self.seal_with(SealKind::SignatureShare, &v, session, &payload) {
                     Ok(sealed) => out.push(Output::Bus(BusMessage::EncryptedSignatureShareOut(
                         EncryptedSignatureShareOut {
                             coin: self.coin(),
