@@ -127,6 +127,14 @@ pub struct ProcessorSnapshot {
     pub signing: protocol::signing::SigningStatus,
     /// Whether the vault can sign.
     pub can_sign: bool,
+    /// DKG attempt and its participants.
+    pub attempt: u32,
+    /// Participants of the attempt.
+    pub participants: Vec<ValidatorId>,
+    /// Left out of earlier attempts.
+    pub excluded: Vec<protocol::vault::Exclusion>,
+    /// Exclusion votes of the current attempt.
+    pub votes: Vec<protocol::attempts::VoteView>,
 }
 
 /// Most distinct messages kept in one inbound slot (a sender re-sealing after a restart, a
@@ -176,6 +184,8 @@ pub fn inbound_slot(coin: Coin, msg: &BusMessage) -> Option<(InboundKey, SlotPol
             G::PublicAddressAvailable(a) => {
                 (InboundKind::Address, &g.from, a.context, SlotPolicy::Log)
             }
+            G::KeyGenExclusionVote(v) => (InboundKind::Vote, &g.from, v.context, SlotPolicy::Log),
+            G::KeyGenBlame(b) => (InboundKind::Blame, &g.from, b.context, SlotPolicy::Log),
             _ => return None,
         },
         _ => return None,

@@ -45,6 +45,14 @@ pub enum Command {
         /// Seconds a signing attempt waits for its signers before retrying with another set.
         #[arg(long, env = "VAULTD_SIGN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         sign_timeout: u64,
+        /// Seconds a DKG phase may make no progress before this validator votes to run the next
+        /// attempt without the participants it still waits for.
+        #[arg(long, env = "VAULTD_DKG_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        dkg_timeout: u64,
+        /// Test-only malicious behaviour (equivocate, bad-share, false-accusation, garbage).
+        #[cfg(feature = "fault-injection")]
+        #[arg(long, env = "VAULTD_SABOTAGE", hide = true)]
+        sabotage: Option<protocol::sabotage::Sabotage>,
     },
     /// Ask a running validator to sign messages with a coin's vault; waits and prints one
     /// signature (hex) per message.

@@ -42,7 +42,10 @@ use crate::{
     metrics::Metrics,
     network::{self, Behaviour, BehaviourEvent},
     processor_task::Snapshots,
-    status::{CheaterView, KeyStatus, SigningView, Status, ValidatorStatus, VaultStatus},
+    status::{
+        CheaterView, ExclusionView, KeyStatus, SigningView, Status, ValidatorStatus, VaultStatus,
+        VoteView as StatusVote,
+    },
 };
 
 /// Longest wait between two attempts to deliver a direct request.
@@ -113,7 +116,9 @@ pub struct Coordinator {
     gossip_topics: BTreeMap<Coin, IdentTopic>,
     topic_coins: HashMap<TopicHash, Coin>,
     validators: BTreeMap<PeerId, ValidatorId>,
-    announcements: BTreeMap<(Coin, &'static str), GeneralMessage>,
+    /// What we keep announcing, by (coin, kind, key within the kind): one message per kind,
+    /// except votes and blame evidence (one per attempt and round, or per accused).
+    announcements: BTreeMap<(Coin, &'static str, Vec<u8>), GeneralMessage>,
     local_keys: BTreeMap<Coin, ProcessorPublicKey>,
     signer_ready: BTreeSet<Coin>,
     outbox: BTreeMap<(ValidatorId, Vec<u8>), OutboxEntry>,
@@ -208,7 +213,7 @@ impl Coordinator {
         // Step 2: the coordinator's key, on every coin topic.
         for coin in self.def.coins.clone() {
             self.announcements.insert(
-                (coin, "CoordinatorPublicKey"),
+                (coin, "CoordinatorPublicKey", Vec::new()),
                 GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
                     pubkey: self.coordinator_key,
                 }),
@@ -591,7 +596,9 @@ impl Coordinator {
                 .map_err(|e| e.to_string())?;
             }
             msg @ (GeneralMessage::KeyGenCommitmentsDigest(_)
-            | GeneralMessage::PublicAddressAvailable(_)) => {
+            | GeneralMessage::PublicAddressAvailable(_)
+            | GeneralMessage::KeyGenExclusionVote(_)
+            | GeneralMessage::KeyGenBlame(_)) => {
                 self.place(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
                     .await?;
             }
@@ -735,12 +742,12 @@ impl Coordinator {
     }
 
     fn announce(&mut self) {
-        let anns: Vec<((Coin, &'static str), GeneralMessage)> = self
+        let anns: Vec<(Coin, &'static str, GeneralMessage)> = self
             .announcements
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|((coin, kind, _), v)| (*coin, *kind, v.clone()))
             .collect();
-        for ((coin, kind), msg) in anns {
+        for (coin, kind, msg) in anns {
             let Some(topic) = self.gossip_topics.get(&coin).cloned() else {
                 continue;
             };
@@ -768,7 +775,7 @@ impl Coordinator {
             BusMessage::ProcessorPublicKey(k) => {
                 self.local_keys.insert(coin, k.clone());
                 self.announcements.insert(
-                    (coin, "ProcessorPublicKey"),
+                    (coin, "ProcessorPublicKey", Vec::new()),
                     GeneralMessage::ProcessorPublicKey(k),
                 );
                 self.announce_now = true;
@@ -777,8 +784,10 @@ impl Coordinator {
             BusMessage::SignerReady(s) => {
                 // Step 6: upon SignerReady, the signer list comes from the network definition.
                 self.signer_ready.insert(coin);
-                self.announcements
-                    .insert((coin, "SignerReady"), GeneralMessage::SignerReady(s));
+                self.announcements.insert(
+                    (coin, "SignerReady", Vec::new()),
+                    GeneralMessage::SignerReady(s),
+                );
                 self.announce_now = true;
                 self.send_key_list()?;
             }
@@ -796,16 +805,37 @@ impl Coordinator {
             }
             BusMessage::KeyGenCommitmentsDigest(d) => {
                 self.announcements.insert(
-                    (coin, "KeyGenCommitmentsDigest"),
+                    (coin, "KeyGenCommitmentsDigest", Vec::new()),
                     GeneralMessage::KeyGenCommitmentsDigest(d),
                 );
                 self.announce_now = true;
             }
             BusMessage::PublicAddressAvailable(a) => {
                 self.announcements.insert(
-                    (coin, "PublicAddressAvailable"),
+                    (coin, "PublicAddressAvailable", Vec::new()),
                     GeneralMessage::PublicAddressAvailable(a),
                 );
+                self.announce_now = true;
+            }
+            BusMessage::KeyGenExclusionVote(v) => {
+                info!(%coin, attempt = v.attempt, round = v.round, exclude = ?v.exclude.iter().map(|x| x.to_string()).collect::<Vec<_>>(), reasons = ?v.reasons, "DKG: voting to leave participants out of the next attempt");
+                let key = [&v.context[..], &v.round.to_be_bytes()].concat();
+                self.announcements.insert(
+                    (coin, "KeyGenExclusionVote", key),
+                    GeneralMessage::KeyGenExclusionVote(v),
+                );
+                self.announce_now = true;
+            }
+            BusMessage::KeyGenBlame(b) => {
+                let accused = b.evidence.accused().clone();
+                warn!(%coin, %accused, "DKG: publishing evidence against a participant");
+                let kind = [u8::from(matches!(
+                    b.evidence,
+                    protocol::messages::BlameEvidence::InvalidShare { .. }
+                ))];
+                let key = [&b.context[..], &kind, accused.as_bytes()].concat();
+                self.announcements
+                    .insert((coin, "KeyGenBlame", key), GeneralMessage::KeyGenBlame(b));
                 self.announce_now = true;
             }
             BusMessage::SignRequest(r) => self.publish(coin, GeneralMessage::SignRequest(r)),
@@ -1185,6 +1215,7 @@ impl Coordinator {
                 let status = match vault.as_ref().map(|v| v.status) {
                     Some(ProtoVaultStatus::Active) => "active",
                     Some(ProtoVaultStatus::Failed) => "failed",
+                    Some(ProtoVaultStatus::Excluded) => "excluded",
                     _ => "pending",
                 };
                 VaultStatus {
@@ -1203,7 +1234,40 @@ impl Coordinator {
                         .map(|v| v.address.clone())
                         .unwrap_or_default(),
                     threshold: self.def.threshold,
-                    participants: self.def.validators.iter().map(|v| v.to_string()).collect(),
+                    attempt: snap.map(|s| s.attempt).unwrap_or_default(),
+                    participants: snap
+                        .map(|s| s.participants.iter().map(|v| v.to_string()).collect())
+                        .unwrap_or_default(),
+                    excluded: snap
+                        .map(|s| {
+                            s.excluded
+                                .iter()
+                                .map(|e| ExclusionView {
+                                    peer: e.validator.to_string(),
+                                    attempt: e.attempt,
+                                    reason: e.reason.label().to_string(),
+                                    proven: e.reason.proven(),
+                                    voters: e.voters.iter().map(|v| v.to_string()).collect(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    votes: snap
+                        .map(|s| {
+                            s.votes
+                                .iter()
+                                .map(|v| StatusVote {
+                                    voter: v.voter.to_string(),
+                                    round: v.round,
+                                    exclude: v
+                                        .exclude
+                                        .iter()
+                                        .map(|(p, r)| format!("{p}: {}", r.label()))
+                                        .collect(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     reason: vault.and_then(|v| v.reason),
                     processor_key: snap
                         .map(|s| KeyStatus {

@@ -93,6 +93,11 @@ pub struct RunConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// How long a signing attempt waits for its signers before a retry with another set.
     pub sign_timeout: std::time::Duration,
+    /// How long a DKG phase may make no progress before this validator votes.
+    pub dkg_timeout: std::time::Duration,
+    /// Test-only malicious behaviour of every processor of this node.
+    #[cfg(feature = "fault-injection")]
+    pub sabotage: Option<protocol::sabotage::Sabotage>,
 }
 
 /// What a running node writes to `DATA_DIR/run.json` once it listens.
@@ -182,6 +187,7 @@ pub async fn run(
         })?;
         let mut processor = Processor::new(def.clone(), coin, &keys, messaging, vault)?;
         processor.set_signing_config(signing);
+        processor.set_dkg_timeout(u64::try_from(cfg.dkg_timeout.as_millis()).unwrap_or(u64::MAX));
         if processor.vault().is_some() {
             let share = store.get::<KeyShares>(&VaultKey {
                 coin,
@@ -207,6 +213,8 @@ pub async fn run(
             events: events_tx.clone(),
             snapshots: snapshots.clone(),
             metrics: metrics.clone(),
+            #[cfg(feature = "fault-injection")]
+            sabotage: cfg.sabotage,
         }
         .spawn()?;
         topics.insert(coin, bus::Topic::new(&me, coin, tx));

@@ -51,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
             api,
             bootstrap,
             sign_timeout,
+            dkg_timeout,
+            #[cfg(feature = "fault-injection")]
+            sabotage,
         } => {
             let cfg = vaultd::RunConfig {
                 data_dir,
@@ -59,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
                 api,
                 bootstrap,
                 sign_timeout: std::time::Duration::from_secs(sign_timeout),
+                dkg_timeout: std::time::Duration::from_secs(dkg_timeout),
+                #[cfg(feature = "fault-injection")]
+                sabotage,
             };
             vaultd::run(cfg, shutdown_signal())
                 .await

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub sign_cheaters: Family<Labels, Counter>,
     /// Signing ceremonies in progress, by coin.
     pub sign_ceremonies: Family<Labels, Gauge>,
+    /// Validators left out of this node's current DKG chain, by coin, peer and reason (1 each).
+    pub dkg_excluded: Family<Labels, Gauge>,
+    /// Current DKG attempt, by coin.
+    pub dkg_attempt: Family<Labels, Gauge>,
 }
 
 fn kind(kind: &str) -> Labels {
@@ -61,7 +65,7 @@ impl Metrics {
         );
         r.register(
             "dkg_phase",
-            "DKG phase per coin: 1 key exchange, 2 commitments, 3 commitment echo, 4 shares, 5 confirming, 6 active, -1 failed",
+            "DKG phase per coin: 1 key exchange, 2 commitments, 3 commitment echo, 4 shares, 5 confirming, 6 active, -1 failed, -2 left out",
             m.dkg_phase.clone(),
         );
         r.register(
@@ -84,7 +88,35 @@ impl Metrics {
             "Signing ceremonies in progress, by coin",
             m.sign_ceremonies.clone(),
         );
+        r.register(
+            "dkg_excluded",
+            "Validators left out of a DKG attempt, by coin, peer and reason (silent_*, invalid_commitments, equivocation, invalid_share, false_accusation)",
+            m.dkg_excluded.clone(),
+        );
+        r.register(
+            "dkg_attempt",
+            "Current DKG attempt per coin (0 unless participants were left out)",
+            m.dkg_attempt.clone(),
+        );
         m
+    }
+
+    /// Mark a validator left out of a DKG attempt.
+    pub fn excluded(&self, coin: protocol::Coin, e: &protocol::vault::Exclusion) {
+        self.dkg_excluded
+            .get_or_create(&vec![
+                ("coin".to_string(), coin.to_string()),
+                ("peer".to_string(), e.validator.to_string()),
+                ("reason".to_string(), e.reason.label().to_string()),
+            ])
+            .set(1);
+    }
+
+    /// Set a coin's DKG attempt.
+    pub fn attempt(&self, coin: protocol::Coin, attempt: i64) {
+        self.dkg_attempt
+            .get_or_create(&vec![("coin".to_string(), coin.to_string())])
+            .set(attempt);
     }
 
     /// Count a finished signature request.

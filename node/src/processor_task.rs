@@ -15,8 +15,8 @@ use protocol::{
     Coin,
 };
 use storage::{
-    Batch, CheaterKey, Cheaters, IdentityKey, IdentityValue, KeyShareRecord, KeyShares, NonceKey,
-    NoncesUsed, RequestId, SignRequests, Store, VaultKey, Vaults,
+    Batch, CheaterKey, Cheaters, DkgVotes, IdentityKey, IdentityValue, KeyShareRecord, KeyShares,
+    NonceKey, NoncesUsed, RequestId, SignRequests, Store, VaultKey, Vaults, VoteKey,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -43,6 +43,9 @@ pub struct ProcessorTask {
     pub snapshots: Snapshots,
     /// Metrics.
     pub metrics: Metrics,
+    /// Test-only malicious behaviour.
+    #[cfg(feature = "fault-injection")]
+    pub sabotage: Option<protocol::sabotage::Sabotage>,
 }
 
 impl ProcessorTask {
@@ -54,7 +57,17 @@ impl ProcessorTask {
 
     fn run(mut self) {
         let coin = self.processor.coin();
-        let mut outputs = self.processor.start();
+        // Our own exclusion votes first: a restarted node never votes differently in a round.
+        let mut outputs = match self.store.dkg_votes(coin) {
+            Ok(votes) => self.processor.restore_votes(votes),
+            Err(e) => {
+                let _ = self
+                    .events
+                    .blocking_send(ProcessorEvent::Fatal(e.to_string()));
+                return;
+            }
+        };
+        outputs.extend(self.processor.start());
         // A restart: replay what was received before. With a decided vault the DKG messages are
         // no-ops, but the peers' keys of steps 8-12 are learnt again.
         let log = match self.store.inbound_for(coin) {
@@ -145,6 +158,11 @@ impl ProcessorTask {
     /// Persist, then hand the messages over. Returns false on a fatal storage error.
     fn apply(&mut self, outputs: Vec<Output>) -> bool {
         let coin = self.processor.coin();
+        #[cfg(feature = "fault-injection")]
+        let outputs = match self.sabotage {
+            Some(how) => self.processor.sabotage(how, outputs),
+            None => outputs,
+        };
         let mut batch = Batch::new();
         let mut messages = Vec::new();
         for o in outputs {
@@ -157,6 +175,9 @@ impl ProcessorTask {
                     match v.status {
                         VaultStatus::Active => info!(%coin, address = %v.address, "vault active"),
                         VaultStatus::Failed => warn!(%coin, reason = ?v.reason, "DKG failed"),
+                        VaultStatus::Excluded => {
+                            warn!(%coin, reason = ?v.reason, "left out of the DKG by the other participants")
+                        }
                         VaultStatus::Pending => {
                             info!(%coin, address = %v.address, "key share computed; waiting for every participant's PublicAddressAvailable")
                         }
@@ -199,6 +220,16 @@ impl ProcessorTask {
                     .put::<NoncesUsed>(&NonceKey { coin, id, attempt }, &())
                     .map(|_| ()),
                 Output::Persist(Persist::SignRecord(r)) => self.sign_record(&mut batch, r),
+                Output::Persist(Persist::Vote(v)) => batch
+                    .put::<DkgVotes>(
+                        &VoteKey {
+                            coin,
+                            context: v.context,
+                            round: v.round,
+                        },
+                        &v,
+                    )
+                    .map(|_| ()),
                 Output::Persist(Persist::Cheater(c)) => {
                     warn!(%coin, peer = %c.peer, request = %hex::encode(c.id), attempt = c.attempt, reason = %c.reason, "signer cheated");
                     self.metrics.cheater(coin, &c.peer);
@@ -288,7 +319,15 @@ impl ProcessorTask {
             peers: p.peers().clone(),
             signing: p.signing_status(),
             can_sign: p.can_sign(),
+            attempt: p.attempt(),
+            participants: p.participants().to_vec(),
+            excluded: p.excluded().to_vec(),
+            votes: p.votes(),
         };
+        for e in &snap.excluded {
+            self.metrics.excluded(p.coin(), e);
+        }
+        self.metrics.attempt(p.coin(), i64::from(snap.attempt));
         self.metrics
             .ceremonies(p.coin(), snap.signing.ceremonies as i64);
         self.metrics.phase(p.coin(), snap.phase.as_gauge());

@@ -53,8 +53,10 @@ pub struct KeyStatus {
 pub struct VaultStatus {
     /// Coin ticker.
     pub coin: String,
-    /// `pending`, `active` or `failed`.
+    /// `pending`, `active`, `failed` or `excluded` (this validator was left out).
     pub status: String,
+    /// DKG attempt (0 unless participants were left out).
+    pub attempt: u32,
     /// DKG phase.
     pub phase: String,
     /// (received, expected) of the current phase.
@@ -65,14 +67,44 @@ pub struct VaultStatus {
     pub address: String,
     /// Threshold.
     pub threshold: u16,
-    /// Participants (PeerIds).
+    /// Participants of the attempt (PeerIds): who holds a share of the vault.
     pub participants: Vec<String>,
+    /// Validators left out of earlier attempts, why, and whose votes decided it.
+    pub excluded: Vec<ExclusionView>,
+    /// Exclusion votes cast in the current attempt (while a DKG is stuck).
+    pub votes: Vec<VoteView>,
     /// Why it failed.
     pub reason: Option<String>,
     /// This node's processor messaging key for the coin.
     pub processor_key: KeyStatus,
     /// Signing ceremonies and cheaters.
     pub signing: SigningView,
+}
+
+/// A validator left out of a DKG attempt.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExclusionView {
+    /// PeerId.
+    pub peer: String,
+    /// The attempt it was left out of.
+    pub attempt: u32,
+    /// Why (`silent_commitments`, `invalid_share`, `false_accusation`, `equivocation`, ...).
+    pub reason: String,
+    /// Whether the reason is proven by evidence every validator checked (rather than votes).
+    pub proven: bool,
+    /// Voters (PeerIds).
+    pub voters: Vec<String>,
+}
+
+/// An exclusion vote.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VoteView {
+    /// Voter (PeerId).
+    pub voter: String,
+    /// Round.
+    pub round: u32,
+    /// Who it would leave out, with reasons (`peer: reason`).
+    pub exclude: Vec<String>,
 }
 
 /// Signing, per coin.

@@ -12,8 +12,9 @@ use std::{
 
 use ciphersuite::group::GroupEncoding;
 use dkg_pedpop::{
-    Commitments, EncryptedMessage, EncryptionKeyMessage, KeyGenMachine, KeyMachine, Participant,
-    PedPoPError, SecretShare, ThresholdParams,
+    AdditionalBlameMachine, Commitments, EncryptedMessage, EncryptionKeyMessage,
+    EncryptionKeyProof, KeyGenMachine, KeyMachine, Participant, PedPoPError, SecretShare,
+    ThresholdParams,
 };
 use modular_frost::curve::{Ciphersuite, Ed25519, Secp256k1};
 use rand_chacha::ChaCha20Rng;
@@ -47,6 +48,15 @@ pub enum DkgFailure {
         participant: u16,
         /// What was wrong.
         reason: String,
+    },
+    /// The encrypted share from `participant` failed; `proof` is dkg-pedpop's blame proof
+    /// (`EncryptionKeyProof` bytes), absent when the ciphertext itself was invalid.
+    #[error("participant {participant}: invalid secret share")]
+    InvalidShare {
+        /// 1-based index of the sender.
+        participant: u16,
+        /// Serialized `EncryptionKeyProof`.
+        proof: Option<Vec<u8>>,
     },
     /// Anything else (bad parameters, missing messages).
     #[error("{0}")]
@@ -84,15 +94,34 @@ pub fn context(
     out
 }
 
-/// Hash of all n commitment messages, in participant order: what the echo compares.
-pub fn commitments_digest(context: &[u8; 32], commitments: &BTreeMap<u16, Vec<u8>>) -> [u8; 32] {
+/// Hash of one participant's commitment message.
+pub fn commitment_hash(context: &[u8; 32], participant: u16, bytes: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"vaultd commitments digest v1");
+    h.update(b"vaultd commitment hash v1");
     h.update(context);
-    for (l, bytes) in commitments {
-        h.update(l.to_le_bytes());
-        h.update((bytes.len() as u32).to_le_bytes());
-        h.update(bytes);
+    h.update(participant.to_le_bytes());
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// The hash of every commitment message, in participant order.
+pub fn commitment_hashes(
+    context: &[u8; 32],
+    commitments: &BTreeMap<u16, Vec<u8>>,
+) -> Vec<[u8; 32]> {
+    commitments
+        .iter()
+        .map(|(l, bytes)| commitment_hash(context, *l, bytes))
+        .collect()
+}
+
+/// Hash of all n commitment messages (through their hashes): what the echo compares.
+pub fn commitments_digest(context: &[u8; 32], hashes: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"vaultd commitments digest v2");
+    h.update(context);
+    for x in hashes {
+        h.update(x);
     }
     h.finalize().into()
 }
@@ -135,9 +164,9 @@ fn pedpop_failure<C: Ciphersuite>(e: PedPoPError<C>) -> DkgFailure {
             participant: u16::from(l),
             reason: "invalid commitments".into(),
         },
-        PedPoPError::InvalidShare { participant, .. } => DkgFailure::Blame {
+        PedPoPError::InvalidShare { participant, blame } => DkgFailure::InvalidShare {
             participant: u16::from(participant),
-            reason: "invalid secret share".into(),
+            proof: blame.map(|p| p.serialize()),
         },
         PedPoPError::MissingParticipant(l) => DkgFailure::Blame {
             participant: u16::from(l),
@@ -285,6 +314,80 @@ pub fn complete(
     shares: &BTreeMap<u16, Vec<u8>>,
 ) -> Result<DkgOutput, DkgFailure> {
     on_curve!(curve, round3(entropy, p, commitments, shares))
+}
+
+fn judge_inner<C: Ciphersuite>(
+    p: &DkgParams,
+    commitments: &BTreeMap<u16, Vec<u8>>,
+    accused: u16,
+    accuser: u16,
+    share: &[u8],
+    proof: Option<&[u8]>,
+) -> Result<u16, DkgFailure> {
+    let params = threshold_params(p)?;
+    let mut msgs = HashMap::new();
+    for (&l, bytes) in commitments {
+        let msg = read_exact(bytes, |r| {
+            EncryptionKeyMessage::<C, Commitments<C>>::read(r, params)
+        })
+        .map_err(|e| DkgFailure::Blame {
+            participant: l,
+            reason: format!("malformed commitments: {e}"),
+        })?;
+        msgs.insert(participant(l)?, msg);
+    }
+    if msgs.len() != usize::from(p.n) {
+        return Err(DkgFailure::Other(format!(
+            "{} of {} commitments to judge with",
+            msgs.len(),
+            p.n
+        )));
+    }
+    let judge = AdditionalBlameMachine::<C>::new(p.context, p.n, msgs).map_err(pedpop_failure)?;
+    // A share that does not even parse is the sender's fault: it signed those bytes.
+    let Ok(msg) = read_exact(share, |r| {
+        EncryptedMessage::<C, SecretShare<C::F>>::read(r, params)
+    }) else {
+        return Ok(accused);
+    };
+    // A proof that does not parse is no proof: the accusation is false.
+    let proof = match proof {
+        Some(bytes) => match read_exact(bytes, |r| EncryptionKeyProof::<C>::read(r)) {
+            Ok(p) => Some(p),
+            Err(_) => return Ok(accuser),
+        },
+        None => None,
+    };
+    Ok(u16::from(judge.blame(
+        participant(accused)?,
+        participant(accuser)?,
+        msg,
+        proof,
+    )))
+}
+
+/// PedPoP blame: given the attempt's n commitment messages (already agreed by the echo), the
+/// share `accused` sent to `accuser` and the accuser's proof, who is at fault (the accused if
+/// its share was bad, the accuser if the accusation is false). Every validator gets the same
+/// answer from the same evidence.
+pub fn judge(
+    curve: Curve,
+    p: &DkgParams,
+    commitments: &BTreeMap<u16, Vec<u8>>,
+    accused: u16,
+    accuser: u16,
+    share: &[u8],
+    proof: Option<&[u8]>,
+) -> Result<u16, DkgFailure> {
+    if accused == accuser || accused == 0 || accuser == 0 || accused > p.n || accuser > p.n {
+        return Err(DkgFailure::Other(
+            "blame between invalid participants".into(),
+        ));
+    }
+    on_curve!(
+        curve,
+        judge_inner(p, commitments, accused, accuser, share, proof)
+    )
 }
 
 /// Whether `bytes` is a well-formed commitment message for these parameters.

@@ -10,12 +10,14 @@
 //! * [`network`]: the network definition (step 6's signer list);
 //! * [`dkg`]: the deterministic PedPoP driver;
 //! * [`processor`]: the per-coin processor state machine (steps 3 to 20);
+//! * [`attempts`]: DKG attempts: timeouts, exclusion votes and PedPoP blame evidence;
 //! * [`address`]: BTC P2TR, ETH EIP-55 and SOL base58 addresses;
 //! * [`sign`]: FROST signing in each chain's format, and independent verifiers;
 //! * [`signing`]: the processor's signing ceremonies (request, preprocess, shares, retries);
 //! * [`vault`]: vault, signature request and cheater records.
 
 pub mod address;
+pub mod attempts;
 pub mod dkg;
 pub mod error;
 pub mod ids;
@@ -23,6 +25,8 @@ pub mod keys;
 pub mod messages;
 pub mod network;
 pub mod processor;
+#[cfg(feature = "fault-injection")]
+pub mod sabotage;
 pub mod seal;
 pub mod sign;
 pub mod signing;

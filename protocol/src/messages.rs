@@ -100,7 +100,143 @@ pub struct KeyGenCommitmentsDigest {
     pub context: [u8; 32],
     /// Hash of all n commitment messages in participant order.
     pub digest: [u8; 32],
+    /// The hash of each participant's commitment message, in participant order: where two
+    /// echoes differ, these say whose commitments differed.
+    pub hashes: Vec<[u8; 32]>,
     /// Processor signature over the above.
+    pub signature: Vec<u8>,
+}
+
+/// What a DKG payload (commitments or an encrypted share) carries inside its seal: the PedPoP
+/// bytes and the sender's processor signature over them, so that a recipient can later show
+/// them to everyone as evidence (the seal itself is deniable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenPayload {
+    /// dkg-pedpop's serialized message.
+    pub bytes: Vec<u8>,
+    /// Sender's processor signature (see `processor::payload_body`).
+    pub signature: Vec<u8>,
+}
+
+/// Why a participant is left out of the next DKG attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionReason {
+    /// Sent nothing for a whole timeout during the key exchange.
+    SilentKeyExchange,
+    /// Sent no commitments within the timeout.
+    SilentCommitments,
+    /// Echoed no matching commitments digest within the timeout.
+    SilentEcho,
+    /// Sent no share within the timeout.
+    SilentShares,
+    /// Did not confirm the group key within the timeout.
+    SilentConfirmation,
+    /// Its commitments failed PedPoP's proof of knowledge (everyone checks the same bytes).
+    InvalidCommitments,
+    /// Sent different commitments to different peers (two copies it signed).
+    Equivocation,
+    /// Sent an invalid encrypted share (dkg-pedpop's blame proof verified).
+    InvalidShare,
+    /// Accused an honest sender (dkg-pedpop's blame proof failed).
+    FalseAccusation,
+}
+
+impl ExclusionReason {
+    /// Label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ExclusionReason::SilentKeyExchange => "silent_key_exchange",
+            ExclusionReason::SilentCommitments => "silent_commitments",
+            ExclusionReason::SilentEcho => "silent_echo",
+            ExclusionReason::SilentShares => "silent_shares",
+            ExclusionReason::SilentConfirmation => "silent_confirmation",
+            ExclusionReason::InvalidCommitments => "invalid_commitments",
+            ExclusionReason::Equivocation => "equivocation",
+            ExclusionReason::InvalidShare => "invalid_share",
+            ExclusionReason::FalseAccusation => "false_accusation",
+        }
+    }
+
+    /// Whether the reason rests on evidence anyone can check (rather than on votes alone).
+    pub fn proven(self) -> bool {
+        matches!(
+            self,
+            ExclusionReason::InvalidCommitments
+                | ExclusionReason::Equivocation
+                | ExclusionReason::InvalidShare
+                | ExclusionReason::FalseAccusation
+        )
+    }
+}
+
+/// A participant's vote to run the next DKG attempt without `exclude`. The next attempt starts
+/// when t participants of this attempt signed the same set in the same round (the lowest such
+/// round decides); see `docs/RELIABILITY.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenExclusionVote {
+    /// Coin.
+    pub coin: Coin,
+    /// Context of the attempt voted on.
+    pub context: [u8; 32],
+    /// Attempt number.
+    pub attempt: u32,
+    /// Voting round within the attempt.
+    pub round: u32,
+    /// Who to leave out, sorted, no duplicates, never empty.
+    pub exclude: Vec<ValidatorId>,
+    /// Why, one per `exclude` entry (informative; votes are compared on `exclude`).
+    pub reasons: Vec<ExclusionReason>,
+    /// Voter's processor signature over the above.
+    pub signature: Vec<u8>,
+}
+
+/// Evidence against a participant of a DKG attempt, published by the participant who holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlameEvidence {
+    /// The encrypted share `accused` sent to the publisher failed to decrypt or verify.
+    InvalidShare {
+        /// Sender of the share.
+        accused: ValidatorId,
+        /// The dkg-pedpop encrypted share, as received.
+        share: Vec<u8>,
+        /// `accused`'s processor signature over the share.
+        share_signature: Vec<u8>,
+        /// dkg-pedpop's `EncryptionKeyProof` (absent when the ciphertext itself was invalid).
+        proof: Option<Vec<u8>>,
+    },
+    /// The commitments `accused` sent to the publisher; with a different signed copy from
+    /// anyone else, proof that it equivocated.
+    Commitments {
+        /// Sender of the commitments.
+        accused: ValidatorId,
+        /// dkg-pedpop's commitment message, as received.
+        commitments: Vec<u8>,
+        /// `accused`'s processor signature over them.
+        signature: Vec<u8>,
+    },
+}
+
+impl BlameEvidence {
+    /// Who the evidence is against.
+    pub fn accused(&self) -> &ValidatorId {
+        match self {
+            BlameEvidence::InvalidShare { accused, .. }
+            | BlameEvidence::Commitments { accused, .. } => accused,
+        }
+    }
+}
+
+/// Evidence against a DKG participant, gossiped so every validator reaches the same verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenBlame {
+    /// Coin.
+    pub coin: Coin,
+    /// Context of the attempt.
+    pub context: [u8; 32],
+    /// The evidence.
+    pub evidence: BlameEvidence,
+    /// Publisher's processor signature over the above.
     pub signature: Vec<u8>,
 }
 
@@ -184,6 +320,10 @@ pub enum GeneralMessage {
     SignRequest(SignRequest),
     /// Signing: the result.
     SignatureAvailable(SignatureAvailable),
+    /// DKG liveness: a vote to leave participants out of the next attempt.
+    KeyGenExclusionVote(KeyGenExclusionVote),
+    /// DKG blame: evidence against a participant.
+    KeyGenBlame(KeyGenBlame),
 }
 
 impl GeneralMessage {
@@ -197,6 +337,8 @@ impl GeneralMessage {
             GeneralMessage::PublicAddressAvailable(m) => Some(m.coin),
             GeneralMessage::SignRequest(m) => Some(m.coin),
             GeneralMessage::SignatureAvailable(m) => Some(m.coin),
+            GeneralMessage::KeyGenExclusionVote(m) => Some(m.coin),
+            GeneralMessage::KeyGenBlame(m) => Some(m.coin),
         }
     }
 
@@ -210,6 +352,8 @@ impl GeneralMessage {
             GeneralMessage::PublicAddressAvailable(_) => "PublicAddressAvailable",
             GeneralMessage::SignRequest(_) => "SignRequest",
             GeneralMessage::SignatureAvailable(_) => "SignatureAvailable",
+            GeneralMessage::KeyGenExclusionVote(_) => "KeyGenExclusionVote",
+            GeneralMessage::KeyGenBlame(_) => "KeyGenBlame",
         }
     }
 }
@@ -461,6 +605,10 @@ pub enum BusMessage {
     EncryptedSignatureShareOut(EncryptedSignatureShareOut),
     /// Signing: announce the result (general partition).
     SignatureAvailable(SignatureAvailable),
+    /// DKG liveness vote (general partition).
+    KeyGenExclusionVote(KeyGenExclusionVote),
+    /// DKG blame evidence (general partition).
+    KeyGenBlame(KeyGenBlame),
     // coordinator -> processor
     /// Step 8, encrypted partition.
     ExternalPublicKeyIn(ExternalPublicKeyIn),
@@ -489,6 +637,8 @@ impl BusMessage {
             | BusMessage::PublicAddressAvailable(_)
             | BusMessage::SignRequest(_)
             | BusMessage::SignatureAvailable(_)
+            | BusMessage::KeyGenExclusionVote(_)
+            | BusMessage::KeyGenBlame(_)
             | BusMessage::GeneralIn(_) => Partition::General,
             _ => Partition::Encrypted,
         }
@@ -513,6 +663,8 @@ impl BusMessage {
             BusMessage::EncryptedPreprocessOut(_) => "EncryptedPreprocessOut",
             BusMessage::EncryptedSignatureShareOut(_) => "EncryptedSignatureShareOut",
             BusMessage::SignatureAvailable(_) => "SignatureAvailable",
+            BusMessage::KeyGenExclusionVote(_) => "KeyGenExclusionVote",
+            BusMessage::KeyGenBlame(_) => "KeyGenBlame",
             BusMessage::EncryptedPreprocessIn(_) => "EncryptedPreprocessIn",
             BusMessage::EncryptedSignatureShareIn(_) => "EncryptedSignatureShareIn",
             BusMessage::SignatureRequested(_) => "SignatureRequested",

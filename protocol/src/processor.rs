@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     address,
+    attempts::Faults,
     dkg::{self, DkgFailure, DkgParams},
     error::{ProtocolError, Result},
     ids::{Coin, ValidatorId},
@@ -25,11 +26,13 @@ use crate::{
     network::NetworkDefinition,
     seal::{self, SealContext, SealKind},
     signing::Signing,
-    vault::{CheaterReport, SignRecord, VaultRecord, VaultStatus},
+    vault::{CheaterReport, Exclusion, SignRecord, VaultRecord, VaultStatus},
 };
 
 const DIGEST_DOMAIN: &[u8] = b"KeyGenCommitmentsDigest";
 const ADDRESS_DOMAIN: &[u8] = b"PublicAddressAvailable";
+pub(crate) const COMMITMENT_DOMAIN: &[u8] = b"EncryptedKeyGenCommitment";
+pub(crate) const SHARE_DOMAIN: &[u8] = b"EncryptedKeyShare";
 
 /// What the processor wants done.
 #[derive(Debug)]
@@ -73,6 +76,8 @@ pub enum Persist {
     SignRecord(SignRecord),
     /// Signing: a signer sent an invalid preprocess or share.
     Cheater(CheaterReport),
+    /// DKG: our own exclusion vote (a restarted node must never cast a different one).
+    Vote(KeyGenExclusionVote),
 }
 
 impl std::fmt::Debug for Persist {
@@ -86,6 +91,7 @@ impl std::fmt::Debug for Persist {
             }
             Persist::SignRecord(r) => write!(f, "SignRecord({:?})", r),
             Persist::Cheater(c) => write!(f, "Cheater({:?})", c),
+            Persist::Vote(v) => write!(f, "Vote({:?})", v),
         }
     }
 }
@@ -108,6 +114,8 @@ pub enum Phase {
     Active,
     /// Failed.
     Failed,
+    /// Left out by the other participants.
+    Excluded,
 }
 
 impl Phase {
@@ -121,6 +129,7 @@ impl Phase {
             Phase::Confirming => 5,
             Phase::Active => 6,
             Phase::Failed => -1,
+            Phase::Excluded => -2,
         }
     }
 }
@@ -140,16 +149,22 @@ pub struct PeerView {
 }
 
 #[derive(Default)]
-struct DkgState {
-    started: bool,
-    commitments: BTreeMap<u16, Vec<u8>>,
-    digests: BTreeMap<u16, [u8; 32]>,
-    shares_sent: bool,
-    shares: BTreeMap<u16, Vec<u8>>,
-    confirmations: BTreeMap<u16, Vec<u8>>,
+pub(crate) struct DkgState {
+    pub(crate) started: bool,
+    pub(crate) commitments: BTreeMap<u16, Vec<u8>>,
+    /// Each sender's signature over its commitments (ours included).
+    pub(crate) commitment_sigs: BTreeMap<u16, Vec<u8>>,
+    pub(crate) digests: BTreeMap<u16, [u8; 32]>,
+    /// Each echo's per-participant commitment hashes.
+    pub(crate) hashes: BTreeMap<u16, Vec<[u8; 32]>>,
+    pub(crate) shares_sent: bool,
+    pub(crate) shares: BTreeMap<u16, Vec<u8>>,
+    /// Each sender's signature over the share it sent us.
+    pub(crate) share_sigs: BTreeMap<u16, Vec<u8>>,
+    pub(crate) confirmations: BTreeMap<u16, Vec<u8>>,
 }
 
-enum Handled {
+pub(crate) enum Handled {
     Done,
     Wait,
 }
@@ -162,16 +177,23 @@ pub struct Processor {
     pub(crate) def: NetworkDefinition,
     coin: Coin,
     pub(crate) me: ValidatorId,
-    params: DkgParams,
+    pub(crate) params: DkgParams,
     messaging: MessagingKey,
     pub(crate) signer: ProcessorSigner,
     entropy: Zeroizing<[u8; 32]>,
     peers: BTreeMap<ValidatorId, PeerView>,
-    dkg: DkgState,
+    pub(crate) dkg: DkgState,
     pending: Vec<BusMessage>,
     rejected: Vec<(BusMessage, ProtocolError)>,
-    vault: Option<VaultRecord>,
+    pub(crate) vault: Option<VaultRecord>,
     pub(crate) signing: Signing,
+    /// The current DKG attempt's number and participants (sorted like the definition).
+    pub(crate) attempt: u32,
+    pub(crate) participants: Vec<ValidatorId>,
+    /// Validators left out of earlier attempts.
+    pub(crate) excluded: Vec<Exclusion>,
+    /// Timeouts, exclusion votes and blame evidence.
+    pub(crate) faults: Faults,
 }
 
 impl Processor {
@@ -185,20 +207,42 @@ impl Processor {
         vault: Option<VaultRecord>,
     ) -> Result<Self> {
         let me = keys.validator_id();
-        let i = def
-            .participant_index(&me)
-            .ok_or_else(|| ProtocolError::UnknownValidator(me.clone()))?;
+        if !def.is_validator(&me) {
+            return Err(ProtocolError::UnknownValidator(me));
+        }
         if !def.coins.contains(&coin) {
             return Err(ProtocolError::Definition {
                 field: "coins".into(),
                 reason: format!("{coin} has no vault in this network"),
             });
         }
-        // Issue-2 scope: one attempt per session, with every validator.
-        let context = dkg::context(&def.name, coin, def.session, 0, &def.validators);
+        // A stored active vault is kept only if it belongs to this definition: same session,
+        // participants among its validators, and the context those imply.
+        let vault = vault.filter(|v| {
+            v.status == VaultStatus::Active
+                && v.coin == coin
+                && v.session == def.session
+                && v.participants.iter().all(|p| def.is_validator(p))
+                && v.participants.contains(&me)
+                && v.context
+                    == dkg::context(&def.name, coin, def.session, v.attempt, &v.participants)
+        });
+        // Without one, the DKG starts at attempt 0 with every validator.
+        let (attempt, participants, excluded) = match &vault {
+            Some(v) => (v.attempt, v.participants.clone(), v.excluded.clone()),
+            None => (0, def.validators.clone(), Vec::new()),
+        };
+        let context = dkg::context(&def.name, coin, def.session, attempt, &participants);
+        let i = participants
+            .iter()
+            .position(|p| *p == me)
+            .and_then(|i| u16::try_from(i + 1).ok())
+            .ok_or_else(|| ProtocolError::UnknownValidator(me.clone()))?;
+        let n = u16::try_from(participants.len())
+            .map_err(|_| ProtocolError::Dkg("too many participants".into()))?;
         let params = DkgParams {
             t: def.threshold,
-            n: def.n(),
+            n,
             i,
             context,
         };
@@ -208,7 +252,6 @@ impl Processor {
             .filter(|v| **v != me)
             .map(|v| (v.clone(), PeerView::default()))
             .collect();
-        let vault = vault.filter(|v| v.status == VaultStatus::Active && v.context == context);
         Ok(Processor {
             coin,
             me,
@@ -223,7 +266,42 @@ impl Processor {
             vault,
             def,
             signing: Signing::default(),
+            attempt,
+            participants,
+            excluded,
+            faults: Faults::default(),
         })
+    }
+
+    /// Position (1-based) of `v` among the current attempt's participants (the vault's, once
+    /// it exists): its PedPoP and FROST index.
+    pub(crate) fn member_index(&self, v: &ValidatorId) -> Option<u16> {
+        self.participants
+            .iter()
+            .position(|p| p == v)
+            .and_then(|i| u16::try_from(i + 1).ok())
+    }
+
+    /// The participant with index `l`.
+    pub(crate) fn member_at(&self, l: u16) -> Option<&ValidatorId> {
+        usize::from(l)
+            .checked_sub(1)
+            .and_then(|i| self.participants.get(i))
+    }
+
+    /// The current DKG attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The current attempt's participants.
+    pub fn participants(&self) -> &[ValidatorId] {
+        &self.participants
+    }
+
+    /// Validators left out of earlier attempts, and why.
+    pub fn excluded(&self) -> &[Exclusion] {
+        &self.excluded
     }
 
     /// The coin.
@@ -267,6 +345,7 @@ impl Processor {
             return match v.status {
                 VaultStatus::Active => Phase::Active,
                 VaultStatus::Failed => Phase::Failed,
+                VaultStatus::Excluded => Phase::Excluded,
                 VaultStatus::Pending => Phase::Confirming,
             };
         }
@@ -286,14 +365,17 @@ impl Processor {
         let n = usize::from(self.params.n);
         match self.phase() {
             Phase::KeyExchange => (
-                self.peers.values().filter(|p| p.signer.is_some()).count(),
+                self.participants
+                    .iter()
+                    .filter(|v| self.signer_of(v).is_some())
+                    .count(),
                 n - 1,
             ),
             Phase::Commitments => (self.dkg.commitments.len(), n),
             Phase::CommitmentEcho => (self.dkg.digests.len(), n),
             Phase::Shares => (self.dkg.shares.len(), n - 1),
             Phase::Confirming => (self.dkg.confirmations.len(), n),
-            Phase::Active | Phase::Failed => (n, n),
+            Phase::Active | Phase::Failed | Phase::Excluded => (n, n),
         }
     }
 
@@ -309,7 +391,7 @@ impl Processor {
             })),
         ];
         if let Some(v) = self.vault.clone() {
-            if v.status != VaultStatus::Failed {
+            if matches!(v.status, VaultStatus::Pending | VaultStatus::Active) {
                 out.push(Output::Bus(BusMessage::PublicAddressAvailable(
                     self.address_message(&v),
                 )));
@@ -397,7 +479,7 @@ impl Processor {
         Ok(out)
     }
 
-    fn retry_pending(&mut self, out: &mut Vec<Output>) {
+    pub(crate) fn retry_pending(&mut self, out: &mut Vec<Output>) {
         loop {
             let mut progressed = false;
             let pending = std::mem::take(&mut self.pending);
@@ -448,10 +530,13 @@ impl Processor {
         Ok(())
     }
 
-    fn index_of(&self, v: &ValidatorId) -> Result<u16> {
-        self.def
-            .participant_index(v)
-            .ok_or_else(|| ProtocolError::UnknownValidator(v.clone()))
+    pub(crate) fn index_of(&self, v: &ValidatorId) -> Result<u16> {
+        self.member_index(v).ok_or_else(|| {
+            ProtocolError::peer(
+                v,
+                format!("not a participant of DKG attempt {}", self.attempt),
+            )
+        })
     }
 
     /// What a DKG seal binds besides the parties: the DKG context (zero for the key exchange,
@@ -654,18 +739,39 @@ impl Processor {
     }
 
     /// Step 13: once every participant's encrypted key arrived, send our commitments.
-    fn maybe_start_dkg(&mut self, out: &mut Vec<Output>) -> Result<()> {
+    pub(crate) fn maybe_start_dkg(&mut self, out: &mut Vec<Output>) -> Result<()> {
+        let others: Vec<ValidatorId> = self
+            .participants
+            .iter()
+            .filter(|v| **v != self.me)
+            .cloned()
+            .collect();
         if self.dkg.started
             || self.vault.is_some()
-            || self.peers.values().any(|p| p.signer.is_none())
+            || others.iter().any(|v| self.signer_of(v).is_none())
         {
             return Ok(());
         }
         let commitments = dkg::commitments(self.coin.curve(), &self.entropy, &self.params)
             .map_err(|e| ProtocolError::Dkg(e.to_string()))?;
+        let signature = self.signer.sign(
+            COMMITMENT_DOMAIN,
+            &payload_body(
+                self.coin,
+                &self.params.context,
+                &self.me,
+                None,
+                &commitments,
+            ),
+        );
+        let payload = postcard::to_stdvec(&KeyGenPayload {
+            bytes: commitments.clone(),
+            signature: signature.clone(),
+        })
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let mut sends = Vec::new();
-        for v in self.peers.keys() {
-            let sealed = self.seal_to(SealKind::KeyGenCommitment, v, &commitments)?;
+        for v in &others {
+            let sealed = self.seal_to(SealKind::KeyGenCommitment, v, &payload)?;
             sends.push(Output::Bus(BusMessage::EncryptedKeyGenCommitmentOut(
                 EncryptedKeyGenCommitmentOut {
                     coin: self.coin,
@@ -676,27 +782,70 @@ impl Processor {
             )));
         }
         self.dkg.started = true;
+        self.faults
+            .record_commitment(self.params.i, &commitments, &signature);
         self.dkg.commitments.insert(self.params.i, commitments);
+        self.dkg.commitment_sigs.insert(self.params.i, signature);
         out.extend(sends);
         self.after_commitment(out)
     }
 
-    fn check_context(
-        &self,
-        from: &ValidatorId,
-        to: &ValidatorId,
-        context: &[u8; 32],
-    ) -> Result<()> {
+    /// Whether a DKG message belongs to the current attempt: `None` if it does, else what to
+    /// do with it (done with if it is for an earlier attempt, wait if it may be for a later one
+    /// this node has not reached yet).
+    pub(crate) fn attempt_of(&self, context: &[u8; 32]) -> Option<Handled> {
+        if *context == self.params.context {
+            None
+        } else if self.faults.is_past(context) || self.vault_decided() {
+            Some(Handled::Done)
+        } else {
+            Some(Handled::Wait)
+        }
+    }
+
+    /// Whether this coin's DKG is over here (active, failed or left out).
+    pub(crate) fn vault_decided(&self) -> bool {
+        self.vault
+            .as_ref()
+            .is_some_and(|v| v.status != VaultStatus::Pending)
+    }
+
+    fn check_addressed(&self, from: &ValidatorId, to: &ValidatorId) -> Result<()> {
         if *to != self.me {
             return Err(ProtocolError::peer(
                 from,
                 "message addressed to another validator",
             ));
         }
-        if *context != self.params.context {
-            return Err(ProtocolError::peer(from, "message for another DKG context"));
-        }
         Ok(())
+    }
+
+    /// Open a signed DKG payload and check its sender's processor signature; `None` while the
+    /// sender's keys are unknown.
+    fn open_signed(
+        &self,
+        kind: SealKind,
+        from: &ValidatorId,
+        sealed: &[u8],
+        domain: &[u8],
+        to: Option<&ValidatorId>,
+    ) -> Result<Option<KeyGenPayload>> {
+        let Some(signer) = self.signer_of(from) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.open_from(kind, from, sealed)? else {
+            return Ok(None);
+        };
+        let payload: KeyGenPayload = postcard::from_bytes(&bytes)
+            .map_err(|e| ProtocolError::peer(from, format!("DKG payload: {e}")))?;
+        let body = payload_body(self.coin, &self.params.context, from, to, &payload.bytes);
+        if !verify_processor_signature(&signer, domain, &body, &payload.signature) {
+            return Err(ProtocolError::peer(
+                from,
+                "bad processor signature on its DKG payload",
+            ));
+        }
+        Ok(Some(payload))
     }
 
     /// Step 16 (first half): keep a participant's commitments.
@@ -706,23 +855,32 @@ impl Processor {
         out: &mut Vec<Output>,
     ) -> Result<Handled> {
         self.check_sender(&m.from, m.msg.coin)?;
-        self.check_context(&m.from, &m.msg.to, &m.msg.context)?;
+        self.check_addressed(&m.from, &m.msg.to)?;
+        if let Some(h) = self.attempt_of(&m.msg.context) {
+            return Ok(h);
+        }
         if self.vault.is_some() {
             return Ok(Handled::Done);
         }
-        let Some(bytes) = self.open_from(SealKind::KeyGenCommitment, &m.from, &m.msg.sealed)?
+        let l = self.index_of(&m.from)?;
+        let Some(payload) = self.open_signed(
+            SealKind::KeyGenCommitment,
+            &m.from,
+            &m.msg.sealed,
+            COMMITMENT_DOMAIN,
+            None,
+        )?
         else {
             return Ok(Handled::Wait);
         };
-        let l = self.index_of(&m.from)?;
         let p = DkgParams {
             i: l,
             ..self.params
         };
-        dkg::validate_commitment(self.coin.curve(), &p, &bytes)
+        dkg::validate_commitment(self.coin.curve(), &p, &payload.bytes)
             .map_err(|e| ProtocolError::peer(&m.from, format!("malformed commitments: {e}")))?;
         if let Some(existing) = self.dkg.commitments.get(&l) {
-            if *existing != bytes {
+            if *existing != payload.bytes {
                 return Err(ProtocolError::peer(
                     &m.from,
                     "sent two different commitments",
@@ -730,8 +888,12 @@ impl Processor {
             }
             return Ok(Handled::Done);
         }
-        self.dkg.commitments.insert(l, bytes);
+        self.faults
+            .record_commitment(l, &payload.bytes, &payload.signature);
+        self.dkg.commitments.insert(l, payload.bytes);
+        self.dkg.commitment_sigs.insert(l, payload.signature);
         self.after_commitment(out)?;
+        self.check_equivocation(out);
         Ok(Handled::Done)
     }
 
@@ -743,21 +905,29 @@ impl Processor {
         {
             return Ok(());
         }
-        let digest = dkg::commitments_digest(&self.params.context, &self.dkg.commitments);
+        let hashes = dkg::commitment_hashes(&self.params.context, &self.dkg.commitments);
+        let digest = dkg::commitments_digest(&self.params.context, &hashes);
         self.dkg.digests.insert(self.params.i, digest);
+        self.dkg.hashes.insert(self.params.i, hashes.clone());
+        self.publish_differing_commitments(out);
         let body = digest_body(self.coin, &self.params.context, &digest);
         out.push(Output::Bus(BusMessage::KeyGenCommitmentsDigest(
             KeyGenCommitmentsDigest {
                 coin: self.coin,
                 context: self.params.context,
                 digest,
+                hashes,
                 signature: self.signer.sign(DIGEST_DOMAIN, &body),
             },
         )));
         self.after_digest(out)
     }
 
-    fn signer_of(&self, v: &ValidatorId) -> Option<[u8; 32]> {
+    /// A participant's processor signature key (ours included), once known.
+    pub(crate) fn signer_of(&self, v: &ValidatorId) -> Option<[u8; 32]> {
+        if *v == self.me {
+            return Some(self.signer.public());
+        }
         self.peers.get(v).and_then(|p| p.signer)
     }
 
@@ -765,15 +935,13 @@ impl Processor {
         match &m.msg {
             GeneralMessage::KeyGenCommitmentsDigest(d) => {
                 self.check_sender(&m.from, d.coin)?;
-                if d.context != self.params.context {
-                    return Err(ProtocolError::peer(
-                        &m.from,
-                        "digest for another DKG context",
-                    ));
+                if let Some(h) = self.attempt_of(&d.context) {
+                    return Ok(h);
                 }
                 if self.vault.is_some() {
                     return Ok(Handled::Done);
                 }
+                let l = self.index_of(&m.from)?;
                 let Some(signer) = self.signer_of(&m.from) else {
                     return Ok(Handled::Wait);
                 };
@@ -784,7 +952,14 @@ impl Processor {
                         "bad processor signature on digest",
                     ));
                 }
-                let l = self.index_of(&m.from)?;
+                if d.hashes.len() != usize::from(self.params.n)
+                    || dkg::commitments_digest(&d.context, &d.hashes) != d.digest
+                {
+                    return Err(ProtocolError::peer(
+                        &m.from,
+                        "digest does not match its commitment hashes",
+                    ));
+                }
                 match self.dkg.digests.get(&l) {
                     Some(existing) if *existing != d.digest => {
                         return Err(ProtocolError::peer(&m.from, "sent two different digests"))
@@ -793,16 +968,17 @@ impl Processor {
                     None => {}
                 }
                 self.dkg.digests.insert(l, d.digest);
+                self.dkg.hashes.insert(l, d.hashes.clone());
+                self.publish_differing_commitments(out);
                 self.after_digest(out)?;
                 Ok(Handled::Done)
             }
+            GeneralMessage::KeyGenExclusionVote(v) => self.on_vote(&m.from, v, out),
+            GeneralMessage::KeyGenBlame(b) => self.on_blame(&m.from, b, out),
             GeneralMessage::PublicAddressAvailable(a) => {
                 self.check_sender(&m.from, a.coin)?;
-                if a.context != self.params.context {
-                    return Err(ProtocolError::peer(
-                        &m.from,
-                        "address for another DKG context",
-                    ));
+                if let Some(h) = self.attempt_of(&a.context) {
+                    return Ok(h);
                 }
                 if self
                     .vault
@@ -826,6 +1002,9 @@ impl Processor {
                     ));
                 }
                 let l = self.index_of(&m.from)?;
+                if self.member_index(&self.me).is_none() {
+                    return Ok(Handled::Done);
+                }
                 match self.dkg.confirmations.get(&l) {
                     Some(existing) if *existing != a.group_key => {
                         return Err(ProtocolError::peer(
@@ -861,21 +1040,11 @@ impl Processor {
         let Some(mine) = self.dkg.digests.get(&self.params.i).copied() else {
             return Ok(());
         };
-        let differing: Vec<String> = self
-            .dkg
-            .digests
-            .iter()
-            .filter(|(_, d)| **d != mine)
-            .filter_map(|(l, _)| self.def.validator_at(*l).map(|v| v.to_string()))
-            .collect();
-        if !differing.is_empty() {
-            self.fail(
-                out,
-                format!(
-                    "commitments differ: {} saw other commitments than we did",
-                    differing.join(", ")
-                ),
-            );
+        if self.dkg.digests.values().any(|d| *d != mine) {
+            // Someone saw other commitments than we did: our signed copies of the differing
+            // ones are published (`publish_differing_commitments`), so whoever holds another
+            // copy proves the equivocation. A false echo proves nothing and is left to the
+            // timeout vote.
             return Ok(());
         }
         let shares = match dkg::secret_shares(
@@ -885,6 +1054,14 @@ impl Processor {
             &self.dkg.commitments,
         ) {
             Ok(s) => s,
+            Err(DkgFailure::Blame { participant, .. }) => {
+                // Every participant checks the same commitments (the echo matched), so every
+                // one of them finds the same invalid proof of knowledge.
+                if let Some(v) = self.member_at(participant).cloned() {
+                    self.prove_fault(v, ExclusionReason::InvalidCommitments, out);
+                }
+                return Ok(());
+            }
             Err(e) => {
                 self.fail(out, self.describe(&e));
                 return Ok(());
@@ -892,10 +1069,19 @@ impl Processor {
         };
         let mut sends = Vec::new();
         for (l, share) in shares {
-            let Some(v) = self.def.validator_at(l).cloned() else {
+            let Some(v) = self.member_at(l).cloned() else {
                 continue;
             };
-            let sealed = self.seal_to(SealKind::KeyShare, &v, &share)?;
+            let signature = self.signer.sign(
+                SHARE_DOMAIN,
+                &payload_body(self.coin, &self.params.context, &self.me, Some(&v), &share),
+            );
+            let payload = postcard::to_stdvec(&KeyGenPayload {
+                bytes: share,
+                signature,
+            })
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            let sealed = self.seal_to(SealKind::KeyShare, &v, &payload)?;
             sends.push(Output::Bus(BusMessage::EncryptedKeyShareOut(
                 EncryptedKeyShareOut {
                     coin: self.coin,
@@ -914,23 +1100,38 @@ impl Processor {
     /// Step 19: keep a share addressed to us.
     fn on_share(&mut self, m: &EncryptedKeyShareIn, out: &mut Vec<Output>) -> Result<Handled> {
         self.check_sender(&m.from, m.msg.coin)?;
-        self.check_context(&m.from, &m.msg.to, &m.msg.context)?;
+        self.check_addressed(&m.from, &m.msg.to)?;
+        if let Some(h) = self.attempt_of(&m.msg.context) {
+            return Ok(h);
+        }
         if self.vault.is_some() {
             return Ok(Handled::Done);
         }
-        let Some(bytes) = self.open_from(SealKind::KeyShare, &m.from, &m.msg.sealed)? else {
+        let l = self.index_of(&m.from)?;
+        let me = self.me.clone();
+        let Some(payload) = self.open_signed(
+            SealKind::KeyShare,
+            &m.from,
+            &m.msg.sealed,
+            SHARE_DOMAIN,
+            Some(&me),
+        )?
+        else {
             return Ok(Handled::Wait);
         };
-        dkg::validate_share(self.coin.curve(), &self.params, &bytes)
-            .map_err(|e| ProtocolError::peer(&m.from, format!("malformed share: {e}")))?;
-        let l = self.index_of(&m.from)?;
         if let Some(existing) = self.dkg.shares.get(&l) {
-            if *existing != bytes {
+            if *existing != payload.bytes {
                 return Err(ProtocolError::peer(&m.from, "sent two different shares"));
             }
             return Ok(Handled::Done);
         }
-        self.dkg.shares.insert(l, bytes);
+        if dkg::validate_share(self.coin.curve(), &self.params, &payload.bytes).is_err() {
+            // Signed garbage is evidence too: publish it so everyone blames the sender.
+            self.blame_share(m.from.clone(), payload.bytes, payload.signature, None, out);
+            return Ok(Handled::Done);
+        }
+        self.dkg.shares.insert(l, payload.bytes);
+        self.dkg.share_sigs.insert(l, payload.signature);
         self.after_share(out);
         Ok(Handled::Done)
     }
@@ -952,6 +1153,18 @@ impl Processor {
         );
         let output = match result {
             Ok(o) => o,
+            Err(DkgFailure::InvalidShare { participant, proof }) => {
+                let (Some(v), Some(share), Some(sig)) = (
+                    self.member_at(participant).cloned(),
+                    self.dkg.shares.get(&participant).cloned(),
+                    self.dkg.share_sigs.get(&participant).cloned(),
+                ) else {
+                    self.fail(out, format!("participant {participant}: invalid share"));
+                    return;
+                };
+                self.blame_share(v, share, sig, proof, out);
+                return;
+            }
             Err(e) => {
                 self.fail(out, self.describe(&e));
                 return;
@@ -968,11 +1181,13 @@ impl Processor {
             coin: self.coin,
             session: self.def.session,
             context: self.params.context,
+            attempt: self.attempt,
             status: VaultStatus::Pending,
             group_key: output.group_key.clone(),
             address,
             threshold: self.params.t,
-            participants: self.def.validators.clone(),
+            participants: self.participants.clone(),
+            excluded: self.excluded.clone(),
             reason: None,
         };
         if let Err(e) = self.set_key_share(&output.keys) {
@@ -1010,7 +1225,12 @@ impl Processor {
             .confirmations
             .iter()
             .filter(|(_, k)| **k != vault.group_key)
-            .filter_map(|(l, _)| self.def.validator_at(*l).map(|v| v.to_string()))
+            .filter_map(|(l, _)| {
+                usize::from(*l)
+                    .checked_sub(1)
+                    .and_then(|i| self.participants.get(i))
+                    .map(|v| v.to_string())
+            })
             .collect();
         if differing.is_empty() {
             vault.status = VaultStatus::Active;
@@ -1028,26 +1248,39 @@ impl Processor {
                 reason,
             } => {
                 let who = self
-                    .def
-                    .validator_at(*participant)
+                    .member_at(*participant)
                     .map(|v| v.to_string())
                     .unwrap_or_default();
                 format!("{who} (participant {participant}): {reason}")
+            }
+            DkgFailure::InvalidShare { participant, .. } => {
+                let who = self
+                    .member_at(*participant)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                format!("{who} (participant {participant}): invalid secret share")
             }
             DkgFailure::Other(s) => s.clone(),
         }
     }
 
-    fn fail(&mut self, out: &mut Vec<Output>, reason: String) {
+    pub(crate) fn fail(&mut self, out: &mut Vec<Output>, reason: String) {
+        self.decide(out, VaultStatus::Failed, reason);
+    }
+
+    /// End this coin's DKG here without a key (failed, or left out by the others).
+    pub(crate) fn decide(&mut self, out: &mut Vec<Output>, status: VaultStatus, reason: String) {
         let vault = VaultRecord {
             coin: self.coin,
             session: self.def.session,
             context: self.params.context,
-            status: VaultStatus::Failed,
+            attempt: self.attempt,
+            status,
             group_key: Vec::new(),
             address: String::new(),
             threshold: self.params.t,
-            participants: self.def.validators.clone(),
+            participants: self.participants.clone(),
+            excluded: self.excluded.clone(),
             reason: Some(reason),
         };
         out.push(Output::Persist(Persist::Vault(vault.clone())));
@@ -1078,6 +1311,26 @@ fn sender_of(m: &BusMessage) -> Option<&ValidatorId> {
         BusMessage::GeneralIn(m) => Some(&m.from),
         _ => None,
     }
+}
+
+/// What a sender signs over a DKG payload: coin, context, sender, recipient (shares only) and
+/// the PedPoP bytes.
+pub(crate) fn payload_body(
+    coin: Coin,
+    context: &[u8; 32],
+    from: &ValidatorId,
+    to: Option<&ValidatorId>,
+    bytes: &[u8],
+) -> Vec<u8> {
+    let mut b = coin.ticker().as_bytes().to_vec();
+    b.extend_from_slice(context);
+    for v in std::iter::once(from).chain(to) {
+        b.push(v.as_bytes().len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    b.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    b.extend_from_slice(bytes);
+    b
 }
 
 fn digest_body(coin: Coin, context: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {

@@ -133,9 +133,9 @@ struct Origination {
 #[derive(Default)]
 pub(crate) struct Signing {
     config: SigningConfig,
-    now: u64,
+    pub(crate) now: u64,
     reachable: BTreeSet<ValidatorId>,
-    keys: Option<VaultKeys>,
+    pub(crate) keys: Option<VaultKeys>,
     ceremonies: BTreeMap<([u8; 32], u32), Ceremony>,
     originated: BTreeMap<[u8; 32], Origination>,
     queue: VecDeque<[u8; 32]>,
@@ -254,6 +254,8 @@ impl Processor {
         let mut out = Vec::new();
         self.signing.now = now_ms;
         self.signing.reachable = reachable;
+        self.dkg_tick(now_ms, &mut out);
+        self.retry_pending(&mut out);
         let due: Vec<[u8; 32]> = self
             .signing
             .originated
@@ -422,8 +424,7 @@ impl Processor {
         };
         // Candidates: reachable participants that did not cheat on this request; slow ones last.
         let mut candidates: Vec<(bool, [u8; 32], ValidatorId)> = self
-            .def
-            .validators
+            .participants
             .iter()
             .filter(|v| **v != self.me)
             .filter(|v| self.signing.reachable.contains(*v) && !o.cheaters.contains_key(*v))
@@ -439,7 +440,7 @@ impl Processor {
         candidates.sort();
         if candidates.len() + 1 < t || attempt >= MAX_ATTEMPTS {
             let mut missing: Vec<String> = Vec::new();
-            for v in self.def.validators.iter().filter(|v| **v != self.me) {
+            for v in self.participants.iter().filter(|v| **v != self.me) {
                 if let Some(why) = o.cheaters.get(v) {
                     missing.push(format!("{v} ({why})"));
                 } else if !self.signing.reachable.contains(v) {
@@ -469,7 +470,7 @@ impl Processor {
             .map(|(_, _, v)| v)
             .chain(std::iter::once(self.me.clone()))
             .collect();
-        signers.sort_by_key(|v| self.def.participant_index(v));
+        signers.sort_by_key(|v| self.member_index(v));
         let mut request = SignRequest {
             coin: self.coin(),
             id,
@@ -578,9 +579,9 @@ impl Processor {
     }
 
     fn index_of_validator(&self, from: &ValidatorId, v: &ValidatorId) -> Result<u16> {
-        self.def
-            .participant_index(v)
-            .ok_or_else(|| ProtocolError::peer(from, format!("{v} is not a validator")))
+        self.member_index(v).ok_or_else(|| {
+            ProtocolError::peer(from, format!("{v} is not a participant of the vault"))
+        })
     }
 
     /// Open a signing payload from `from`, bound to the ceremony's `session`.
@@ -933,7 +934,7 @@ impl Processor {
         if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
             c.finished = true;
         }
-        let culprit = e.culprit().and_then(|l| self.def.validator_at(l).cloned());
+        let culprit = e.culprit().and_then(|l| self.member_at(l).cloned());
         let Some(peer) = culprit else {
             if self
                 .signing

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Coin, ValidatorId};
+use crate::{
+    ids::{Coin, ValidatorId},
+    messages::ExclusionReason,
+};
 
 /// Where a vault stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +17,22 @@ pub enum VaultStatus {
     Active,
     /// The DKG failed; `reason` says why.
     Failed,
+    /// This validator was left out of the DKG by the other participants' votes; the vault
+    /// belongs to them.
+    Excluded,
+}
+
+/// A participant left out of a DKG attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exclusion {
+    /// Who.
+    pub validator: ValidatorId,
+    /// The attempt it was left out of (it took part in it; the next one ran without it).
+    pub attempt: u32,
+    /// Why.
+    pub reason: ExclusionReason,
+    /// The participants whose signed votes decided it.
+    pub voters: Vec<ValidatorId>,
 }
 
 /// A coin's vault.
@@ -25,6 +44,8 @@ pub struct VaultRecord {
     pub session: u32,
     /// DKG context of the attempt that produced it.
     pub context: [u8; 32],
+    /// That attempt's number (0 unless participants were left out).
+    pub attempt: u32,
     /// Status.
     pub status: VaultStatus,
     /// Group public key (empty until computed).
@@ -33,8 +54,10 @@ pub struct VaultRecord {
     pub address: String,
     /// Threshold.
     pub threshold: u16,
-    /// Participants in index order.
+    /// Participants in index order (the attempt's: those left out are not among them).
     pub participants: Vec<ValidatorId>,
+    /// Validators left out of earlier attempts, and why.
+    pub excluded: Vec<Exclusion>,
     /// Why it failed.
     pub reason: Option<String>,
 }

@@ -9,6 +9,7 @@ use protocol::{
     messages::{self, *},
     network::NetworkDefinition,
     processor::{Output, Persist, Phase, Processor},
+    sabotage::Sabotage,
     seal::{self, SealContext, SealKind},
     vault::{CheaterReport, SignRecord, SignStatus, VaultStatus},
     Coin, ValidatorId,
@@ -43,6 +44,12 @@ struct Cluster {
     sign_errors: Vec<(usize, String)>,
     /// Key shares persisted.
     key_shares: BTreeMap<(usize, Coin), Vec<u8>>,
+    /// Malicious validators.
+    sabotage: BTreeMap<usize, Sabotage>,
+    /// Own exclusion votes persisted, per (node, coin).
+    votes: BTreeMap<(usize, Coin), Vec<KeyGenExclusionVote>>,
+    /// Messages a node rejected (node, error).
+    rejected: Vec<(usize, String)>,
 }
 
 fn hop<T: serde::Serialize + serde::de::DeserializeOwned>(m: &T) -> T {
@@ -87,6 +94,9 @@ impl Cluster {
             down: Default::default(),
             sign_errors: Vec::new(),
             key_shares: BTreeMap::new(),
+            sabotage: BTreeMap::new(),
+            rejected: Vec::new(),
+            votes: BTreeMap::new(),
         };
         for node in 0..n {
             for &coin in coins {
@@ -113,6 +123,14 @@ impl Cluster {
 
     /// The coordinator: persist, then forward Out messages as In messages to their targets.
     fn route(&mut self, node: usize, coin: Coin, out: Vec<Output>) {
+        let out = match self.sabotage.get(&node) {
+            Some(how) => self
+                .procs
+                .get_mut(&(node, coin))
+                .unwrap()
+                .sabotage(*how, out),
+            None => out,
+        };
         for o in out {
             match o {
                 Output::Persist(p) => {
@@ -125,6 +143,9 @@ impl Cluster {
                         }
                         Persist::KeyShare { keys, .. } => {
                             self.key_shares.insert((node, coin), keys.to_vec());
+                        }
+                        Persist::Vote(v) => {
+                            self.votes.entry((node, coin)).or_default().push(v.clone())
                         }
                         _ => {}
                     }
@@ -224,6 +245,12 @@ impl Cluster {
                         }
                         BusMessage::SignatureAvailable(a) => {
                             self.gossip(node, coin, GeneralMessage::SignatureAvailable(a))
+                        }
+                        BusMessage::KeyGenExclusionVote(v) => {
+                            self.gossip(node, coin, GeneralMessage::KeyGenExclusionVote(v))
+                        }
+                        BusMessage::KeyGenBlame(b) => {
+                            self.gossip(node, coin, GeneralMessage::KeyGenBlame(b))
                         }
                         BusMessage::EncryptedPreprocessOut(m) => {
                             let to = self.index(&m.to);
@@ -340,6 +367,8 @@ impl Cluster {
                 Ok(out) => self.route(to, coin, out),
                 // A late signing message for a finished attempt: the node logs and drops it.
                 Err(e) if signing => self.sign_errors.push((to, e.to_string())),
+                // A malicious validator's messages may be rejected; an honest one's never.
+                Err(e) if !self.sabotage.is_empty() => self.rejected.push((to, e.to_string())),
                 Err(e) => panic!("node {to}: {e}"),
             }
         }
@@ -406,50 +435,136 @@ fn seven_validators_with_custom_threshold() {
     assert_all_active(&c, &[Coin::Sol]);
 }
 
+/// The honest nodes (all but `culprit`) end with one active vault at attempt 1 without the
+/// culprit, which every one of them lists as left out for `reason`; the vault signs.
+fn assert_left_out(c: &mut Cluster, coin: Coin, culprit: usize, reason: ExclusionReason) {
+    let honest: Vec<usize> = (0..c.ids.len()).filter(|n| *n != culprit).collect();
+    let expected: Vec<ValidatorId> = c
+        .def
+        .validators
+        .iter()
+        .filter(|v| **v != c.ids[culprit])
+        .cloned()
+        .collect();
+    let first = c.procs[&(honest[0], coin)].vault().cloned().unwrap();
+    for &n in &honest {
+        let v = c.procs[&(n, coin)].vault().cloned().expect("decided");
+        assert_eq!(v.status, VaultStatus::Active, "node {n}: {:?}", v.reason);
+        assert_eq!(v.attempt, 1);
+        assert_eq!(v.participants, expected);
+        assert_eq!(v.group_key, first.group_key);
+        assert_eq!(v.excluded.len(), 1, "{:?}", v.excluded);
+        assert_eq!(v.excluded[0].validator, c.ids[culprit]);
+        assert_eq!(v.excluded[0].reason, reason);
+        assert_eq!(v.excluded[0].attempt, 0);
+        assert!(v.excluded[0].voters.len() >= usize::from(c.def.threshold));
+    }
+    // The culprit learnt it was left out (from the same votes).
+    if !c.down.contains(&culprit) {
+        let v = c.procs[&(culprit, coin)].vault().cloned().expect("decided");
+        assert_eq!(v.status, VaultStatus::Excluded, "{:?}", v.reason);
+    }
+    // The new vault signs with its three participants (culprit down so it is not picked).
+    c.down.insert(culprit);
+    c.tick(10_000_000, &[coin]);
+    let msgs = messages_for(coin, 1, 0x5a);
+    let id = c.request(honest[0], coin, msgs.clone());
+    let r = assert_signed(c, coin, id, &msgs);
+    assert!(!r.signers.contains(&c.ids[culprit]));
+}
+
 #[test]
-fn equivocating_commitments_stop_everyone_before_shares() {
-    let coins = [Coin::Btc];
-    let mut c = Cluster::new(4, &coins, 3);
-    // Validator 0 sends validator 1 commitments from another polynomial, properly sealed.
-    c.tamper = Some(Box::new(|node, m, c: &Cluster| {
-        if let BusMessage::EncryptedKeyGenCommitmentOut(out) = m {
-            if node == 0 && out.to == c.ids[1] {
-                let i = c.def.participant_index(&c.ids[0]).unwrap();
-                let p = protocol::dkg::DkgParams {
-                    t: c.def.threshold,
-                    n: c.def.n(),
-                    i,
-                    context: out.context,
-                };
-                let other = protocol::dkg::commitments(Coin::Btc.curve(), &[0xee; 32], &p).unwrap();
-                let ctx = SealContext {
-                    network: &c.def.name,
-                    coin: Coin::Btc,
-                    kind: SealKind::KeyGenCommitment,
-                    from: &c.ids[0],
-                    to: &c.ids[1],
-                    context: out.context,
-                };
-                let to_key = c.keys[1].processor_messaging.public;
-                out.sealed =
-                    seal::seal(&c.keys[0].processor_messaging, &to_key, &ctx, &other).unwrap();
-            }
-        }
-    }));
+fn equivocating_commitments_are_proven_and_the_equivocator_left_out() {
+    for coin in [Coin::Btc, Coin::Sol] {
+        let mut c = Cluster::new(4, &[coin], 3);
+        c.sabotage.insert(0, Sabotage::Equivocate);
+        c.run();
+        assert_left_out(&mut c, coin, 0, ExclusionReason::Equivocation);
+    }
+}
+
+#[test]
+fn an_invalid_share_is_blamed_on_its_sender_through_the_pedpop_proof() {
+    for coin in [Coin::Eth, Coin::Sol] {
+        let mut c = Cluster::new(4, &[coin], 31);
+        c.sabotage.insert(2, Sabotage::BadShare);
+        c.run();
+        assert_left_out(&mut c, coin, 2, ExclusionReason::InvalidShare);
+    }
+}
+
+#[test]
+fn a_false_accusation_is_blamed_on_the_accuser() {
+    let coin = Coin::Btc;
+    let mut c = Cluster::new(4, &[coin], 32);
+    c.sabotage.insert(1, Sabotage::FalseAccusation);
     c.run();
-    for i in 0..4 {
-        let p = &c.procs[&(i, Coin::Btc)];
-        let v = p.vault().expect("every node decided");
-        assert_eq!(v.status, VaultStatus::Failed);
-        assert!(v.group_key.is_empty(), "no key computed");
-        assert!(v
-            .reason
-            .as_deref()
-            .unwrap_or("")
-            .contains("commitments differ"));
-        assert!(!c.persisted[&(i, Coin::Btc)]
-            .iter()
-            .any(|p| p.starts_with("KeyShare")));
+    // The accusation can race the honest completion: tick so everyone's vote is counted.
+    c.tick(1, &[coin]);
+
+    assert_left_out(&mut c, coin, 1, ExclusionReason::FalseAccusation);
+}
+
+#[test]
+fn a_silent_participant_is_voted_out_after_the_timeout() {
+    let coin = Coin::Eth;
+    let mut c = Cluster::new(4, &[coin], 33);
+    // Validator 3 announced its key, then stops answering.
+    c.down.insert(3);
+    c.run();
+    for n in 0..3 {
+        assert_eq!(c.procs[&(n, coin)].phase(), Phase::Commitments);
+    }
+    c.tick(1_000, &[coin]);
+    // Before the timeout: nobody votes.
+    assert!(c.procs[&(0, coin)].votes().is_empty());
+    c.tick(1_000 + 60_000, &[coin]);
+    let v = c.procs[&(0, coin)].vault().cloned().expect("decided");
+    assert_eq!(v.excluded[0].reason, ExclusionReason::SilentCommitments);
+    // A restart (own votes from disk, then the inbound log) lands on the same attempt and key.
+    let k = &c.keys[0];
+    let mut p =
+        Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), None).unwrap();
+    let mut out = p.restore_votes(c.votes[&(0, coin)].clone());
+    out.extend(p.start());
+    for m in c.inbound[&(0, coin)].clone() {
+        out.extend(p.handle(m).unwrap());
+    }
+    c.procs.insert((0, coin), p);
+    c.route(0, coin, out);
+    c.run();
+    let again = c.procs[&(0, coin)].vault().cloned().expect("decided again");
+    assert_eq!(again.status, VaultStatus::Active);
+    assert_eq!(again.group_key, v.group_key);
+    assert_eq!(again.attempt, 1);
+    assert_left_out(&mut c, coin, 3, ExclusionReason::SilentCommitments);
+}
+
+#[test]
+fn with_fewer_than_t_answering_nobody_is_left_out_and_the_dkg_waits() {
+    let coin = Coin::Sol;
+    let mut c = Cluster::new(4, &[coin], 34);
+    c.down.insert(2);
+    c.down.insert(3);
+    c.run();
+    c.tick(1_000, &[coin]);
+    c.tick(61_000, &[coin]);
+    c.tick(122_000, &[coin]);
+    for n in 0..2 {
+        let p = &c.procs[&(n, coin)];
+        assert!(p.vault().is_none());
+        assert_eq!(p.attempt(), 0);
+        // Both voted (twice: the second round after no quorum), but two votes are not t.
+        let votes = p.votes();
+        assert!(votes.len() >= 2, "{votes:?}");
+        let mut silent = [&c.ids[2], &c.ids[3]];
+        silent.sort();
+        assert!(
+            votes
+                .iter()
+                .all(|v| v.exclude.iter().map(|(x, _)| x).eq(silent.iter().copied())),
+            "{votes:?}"
+        );
     }
 }
 
@@ -677,7 +792,8 @@ fn messages_for(coin: Coin, k: usize, tag: u8) -> Vec<Vec<u8>> {
 
 /// Every live node stored the request as done, with the same valid signatures.
 fn assert_signed(c: &Cluster, coin: Coin, id: [u8; 32], messages: &[Vec<u8>]) -> SignRecord {
-    let vault = c.procs[&(0, coin)].vault().unwrap().clone();
+    let live = (0..c.ids.len()).find(|n| !c.down.contains(n)).unwrap();
+    let vault = c.procs[&(live, coin)].vault().unwrap().clone();
     let mut first: Option<SignRecord> = None;
     for node in (0..c.ids.len()).filter(|n| !c.down.contains(n)) {
         let r = c

@@ -15,6 +15,7 @@
 //! | `sign_requests` | request id | [`SignRecord`]: a signature request and its outcome |
 //! | `nonces_used` | [`NonceKey`] (coin, id, attempt) | marker: this attempt was preprocessed |
 //! | `cheaters` | [`CheaterKey`] (coin, id, attempt, peer) | [`CheaterReport`] |
+//! | `dkg_votes` | [`VoteKey`] (coin, context, round) | our own `KeyGenExclusionVote`s |
 //!
 //! Values are postcard behind a one-byte schema version; a value that does not decode is
 //! reported as [`StorageError::Corrupt`] naming the column family, never a panic.
@@ -23,7 +24,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use protocol::{
     keys::{MessagingKey, NodeKeys},
-    messages::{BusMessage, DirectRequest, ProcessorPublicKey},
+    messages::{BusMessage, DirectRequest, KeyGenExclusionVote, ProcessorPublicKey},
     vault::{CheaterReport, SignRecord, SignStatus, VaultRecord},
     Coin, ValidatorId,
 };
@@ -147,6 +148,10 @@ pub enum InboundKind {
     Share = 4,
     /// PublicAddressAvailable (general).
     Address = 5,
+    /// KeyGenExclusionVote (general).
+    Vote = 6,
+    /// KeyGenBlame (general).
+    Blame = 7,
 }
 
 /// Key of the `inbound` column family: a slot per (coin, kind, sender, context), and within a
@@ -190,6 +195,8 @@ impl InboundKey {
             3 => InboundKind::Digest,
             4 => InboundKind::Share,
             5 => InboundKind::Address,
+            6 => InboundKind::Vote,
+            7 => InboundKind::Blame,
             _ => return None,
         };
         let (&len, rest) = rest.split_first()?;
@@ -330,6 +337,28 @@ impl StorageKey for CheaterKey {
     }
 }
 
+/// Key of `dkg_votes`: one of our exclusion votes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteKey {
+    /// Coin.
+    pub coin: Coin,
+    /// Context of the attempt voted on.
+    pub context: [u8; 32],
+    /// Round.
+    pub round: u32,
+}
+
+impl StorageKey for VoteKey {
+    fn to_key(&self) -> Vec<u8> {
+        [
+            &[self.coin.id()][..],
+            &self.context,
+            &self.round.to_be_bytes(),
+        ]
+        .concat()
+    }
+}
+
 /// A secret key share, kept in a zeroizing buffer.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct KeyShareRecord {
@@ -383,7 +412,12 @@ table!(
     Cheaters, "cheaters", CheaterKey, CheaterReport
 );
 
-const ALL_CFS: [&str; 9] = [
+table!(
+    /// Our own DKG exclusion votes (a restarted node never votes differently in a round).
+    DkgVotes, "dkg_votes", VoteKey, KeyGenExclusionVote
+);
+
+const ALL_CFS: [&str; 10] = [
     Identity::CF,
     Peers::CF,
     Inbound::CF,
@@ -393,6 +427,7 @@ const ALL_CFS: [&str; 9] = [
     SignRequests::CF,
     NoncesUsed::CF,
     Cheaters::CF,
+    DkgVotes::CF,
 ];
 
 fn encode_value<V: Serialize>(v: &V) -> Result<Zeroizing<Vec<u8>>> {
@@ -651,6 +686,15 @@ impl Store {
             .into_iter()
             .map(|(_, r)| r)
             .filter(|r| r.coin == coin && r.status == SignStatus::Pending)
+            .collect())
+    }
+
+    /// Our DKG exclusion votes for a coin.
+    pub fn dkg_votes(&self, coin: Coin) -> Result<Vec<KeyGenExclusionVote>> {
+        Ok(self
+            .scan::<DkgVotes>(&[coin.id()])?
+            .into_iter()
+            .map(|(_, v)| v)
             .collect())
     }
 

@@ -1,0 +1,161 @@
+//! Test-only malicious behaviours (feature `fault-injection`, never in a release build).
+//!
+//! A sabotaged processor runs the honest state machine and then rewrites what it emits, with its
+//! own real keys, so that what its peers receive is exactly what a malicious validator could
+//! send: properly sealed and signed, but wrong.
+
+use crate::{
+    dkg,
+    messages::{BlameEvidence, BusMessage, KeyGenPayload},
+    processor::{payload_body, Output, Processor, COMMITMENT_DOMAIN, SHARE_DOMAIN},
+    seal::SealKind,
+    ValidatorId,
+};
+
+/// What a malicious validator does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Sends the lowest-indexed other participant commitments from another polynomial (signed).
+    Equivocate,
+    /// Sends the lowest-indexed other participant a share of another polynomial, properly
+    /// encrypted and signed: it decrypts, but does not match its commitments.
+    BadShare,
+    /// Accuses the first participant whose (valid) share it received, without a proof, and
+    /// (as its accusation claims it has no key) never confirms the group key.
+    FalseAccusation,
+    /// Replaces every sealed DKG payload it sends with random bytes.
+    Garbage,
+}
+
+impl std::str::FromStr for Sabotage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "equivocate" => Ok(Sabotage::Equivocate),
+            "bad-share" => Ok(Sabotage::BadShare),
+            "false-accusation" => Ok(Sabotage::FalseAccusation),
+            "garbage" => Ok(Sabotage::Garbage),
+            other => Err(format!(
+                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage)"
+            )),
+        }
+    }
+}
+
+impl Processor {
+    fn victim(&self) -> Option<ValidatorId> {
+        self.participants.iter().find(|v| **v != self.me).cloned()
+    }
+
+    fn other_entropy(&self) -> [u8; 32] {
+        let mut e = [0u8; 32];
+        for (i, b) in e.iter_mut().enumerate() {
+            *b = (i as u8) ^ 0xa5;
+        }
+        e[..8].copy_from_slice(&self.params.context[..8]);
+        e
+    }
+
+    /// Rewrite what the honest machine emitted (and add to it).
+    pub fn sabotage(&mut self, how: Sabotage, out: Vec<Output>) -> Vec<Output> {
+        let mut result = Vec::with_capacity(out.len());
+        for o in out {
+            let Output::Bus(msg) = o else {
+                result.push(o);
+                continue;
+            };
+            let msg = match (how, msg) {
+                (Sabotage::Equivocate, BusMessage::EncryptedKeyGenCommitmentOut(mut m))
+                    if Some(&m.to) == self.victim().as_ref() =>
+                {
+                    if let Ok(other) =
+                        dkg::commitments(self.coin().curve(), &self.other_entropy(), &self.params)
+                    {
+                        let sig = self.signer.sign(
+                            COMMITMENT_DOMAIN,
+                            &payload_body(self.coin(), &m.context, &self.me, None, &other),
+                        );
+                        if let Some(sealed) =
+                            self.reseal(SealKind::KeyGenCommitment, &m.to, other, sig)
+                        {
+                            m.sealed = sealed;
+                        }
+                    }
+                    BusMessage::EncryptedKeyGenCommitmentOut(m)
+                }
+                (Sabotage::BadShare, BusMessage::EncryptedKeyShareOut(mut m))
+                    if Some(&m.to) == self.victim().as_ref() =>
+                {
+                    let shares = dkg::secret_shares(
+                        self.coin().curve(),
+                        &self.other_entropy(),
+                        &self.params,
+                        &self.dkg.commitments,
+                    );
+                    let l = self.member_index(&m.to);
+                    if let Some(share) = shares.ok().and_then(|s| s.get(&l?).cloned()) {
+                        let sig = self.signer.sign(
+                            SHARE_DOMAIN,
+                            &payload_body(self.coin(), &m.context, &self.me, Some(&m.to), &share),
+                        );
+                        if let Some(sealed) = self.reseal(SealKind::KeyShare, &m.to, share, sig) {
+                            m.sealed = sealed;
+                        }
+                    }
+                    BusMessage::EncryptedKeyShareOut(m)
+                }
+                (Sabotage::Garbage, BusMessage::EncryptedKeyGenCommitmentOut(mut m)) => {
+                    m.sealed = garbage(&m.context, m.sealed.len());
+                    BusMessage::EncryptedKeyGenCommitmentOut(m)
+                }
+                (Sabotage::Garbage, BusMessage::EncryptedKeyShareOut(mut m)) => {
+                    m.sealed = garbage(&m.context, m.sealed.len());
+                    BusMessage::EncryptedKeyShareOut(m)
+                }
+                (Sabotage::FalseAccusation, BusMessage::PublicAddressAvailable(_)) => continue,
+                (_, other) => other,
+            };
+            result.push(Output::Bus(msg));
+        }
+        if how == Sabotage::FalseAccusation && !self.dkg.shares.is_empty() {
+            self.accuse_falsely(&mut result);
+        }
+        result
+    }
+
+    fn accuse_falsely(&mut self, out: &mut Vec<Output>) {
+        let Some((&l, share)) = self.dkg.shares.iter().next() else {
+            return;
+        };
+        let (Some(v), Some(sig)) = (self.member_at(l).cloned(), self.dkg.share_sigs.get(&l)) else {
+            return;
+        };
+        if !self.faults.accused_falsely.insert(self.params.context) {
+            return;
+        }
+        let evidence = BlameEvidence::InvalidShare {
+            accused: v,
+            share: share.clone(),
+            share_signature: sig.clone(),
+            proof: None,
+        };
+        self.publish_blame(evidence, out);
+    }
+
+    fn reseal(
+        &self,
+        kind: SealKind,
+        to: &ValidatorId,
+        bytes: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let payload = postcard::to_stdvec(&KeyGenPayload { bytes, signature }).ok()?;
+        self.seal_with(kind, to, self.params.context, &payload).ok()
+    }
+}
+
+fn garbage(seed: &[u8; 32], len: usize) -> Vec<u8> {
+    (0..len.max(1))
+        .map(|i| seed[i % 32].wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
