@@ -24,6 +24,19 @@ pub enum ControlRequest {
         /// Coin.
         coin: Coin,
     },
+    /// Test-only (feature `fault-injection`): cut the links to `cut` and delay those to
+    /// `delayed` by `delay_ms`, replacing earlier faults (empty lists heal every link).
+    Links {
+        /// PeerIds to cut off.
+        #[serde(default)]
+        cut: Vec<String>,
+        /// PeerIds whose traffic is held back.
+        #[serde(default)]
+        delayed: Vec<String>,
+        /// Delay.
+        #[serde(default)]
+        delay_ms: u64,
+    },
 }
 
 /// The answer.
@@ -107,11 +120,58 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<ControlCommand>) -> s
                 }
             }
         }
+        Ok(ControlRequest::Links {
+            cut,
+            delayed,
+            delay_ms,
+        }) => links(&commands, &cut, &delayed, delay_ms).await,
         Err(e) => fail(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
     write.write_all(&out).await
+}
+
+#[cfg(feature = "fault-injection")]
+async fn links(
+    commands: &mpsc::Sender<ControlCommand>,
+    cut: &[String],
+    delayed: &[String],
+    delay_ms: u64,
+) -> ControlResponse {
+    let parse = |ids: &[String]| -> Result<std::collections::BTreeSet<libp2p::PeerId>, String> {
+        ids.iter()
+            .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
+            .collect()
+    };
+    let (cut, delayed) = match (parse(cut), parse(delayed)) {
+        (Ok(c), Ok(d)) => (c, d),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let cmd = ControlCommand::LinkFaults {
+        cut,
+        delayed,
+        delay: std::time::Duration::from_millis(delay_ms),
+    };
+    match commands.send(cmd).await {
+        Ok(()) => ControlResponse {
+            ok: true,
+            pubkey: None,
+            seq: None,
+            error: None,
+        },
+        Err(_) => fail("node is shutting down".into()),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+async fn links(
+    _: &mpsc::Sender<ControlCommand>,
+    _: &[String],
+    _: &[String],
+    _: u64,
+) -> ControlResponse {
+    fail("link faults exist only in a test build (feature fault-injection)".into())
 }
 
 fn fail(error: String) -> ControlResponse {

@@ -81,6 +81,16 @@ pub struct SignCommand {
 pub enum ControlCommand {
     /// Step 4 for a coin.
     RotateKey(Coin, oneshot::Sender<Result<([u8; 32], u64), String>>),
+    /// Test-only: cut the links to `cut`, delay those to `delayed` (replacing earlier faults).
+    #[cfg(feature = "fault-injection")]
+    LinkFaults {
+        /// Peers to cut off.
+        cut: BTreeSet<PeerId>,
+        /// Peers whose traffic is held back.
+        delayed: BTreeSet<PeerId>,
+        /// By how long.
+        delay: Duration,
+    },
 }
 
 struct OutboxEntry {
@@ -129,6 +139,8 @@ pub struct Coordinator {
     listen_addrs: Vec<Multiaddr>,
     announce_now: bool,
     last_seq: u64,
+    #[cfg(feature = "fault-injection")]
+    link_faults: crate::faults::LinkFaults,
 }
 
 impl Coordinator {
@@ -194,6 +206,8 @@ impl Coordinator {
             peer_records,
             listen_addrs: Vec::new(),
             announce_now: true,
+            #[cfg(feature = "fault-injection")]
+            link_faults: Default::default(),
             last_seq: 0,
         })
     }
@@ -278,6 +292,8 @@ impl Coordinator {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                         last_kad = now;
                     }
+                    #[cfg(feature = "fault-injection")]
+                    self.release_held().await;
                     self.tick_processors(start);
                     self.flush_outbox();
                     self.refresh_status();
@@ -292,6 +308,14 @@ impl Coordinator {
         let reachable: BTreeSet<ValidatorId> = self
             .connected
             .iter()
+            .filter(|p| {
+                #[cfg(feature = "fault-injection")]
+                if self.link_faults.is_cut(p) {
+                    return false;
+                }
+                let _ = p;
+                true
+            })
             .filter_map(|p| self.validators.get(p).cloned())
             .collect();
         for topic in self.bus.values() {
@@ -425,6 +449,29 @@ impl Coordinator {
                     let _ = reply.send(Err(format!("{coin} has no vault in this network")));
                 }
             },
+            #[cfg(feature = "fault-injection")]
+            ControlCommand::LinkFaults {
+                cut,
+                delayed,
+                delay,
+            } => {
+                warn!(cut = ?cut, delayed = ?delayed, ?delay, "test-only link faults set");
+                self.link_faults.set(cut, delayed, delay);
+                self.announce_now = true; // a healed peer hears what it missed
+            }
+        }
+    }
+
+    /// Test-only: handle what the link faults held back and is due now.
+    #[cfg(feature = "fault-injection")]
+    async fn release_held(&mut self) {
+        let (gossip, requests) = self.link_faults.due();
+        for g in gossip {
+            self.on_gossip_message(g.propagation_source, g.message_id, g.message)
+                .await;
+        }
+        for r in requests {
+            self.answer_request(r.peer, r.request, r.channel).await;
         }
     }
 
@@ -530,7 +577,54 @@ impl Coordinator {
                 message_id,
                 message,
             } => {
+                #[cfg(feature = "fault-injection")]
+                let Some(crate::faults::HeldGossip {
+                    propagation_source,
+                    message_id,
+                    message,
+                }) = self.link_faults.hold_gossip(
+                    message.source,
+                    crate::faults::HeldGossip {
+                        propagation_source,
+                        message_id,
+                        message,
+                    },
+                )
+                else {
+                    return;
+                };
+                self.on_gossip_message(propagation_source, message_id, message)
+                    .await;
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                debug!(peer = %peer_id, %topic, "peer subscribed");
+                self.announce_now = true;
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_gossip_message(
+        &mut self,
+        propagation_source: PeerId,
+        message_id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        {
+            {
                 let author = message.source;
+                #[cfg(feature = "fault-injection")]
+                if author.is_some_and(|a| self.link_faults.is_cut(&a)) {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                    return;
+                }
                 let verdict = self.on_gossip(author, &message.topic, &message.data).await;
                 let acceptance = match verdict {
                     Ok(kind) => {
@@ -551,11 +645,6 @@ impl Coordinator {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                debug!(peer = %peer_id, %topic, "peer subscribed");
-                self.announce_now = true;
-            }
-            _ => {}
         }
     }
 
@@ -961,6 +1050,10 @@ impl Coordinator {
             if !self.connected.contains(&peer) {
                 continue; // the dial loop reconnects; connection resets the backoff
             }
+            #[cfg(feature = "fault-injection")]
+            if self.link_faults.is_cut(&peer) {
+                continue; // kept until the link heals
+            }
             if e.expires.is_some() {
                 e.backoff = e.backoff.min(Duration::from_secs(1)); // a ceremony has a deadline
             }
@@ -1011,33 +1104,60 @@ impl Coordinator {
         }
     }
 
+    /// Answer a direct request from `peer`.
+    async fn answer_request(
+        &mut self,
+        peer: PeerId,
+        request: Vec<u8>,
+        channel: request_response::ResponseChannel<Vec<u8>>,
+    ) {
+        #[cfg(feature = "fault-injection")]
+        if self.link_faults.is_cut(&peer) {
+            return; // no answer: the channel drops
+        }
+        let response = match self.on_direct(peer, &request).await {
+            Ok((kind, r)) => {
+                self.metrics.received(kind);
+                r
+            }
+            Err(reason) => {
+                warn!(%peer, %reason, bytes = request.len(), "rejected direct request");
+                self.metrics.rejected("direct");
+                DirectResponse::Rejected { reason }
+            }
+        };
+        let bytes = messages::encode(&response).unwrap_or_default();
+        if self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_response(channel, bytes)
+            .is_err()
+        {
+            debug!(%peer, "response channel closed");
+        }
+    }
+
     async fn on_direct_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let response = match self.on_direct(peer, &request).await {
-                        Ok((kind, r)) => {
-                            self.metrics.received(kind);
-                            r
-                        }
-                        Err(reason) => {
-                            warn!(%peer, %reason, bytes = request.len(), "rejected direct request");
-                            self.metrics.rejected("direct");
-                            DirectResponse::Rejected { reason }
-                        }
+                    #[cfg(feature = "fault-injection")]
+                    let Some(crate::faults::HeldRequest {
+                        peer,
+                        request,
+                        channel,
+                    }) = self.link_faults.hold_request(crate::faults::HeldRequest {
+                        peer,
+                        request,
+                        channel,
+                    })
+                    else {
+                        return;
                     };
-                    let bytes = messages::encode(&response).unwrap_or_default();
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .direct
-                        .send_response(channel, bytes)
-                        .is_err()
-                    {
-                        debug!(%peer, "response channel closed");
-                    }
+                    self.answer_request(peer, request, channel).await;
                 }
                 request_response::Message::Response {
                     request_id,

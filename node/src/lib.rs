@@ -11,6 +11,8 @@ pub mod cli;
 pub mod control;
 pub mod coordinator;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod faults;
 pub mod http_client;
 pub mod metrics;
 pub mod network;

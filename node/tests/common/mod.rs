@@ -73,6 +73,16 @@ pub struct Node {
 
 impl Node {
     pub async fn start(dir: &Path, network: &Path, bootstrap: Option<&str>) -> Node {
+        Node::start_with(dir, network, bootstrap, &[]).await
+    }
+
+    /// Start with extra `vaultd run` arguments (e.g. `--dkg-timeout 3`, `--sabotage bad-share`).
+    pub async fn start_with(
+        dir: &Path,
+        network: &Path,
+        bootstrap: Option<&str>,
+        extra: &[&str],
+    ) -> Node {
         let _ = std::fs::remove_file(dir.join("run.json"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -92,6 +102,7 @@ impl Node {
         if let Some(b) = bootstrap {
             cmd.args(["--bootstrap", b]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().unwrap();
         let run = dir.join("run.json");
         let pid = child.id();
@@ -134,6 +145,24 @@ impl Node {
             .await
             .unwrap()
             .1
+    }
+
+    /// Fault injection: cut this node's links to `cut`, delay those to `delayed` (replacing
+    /// earlier faults; empty lists heal).
+    pub async fn links(&self, cut: &[&str], delayed: &[&str], delay_ms: u64) {
+        let req = vaultd::control::ControlRequest::Links {
+            cut: cut.iter().map(|s| s.to_string()).collect(),
+            delayed: delayed.iter().map(|s| s.to_string()).collect(),
+            delay_ms,
+        };
+        let reply = vaultd::control::request(&self.dir, &req).await.unwrap();
+        assert!(reply.ok, "{:?}", reply.error);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn alive(&mut self) -> bool {

@@ -1,0 +1,109 @@
+//! Test-only link faults (feature `fault-injection`): the integration tests' harness cuts or
+//! delays the link between chosen pairs of nodes through the control socket. A cut drops the
+//! gossip a peer authored (however it was relayed), its requests (unanswered) and our requests to
+//! it (kept in the outbox until the link heals); a delay holds its gossip and requests back.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use libp2p::{
+    gossipsub::{self, MessageId},
+    request_response::ResponseChannel,
+    PeerId,
+};
+
+/// A gossip message held back.
+pub(crate) struct HeldGossip {
+    pub(crate) propagation_source: PeerId,
+    pub(crate) message_id: MessageId,
+    pub(crate) message: gossipsub::Message,
+}
+
+/// A direct request held back.
+pub(crate) struct HeldRequest {
+    pub(crate) peer: PeerId,
+    pub(crate) request: Vec<u8>,
+    pub(crate) channel: ResponseChannel<Vec<u8>>,
+}
+
+/// The link faults of this node.
+#[derive(Default)]
+pub(crate) struct LinkFaults {
+    cut: BTreeSet<PeerId>,
+    delay: BTreeMap<PeerId, Duration>,
+    held_gossip: VecDeque<(Instant, HeldGossip)>,
+    held_requests: VecDeque<(Instant, HeldRequest)>,
+}
+
+/// Most messages held back at once (older ones are dropped, as a lossy link would).
+const MAX_HELD: usize = 4096;
+
+impl LinkFaults {
+    /// Replace the faults: `cut` peers and `delayed` peers by `delay`.
+    pub(crate) fn set(
+        &mut self,
+        cut: BTreeSet<PeerId>,
+        delayed: BTreeSet<PeerId>,
+        delay: Duration,
+    ) {
+        self.cut = cut;
+        self.delay = delayed.into_iter().map(|p| (p, delay)).collect();
+    }
+
+    /// Whether the link to `peer` is cut.
+    pub(crate) fn is_cut(&self, peer: &PeerId) -> bool {
+        self.cut.contains(peer)
+    }
+
+    /// Hold a gossip message back if its author's link is delayed; gives it back otherwise.
+    pub(crate) fn hold_gossip(
+        &mut self,
+        author: Option<PeerId>,
+        g: HeldGossip,
+    ) -> Option<HeldGossip> {
+        match author.and_then(|a| self.delay.get(&a)) {
+            Some(d) => {
+                if self.held_gossip.len() >= MAX_HELD {
+                    self.held_gossip.pop_front();
+                }
+                self.held_gossip.push_back((Instant::now() + *d, g));
+                None
+            }
+            None => Some(g),
+        }
+    }
+
+    /// Hold a request back if its sender's link is delayed; gives it back otherwise.
+    pub(crate) fn hold_request(&mut self, r: HeldRequest) -> Option<HeldRequest> {
+        match self.delay.get(&r.peer) {
+            Some(d) => {
+                if self.held_requests.len() >= MAX_HELD {
+                    self.held_requests.pop_front();
+                }
+                self.held_requests.push_back((Instant::now() + *d, r));
+                None
+            }
+            None => Some(r),
+        }
+    }
+
+    /// What is due now.
+    pub(crate) fn due(&mut self) -> (Vec<HeldGossip>, Vec<HeldRequest>) {
+        let now = Instant::now();
+        let mut gossip = Vec::new();
+        while self.held_gossip.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, g)) = self.held_gossip.pop_front() {
+                gossip.push(g);
+            }
+        }
+        let mut requests = Vec::new();
+        while self.held_requests.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, r)) = self.held_requests.pop_front() {
+                requests.push(r);
+            }
+        }
+        (gossip, requests)
+    }
+}

@@ -1,0 +1,351 @@
+//! The fault-injection harness over real `vaultd` processes on loopback: SIGKILL and restart,
+//! cut and delayed links between chosen nodes, and nodes run with a test-only malicious
+//! behaviour (`--sabotage`, feature `fault-injection`). Each scenario asserts the outcome a
+//! validator operator would check on `/status` and `/metrics`, and that nothing stored was lost.
+
+mod common;
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use common::*;
+use serde_json::Value;
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    network: PathBuf,
+    dirs: Vec<PathBuf>,
+    ids: Vec<String>,
+    nodes: Vec<Option<Node>>,
+}
+
+impl Cluster {
+    /// `n` initialised data directories and a network definition; no node started yet.
+    fn new(n: usize, coins: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..n).map(|i| tmp.path().join(format!("v{i}"))).collect();
+        let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+        let network = tmp.path().join("network.toml");
+        write_network(&network, &ids, coins);
+        Cluster {
+            _tmp: tmp,
+            network,
+            dirs,
+            ids,
+            nodes: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    async fn start(&mut self, i: usize, extra: &[&str]) {
+        let bootstrap = self
+            .nodes
+            .iter()
+            .flatten()
+            .next()
+            .map(|n: &Node| n.p2p.clone());
+        let node =
+            Node::start_with(&self.dirs[i], &self.network, bootstrap.as_deref(), extra).await;
+        assert_eq!(
+            node.peer_id, self.ids[i],
+            "identity changed across a restart"
+        );
+        self.nodes[i] = Some(node);
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    fn live(&self) -> Vec<&Node> {
+        self.nodes.iter().flatten().collect()
+    }
+}
+
+fn vault<'a>(status: &'a Value, coin: &str) -> &'a Value {
+    status["vaults"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["coin"] == coin))
+        .unwrap_or(&Value::Null)
+}
+
+async fn status(n: &Node) -> Value {
+    n.status().await.unwrap_or(Value::Null)
+}
+
+/// Wait until every node in `nodes` shows `want` for `coin`'s vault status.
+async fn wait_vault_status(nodes: &[&Node], coin: &str, want: &str, deadline: Duration) {
+    for n in nodes {
+        let what = format!("{} {coin} vault {want}", n.peer_id);
+        let start = std::time::Instant::now();
+        loop {
+            if vault(&status(n).await, coin)["status"] == want {
+                break;
+            }
+            if start.elapsed() > deadline {
+                panic!(
+                    "timed out waiting for {what}: {:#}\n--- log tail:\n{}",
+                    vault(&status(n).await, coin),
+                    n.log()
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Every honest node has one active vault per coin at attempt 1, without `culprit`, which each
+/// lists as left out for `reason`; the culprit knows it was left out.
+async fn assert_left_out(c: &Cluster, coins: &[&str], culprit: usize, reason: &str) {
+    let honest: Vec<&Node> = (0..c.ids.len())
+        .filter(|i| *i != culprit)
+        .map(|i| c.node(i))
+        .collect();
+    for coin in coins {
+        wait_vault_status(&honest, coin, "active", Duration::from_secs(60)).await;
+        let mut keys = BTreeSet::new();
+        for n in &honest {
+            let s = status(n).await;
+            let v = vault(&s, coin);
+            assert_eq!(v["attempt"], 1, "{v:#}");
+            let participants: Vec<&str> = v["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert_eq!(participants.len(), c.ids.len() - 1);
+            assert!(!participants.contains(&c.ids[culprit].as_str()));
+            let excluded = v["excluded"].as_array().unwrap();
+            assert_eq!(excluded.len(), 1, "{v:#}");
+            assert_eq!(excluded[0]["peer"], c.ids[culprit]);
+            assert_eq!(excluded[0]["reason"], reason);
+            assert_eq!(excluded[0]["attempt"], 0);
+            assert!(excluded[0]["voters"].as_array().unwrap().len() >= 3);
+            keys.insert(v["group_key"].as_str().unwrap().to_string());
+            let metrics = n.metrics().await;
+            let line = format!(
+                "vaultd_dkg_excluded{{coin=\"{coin}\",peer=\"{}\",reason=\"{reason}\"}} 1",
+                c.ids[culprit]
+            );
+            assert!(metrics.contains(&line), "missing {line}");
+        }
+        assert_eq!(
+            keys.len(),
+            1,
+            "honest nodes disagree on the {coin} group key"
+        );
+    }
+    if let Some(n) = c.nodes[culprit].as_ref() {
+        for coin in coins {
+            wait_vault_status(&[n], coin, "excluded", Duration::from_secs(60)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_validator_is_voted_out_after_the_dkg_timeout() {
+    let coins = ["BTC", "SOL"];
+    let mut c = Cluster::new(4, &coins);
+    // Validators 0-2 hear nothing from validator 3: its links are cut from the start.
+    for i in 0..3 {
+        c.start(i, &["--dkg-timeout", "2"]).await;
+        c.node(i).links(&[c.ids[3].as_str()], &[], 0).await;
+    }
+    c.start(3, &["--dkg-timeout", "2"]).await;
+    // While it is silent nobody moves on before the timeout; then the three vote it out.
+    let honest: Vec<&Node> = (0..3).map(|i| c.node(i)).collect();
+    for coin in coins {
+        wait_vault_status(&honest, coin, "active", Duration::from_secs(60)).await;
+    }
+    // The link heals: the silent validator learns from the signed votes that it was left out.
+    for i in 0..3 {
+        c.node(i).links(&[], &[], 0).await;
+    }
+    assert_left_out(&c, &coins, 3, "silent_key_exchange").await;
+    let s = status(c.node(0)).await;
+    let votes_ok = vault(&s, "BTC")["excluded"][0]["proven"] == false;
+    assert!(votes_ok, "a silence is decided by votes, not proven");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malicious_validators_are_blamed_the_same_way_everywhere() {
+    let coins = ["BTC", "SOL"];
+    for (sabotage, reason) in [
+        ("bad-share", "invalid_share"),
+        ("equivocate", "equivocation"),
+        ("false-accusation", "false_accusation"),
+        ("garbage", "silent_commitments"),
+    ] {
+        let mut c = Cluster::new(4, &coins);
+        for i in 0..3 {
+            c.start(i, &["--dkg-timeout", "3"]).await;
+        }
+        c.start(3, &["--dkg-timeout", "3", "--sabotage", sabotage])
+            .await;
+        assert_left_out(&c, &coins, 3, reason).await;
+        for i in 0..3 {
+            let s = status(c.node(i)).await;
+            let proven = vault(&s, "BTC")["excluded"][0]["proven"].as_bool();
+            assert_eq!(proven, Some(sabotage != "garbage"), "{sabotage}");
+        }
+        if sabotage == "garbage" {
+            // Its garbage was rejected with log lines naming it.
+            let log = c.node(0).log();
+            assert!(log.contains("processor rejected message") && log.contains(&c.ids[3]));
+        }
+        for n in c.live() {
+            let log = n.log();
+            assert!(!log.contains("panicked"), "{log}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_any_point_of_a_dkg_and_restart_ends_with_one_key() {
+    let coins = ["BTC", "ETH", "SOL"];
+    // Kill validator 1 at increasing offsets after the last validator started: before, during
+    // and after the rounds of the DKG.
+    for (round, delay_ms) in [0u64, 150, 400, 800, 1500].into_iter().enumerate() {
+        let mut c = Cluster::new(4, &coins);
+        for i in 0..4 {
+            c.start(i, &[]).await;
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let before = status(c.node(1)).await;
+        c.nodes[1].as_mut().unwrap().kill9();
+        c.nodes[1] = None;
+        c.start(1, &[]).await;
+        let nodes = c.live();
+        wait_all_active(&nodes, coins.len(), Duration::from_secs(60)).await;
+        for coin in coins {
+            let mut keys = BTreeSet::new();
+            for n in &nodes {
+                let s = status(n).await;
+                let v = vault(&s, coin);
+                assert_eq!(v["participants"].as_array().unwrap().len(), 4);
+                assert_eq!(v["attempt"], 0, "round {round}: nobody is left out");
+                keys.insert(v["group_key"].as_str().unwrap().to_string());
+            }
+            assert_eq!(
+                keys.len(),
+                1,
+                "round {round} ({delay_ms} ms): {coin} keys differ"
+            );
+            // What the killed node had on disk before is still there.
+            let was = vault(&before, coin);
+            if was["status"] == "active" {
+                let now = status(c.node(1)).await;
+                assert_eq!(vault(&now, coin)["group_key"], was["group_key"]);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_signing_then_restart_finishes_every_request() {
+    let coins = ["BTC", "SOL"];
+    let mut c = Cluster::new(4, &coins);
+    for i in 0..4 {
+        c.start(i, &[]).await;
+    }
+    wait_all_active(&c.live(), coins.len(), Duration::from_secs(60)).await;
+    let mut ids = Vec::new();
+    for coin in coins {
+        for k in 0..20u8 {
+            let msg = match coin {
+                "SOL" => vec![k; 80],
+                _ => vec![k; 32],
+            };
+            let body = serde_json::json!({"coin": coin, "messages": [hex::encode(msg)]});
+            let (code, reply) =
+                vaultd::http_client::post_json(&c.node(0).api, "/sign", &body.to_string())
+                    .await
+                    .unwrap();
+            assert_eq!(code, 202, "{reply}");
+            let reply: Value = serde_json::from_str(&reply).unwrap();
+            ids.push(reply["id"].as_str().unwrap().to_string());
+        }
+    }
+    // A signer dies in the middle of the ceremonies, and comes back.
+    c.nodes[2].as_mut().unwrap().kill9();
+    c.nodes[2] = None;
+    c.start(2, &[]).await;
+    let mut done = 0;
+    for id in &ids {
+        let api = c.node(0).api.clone();
+        let path = format!("/sign/{id}");
+        let start = std::time::Instant::now();
+        let last = loop {
+            if let Ok((200, body)) = vaultd::http_client::get(&api, &path).await {
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                if v["status"] != "pending" {
+                    break v;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "request {id} still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match last["status"].as_str() {
+            Some("done") => done += 1,
+            Some("failed") => assert!(last["reason"].as_str().is_some_and(|r| !r.is_empty())),
+            other => panic!("unexpected status {other:?}"),
+        }
+    }
+    assert!(done >= ids.len() / 2, "only {done} of {} signed", ids.len());
+    // The restarted signer still holds its vaults (nothing on disk was lost).
+    wait_all_active(&c.live(), coins.len(), Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_stalls_the_dkg_until_it_heals_and_a_slow_link_only_slows_it() {
+    let coins = ["ETH"];
+    // Cut: validators 0 and 1 cannot talk; the DKG waits (60 s timeout), then completes with
+    // all four once the link heals: nothing was lost meanwhile (outbox, inbound log).
+    let mut c = Cluster::new(4, &coins);
+    for i in 0..4 {
+        c.start(i, &[]).await;
+        if i == 1 {
+            c.node(0).links(&[c.ids[1].as_str()], &[], 0).await;
+            c.node(1).links(&[c.ids[0].as_str()], &[], 0).await;
+        }
+    }
+    wait_for(
+        "validator 0 to be stuck",
+        Duration::from_secs(30),
+        || async {
+            let s = status(c.node(0)).await;
+            vault(&s, "ETH")["phase"] == "KeyExchange"
+                && s["peers"].as_array().is_some_and(|p| p.len() >= 2)
+        },
+    )
+    .await;
+    assert_ne!(vault(&status(c.node(2)).await, "ETH")["status"], "active");
+    c.node(0).links(&[], &[], 0).await;
+    c.node(1).links(&[], &[], 0).await;
+    wait_all_active(&c.live(), 1, Duration::from_secs(60)).await;
+    // Delay: every message between 0 and 1 is held back 300 ms; the DKG completes, nobody is
+    // left out.
+    let mut c = Cluster::new(4, &coins);
+    for i in 0..2 {
+        c.start(i, &[]).await;
+    }
+    c.node(0).links(&[], &[c.ids[1].as_str()], 300).await;
+    c.node(1).links(&[], &[c.ids[0].as_str()], 300).await;
+    for i in 2..4 {
+        c.start(i, &[]).await;
+    }
+    wait_all_active(&c.live(), 1, Duration::from_secs(60)).await;
+    for n in c.live() {
+        assert_eq!(vault(&status(n).await, "ETH")["attempt"], 0);
+    }
+}
