@@ -57,7 +57,7 @@ echo "==> initialising $N validators in $DIR"
 IDS=()
 for i in $(seq 1 "$N"); do
   mkdir -p "$DIR/node$i"
-  "$BIN" init --data-dir "$DIR/node$i" > "$DIR/node$i/keys.json" 2>>"$DIR/node$i/node.log"
+  "$BIN" init --insecure-no-passphrase --data-dir "$DIR/node$i" > "$DIR/node$i/keys.json" 2>>"$DIR/node$i/node.log"
   IDS+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peer_id"])' "$DIR/node$i/keys.json")")
 done
 
@@ -82,7 +82,7 @@ api_port() { echo $((BASE_PORT + 100 + $1)); }
 echo "==> starting $N nodes (node 1 is the bootstrap)"
 PIDS=()
 for i in $(seq 1 "$N"); do
-  "$BIN" run --data-dir "$DIR/node$i" --network "$DIR/network.toml" \
+  "$BIN" run --insecure-no-passphrase --data-dir "$DIR/node$i" --network "$DIR/network.toml" \
     --listen "/ip4/127.0.0.1/tcp/$(p2p_port "$i")" --api "127.0.0.1:$(api_port "$i")" \
     >>"$DIR/node$i/node.log" 2>&1 &
   PIDS+=("$!")

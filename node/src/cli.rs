@@ -15,6 +15,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The passphrase that protects the keys and key shares at rest.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretsArgs {
+    /// File whose first line is the passphrase that encrypts this node's keys and key shares
+    /// (Argon2id + XChaCha20-Poly1305). Keep it readable by the operator only.
+    #[arg(long, env = "VAULTD_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Store keys and key shares unencrypted: local clusters and tests only.
+    #[arg(
+        long,
+        env = "VAULTD_INSECURE_NO_PASSPHRASE",
+        conflicts_with = "password_file"
+    )]
+    pub insecure_no_passphrase: bool,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -24,6 +40,9 @@ pub enum Command {
         /// Data directory.
         #[arg(long, env = "VAULTD_DATA_DIR")]
         data_dir: PathBuf,
+        /// How the keys are protected at rest.
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Run the validator.
     Run {
@@ -33,6 +52,9 @@ pub enum Command {
         /// Network definition (TOML).
         #[arg(long, env = "VAULTD_NETWORK")]
         network: PathBuf,
+        /// How the keys are protected at rest (as chosen at `init`).
+        #[command(flatten)]
+        secrets: SecretsArgs,
         /// libp2p listen address (repeatable).
         #[arg(long, env = "VAULTD_LISTEN", default_value = "/ip4/0.0.0.0/tcp/30555")]
         listen: Vec<Multiaddr>,

@@ -29,7 +29,7 @@ use std::{
 use libp2p::Multiaddr;
 use protocol::{keys::NodeKeys, network::NetworkDefinition, processor::Processor};
 use serde::{Deserialize, Serialize};
-use storage::{Identity, IdentityKey, IdentityValue, KeyShares, Store, VaultKey, Vaults};
+use storage::{Identity, IdentityKey, IdentityValue, KeyShares, Secrets, Store, VaultKey, Vaults};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -43,10 +43,53 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
 }
 
+/// Largest passphrase file read.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// The operator's choice of `--password-file FILE` or `--insecure-no-passphrase`.
+pub fn secrets_from(password_file: Option<&Path>, insecure: bool) -> Result<Secrets, NodeError> {
+    match (password_file, insecure) {
+        (Some(_), true) => Err(NodeError::Config(
+            "give either --password-file or --insecure-no-passphrase, not both".into(),
+        )),
+        (None, true) => Ok(Secrets::Insecure),
+        (None, false) => Err(NodeError::Config(
+            "keys are encrypted at rest: give --password-file FILE \
+             (or --insecure-no-passphrase for a local test cluster)"
+                .into(),
+        )),
+        (Some(path), false) => {
+            let bad =
+                |e: String| NodeError::Config(format!("--password-file {}: {e}", path.display()));
+            let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+            if meta.len() > MAX_PASSWORD_FILE {
+                return Err(bad("over 4 KiB".into()));
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(file = %path.display(), "the passphrase file is readable by other users; chmod 600 it");
+                }
+            }
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?,
+            );
+            let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+            if line.is_empty() {
+                return Err(bad("the first line (the passphrase) is empty".into()));
+            }
+            Ok(Secrets::Passphrase(zeroize::Zeroizing::new(
+                line.as_bytes().to_vec(),
+            )))
+        }
+    }
+}
+
 /// Step 1: generate and persist the three keypairs; refuses to overwrite an identity.
-pub fn init(data_dir: &Path) -> Result<protocol::keys::PublicKeys, NodeError> {
+pub fn init(data_dir: &Path, secrets: &Secrets) -> Result<protocol::keys::PublicKeys, NodeError> {
     std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(&db_path(data_dir))?;
+    let store = Store::open(&db_path(data_dir), secrets)?;
     if let Some(existing) = store.node_keys()? {
         return Err(NodeError::Config(format!(
             "{} already holds the identity {}; refusing to overwrite it",
@@ -97,6 +140,8 @@ pub struct RunConfig {
     pub sign_timeout: std::time::Duration,
     /// How long a DKG phase may make no progress before this validator votes.
     pub dkg_timeout: std::time::Duration,
+    /// How the keys are protected at rest.
+    pub secrets: Secrets,
     /// Test-only malicious behaviour of every processor of this node.
     #[cfg(feature = "fault-injection")]
     pub sabotage: Option<protocol::sabotage::Sabotage>,
@@ -121,7 +166,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let def = load_definition(&cfg.network_file)?;
-    let store = Arc::new(Store::open(&db_path(&cfg.data_dir))?);
+    let store = Arc::new(Store::open(&db_path(&cfg.data_dir), &cfg.secrets)?);
     let keys = store.node_keys()?.ok_or_else(|| {
         NodeError::Config(format!(
             "{} is not initialised: run `vaultd init --data-dir {}` first",

@@ -40,13 +40,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Init { data_dir } => {
-            let public = vaultd::init(&data_dir)?;
+        Command::Init { data_dir, secrets } => {
+            let secrets = vaultd::secrets_from(
+                secrets.password_file.as_deref(),
+                secrets.insecure_no_passphrase,
+            )?;
+            let public = vaultd::init(&data_dir, &secrets)?;
             println!("{}", serde_json::to_string_pretty(&public)?);
         }
         Command::Run {
             data_dir,
             network,
+            secrets,
             listen,
             api,
             bootstrap,
@@ -55,7 +60,12 @@ async fn main() -> anyhow::Result<()> {
             #[cfg(feature = "fault-injection")]
             sabotage,
         } => {
+            let secrets = vaultd::secrets_from(
+                secrets.password_file.as_deref(),
+                secrets.insecure_no_passphrase,
+            )?;
             let cfg = vaultd::RunConfig {
+                secrets,
                 data_dir,
                 network_file: network,
                 listen,

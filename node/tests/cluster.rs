@@ -72,7 +72,7 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
     let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
     // A second init refuses to overwrite the identity.
     let again = Command::new(BIN)
-        .args(["init", "--data-dir"])
+        .args(["init", "--insecure-no-passphrase", "--data-dir"])
         .arg(&dirs[0])
         .output()
         .unwrap();

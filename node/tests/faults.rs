@@ -349,3 +349,78 @@ async fn a_cut_link_stalls_the_dkg_until_it_heals_and_a_slow_link_only_slows_it(
         assert_eq!(vault(&status(n).await, "ETH")["attempt"], 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_at_rest_open_only_with_the_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    let pw = tmp.path().join("passphrase");
+    std::fs::write(&pw, "correct horse battery\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env_remove("VAULTD_INSECURE_NO_PASSPHRASE")
+            .output()
+            .unwrap()
+    };
+    // Neither flag: refused, naming both ways.
+    let out = run(&["init"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-file"));
+    let out = run(&["init", "--password-file", pw.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = id["peer_id"].as_str().unwrap().to_string();
+    let network = tmp.path().join("network.toml");
+    let other = init(&tmp.path().join("other")); // a second validator, never started
+    write_network(&network, &[id.clone(), other], &["BTC"]);
+    // The right passphrase: the node runs with the same identity.
+    let mut node = Node::start_with(
+        &dir,
+        &network,
+        None,
+        &["--password-file", pw.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(node.peer_id, id);
+    node.kill9();
+    // A wrong one, or none: it refuses to start, with a clear error.
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "battery horse correct\n").unwrap();
+    for extra in [
+        vec!["--password-file", wrong.to_str().unwrap()],
+        vec!["--insecure-no-passphrase"],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["run", "--network"])
+            .arg(&network)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .args(&extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env_remove("VAULTD_INSECURE_NO_PASSPHRASE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("wrong passphrase") || err.contains("encrypted"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("correct horse"),
+            "the passphrase leaked into an error"
+        );
+    }
+}

@@ -35,7 +35,8 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     // The hostile sender speaks with validator 4's own identity (taken from its data dir), so
     // it passes the allow-list and reaches the message checks.
     let keys = {
-        let store = storage::Store::open(&vaultd::db_path(&dirs[3])).unwrap();
+        let store =
+            storage::Store::open(&vaultd::db_path(&dirs[3]), &storage::Secrets::Insecure).unwrap();
         store.node_keys().unwrap().unwrap()
     };
     let keypair = network::keypair_from_secret(&keys.coordinator_secret).unwrap();

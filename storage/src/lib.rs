@@ -16,6 +16,11 @@
 //! | `nonces_used` | [`NonceKey`] (coin, id, attempt) | marker: this attempt was preprocessed |
 //! | `cheaters` | [`CheaterKey`] (coin, id, attempt, peer) | [`CheaterReport`] |
 //! | `dkg_votes` | [`VoteKey`] (coin, context, round) | our own `KeyGenExclusionVote`s |
+//! | `meta` | [`MetaKey`] | [`SecretsRecord`]: how the secrets are protected (KDF salt, check) |
+//!
+//! The values of `identity` and `key_shares` are secret: with a passphrase they are sealed
+//! (XChaCha20-Poly1305 under an Argon2id key, bound to their column family and key; see
+//! [`secrets`]), so the database without the passphrase reveals nothing secret.
 //!
 //! Values are postcard behind a one-byte schema version; a value that does not decode is
 //! reported as [`StorageError::Corrupt`] naming the column family, never a panic.
@@ -31,6 +36,10 @@ use protocol::{
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+pub mod secrets;
+use secrets::Sealer;
+pub use secrets::{Secrets, SecretsRecord};
 
 /// Schema version byte in front of every value.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -55,6 +64,9 @@ pub enum StorageError {
     /// Missing column family (database from another program?).
     #[error("missing column family {0}")]
     MissingCf(&'static str),
+    /// The secrets cannot be opened (wrong passphrase, or not how the directory was made).
+    #[error("secrets: {0}")]
+    Secrets(String),
 }
 
 /// Result alias.
@@ -74,6 +86,8 @@ pub trait Table {
     type Key: StorageKey;
     /// Value type.
     type Value: Serialize + DeserializeOwned;
+    /// Whether values are secret (sealed under the passphrase key).
+    const SECRET: bool = false;
 }
 
 macro_rules! table {
@@ -86,6 +100,31 @@ macro_rules! table {
             type Value = $value;
         }
     };
+    ($(#[$doc:meta])* secret $name:ident, $cf:literal, $key:ty, $value:ty) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl Table for $name {
+            const CF: &'static str = $cf;
+            type Key = $key;
+            type Value = $value;
+            const SECRET: bool = true;
+        }
+    };
+}
+
+/// Keys of the `meta` column family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaKey {
+    /// How the secrets are protected.
+    Secrets,
+}
+
+impl StorageKey for MetaKey {
+    fn to_key(&self) -> Vec<u8> {
+        match self {
+            MetaKey::Secrets => b"secrets".to_vec(),
+        }
+    }
 }
 
 /// Keys of the `identity` column family.
@@ -375,8 +414,8 @@ impl Drop for KeyShareRecord {
 }
 
 table!(
-    /// Step 1's keys and rotated messaging keys.
-    Identity, "identity", IdentityKey, IdentityValue
+    /// Step 1's keys and rotated messaging keys (secret).
+    secret Identity, "identity", IdentityKey, IdentityValue
 );
 table!(
     /// Peers' announcements.
@@ -395,8 +434,8 @@ table!(
     Vaults, "vaults", VaultKey, VaultRecord
 );
 table!(
-    /// Secret key shares.
-    KeyShares, "key_shares", VaultKey, KeyShareRecord
+    /// Key shares (secret).
+    secret KeyShares, "key_shares", VaultKey, KeyShareRecord
 );
 
 table!(
@@ -417,7 +456,12 @@ table!(
     DkgVotes, "dkg_votes", VoteKey, KeyGenExclusionVote
 );
 
-const ALL_CFS: [&str; 10] = [
+table!(
+    /// How the secrets are protected.
+    Meta, "meta", MetaKey, SecretsRecord
+);
+
+const ALL_CFS: [&str; 11] = [
     Identity::CF,
     Peers::CF,
     Inbound::CF,
@@ -428,6 +472,7 @@ const ALL_CFS: [&str; 10] = [
     NoncesUsed::CF,
     Cheaters::CF,
     DkgVotes::CF,
+    Meta::CF,
 ];
 
 fn encode_value<V: Serialize>(v: &V) -> Result<Zeroizing<Vec<u8>>> {
@@ -450,8 +495,14 @@ fn decode_value<T: Table>(bytes: &[u8]) -> Result<T::Value> {
 /// One write of a batch: a put (value) or a delete (no value).
 struct Op {
     cf: &'static str,
+    secret: bool,
     key: Vec<u8>,
     value: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// What a sealed value is bound to: its column family and key.
+fn aad(cf: &str, key: &[u8]) -> Vec<u8> {
+    [cf.as_bytes(), &[0], key].concat()
 }
 
 /// An atomic set of writes.
@@ -470,6 +521,7 @@ impl Batch {
     pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<&mut Self> {
         self.ops.push(Op {
             cf: T::CF,
+            secret: T::SECRET,
             key: key.to_key(),
             value: Some(encode_value(value)?),
         });
@@ -480,6 +532,7 @@ impl Batch {
     pub fn delete<T: Table>(&mut self, key: &T::Key) -> &mut Self {
         self.ops.push(Op {
             cf: T::CF,
+            secret: T::SECRET,
             key: key.to_key(),
             value: None,
         });
@@ -495,11 +548,59 @@ impl Batch {
 /// The database.
 pub struct Store {
     db: DB,
+    /// `None`: an insecure data directory (secrets stored as they are).
+    sealer: Option<Sealer>,
 }
 
 impl Store {
-    /// Open (creating if needed) the database under `path`.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// Open (creating if needed) the database under `path`, with the secrets protected as
+    /// `secrets` says. A new database records the choice; an existing one must be opened the
+    /// way it was created, with the right passphrase.
+    pub fn open(path: &Path, secrets: &Secrets) -> Result<Store> {
+        let mut store = Store::open_raw(path)?;
+        let recorded = store.get::<Meta>(&MetaKey::Secrets)?;
+        store.sealer = match (recorded, secrets) {
+            (Some(record), Secrets::Passphrase(p)) => Some(Sealer::unlock(&record, p)?),
+            (Some(SecretsRecord::Insecure), Secrets::Insecure) => None,
+            (Some(SecretsRecord::Passphrase { .. }), Secrets::Insecure) => {
+                return Err(StorageError::Secrets(
+                    "this data directory is encrypted; give its passphrase (--password-file)"
+                        .into(),
+                ))
+            }
+            (None, secrets) => {
+                if store
+                    .db
+                    .iterator_cf(store.cf(Identity::CF)?, rocksdb::IteratorMode::Start)
+                    .next()
+                    .is_some()
+                {
+                    return Err(StorageError::Secrets(
+                        "keys stored without a secrets record (a data directory from an older vaultd?)".into(),
+                    ));
+                }
+                match secrets {
+                    Secrets::Insecure => {
+                        store.put::<Meta>(&MetaKey::Secrets, &SecretsRecord::Insecure)?;
+                        None
+                    }
+                    Secrets::Passphrase(p) => {
+                        let (record, sealer) = Sealer::create(p)?;
+                        store.put::<Meta>(&MetaKey::Secrets, &record)?;
+                        Some(sealer)
+                    }
+                }
+            }
+        };
+        Ok(store)
+    }
+
+    /// How this database protects its secrets.
+    pub fn secrets_record(&self) -> Result<Option<SecretsRecord>> {
+        self.get::<Meta>(&MetaKey::Secrets)
+    }
+
+    fn open_raw(path: &Path) -> Result<Store> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -509,7 +610,28 @@ impl Store {
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(*cf, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db })
+        Ok(Store { db, sealer: None })
+    }
+
+    /// Decode a stored value of `T` (opening it first if it is sealed).
+    fn decode<T: Table>(&self, key: &[u8], bytes: &[u8]) -> Result<T::Value> {
+        if T::SECRET && bytes.first() == Some(&secrets::SEALED) {
+            let Some(sealer) = &self.sealer else {
+                return Err(StorageError::Secrets(format!(
+                    "a sealed value in {} but no passphrase",
+                    T::CF
+                )));
+            };
+            let plain = sealer.open(&aad(T::CF, key), bytes)?;
+            return decode_value::<T>(&plain);
+        }
+        if T::SECRET && self.sealer.is_some() {
+            return Err(StorageError::Corrupt {
+                cf: T::CF,
+                reason: "an unsealed secret in an encrypted data directory".into(),
+            });
+        }
+        decode_value::<T>(bytes)
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
@@ -518,8 +640,9 @@ impl Store {
 
     /// Read a typed value.
     pub fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
-        match self.db.get_pinned_cf(self.cf(T::CF)?, key.to_key())? {
-            Some(bytes) => decode_value::<T>(&bytes).map(Some),
+        let key = key.to_key();
+        match self.db.get_pinned_cf(self.cf(T::CF)?, &key)? {
+            Some(bytes) => self.decode::<T>(&key, &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -532,7 +655,7 @@ impl Store {
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push((k.to_vec(), decode_value::<T>(&v)?));
+            out.push((k.to_vec(), self.decode::<T>(&k, &v)?));
         }
         Ok(out)
     }
@@ -542,9 +665,12 @@ impl Store {
         let mut wb = WriteBatch::default();
         for op in &batch.ops {
             let cf = self.cf(op.cf)?;
-            match &op.value {
-                Some(v) => wb.put_cf(cf, &op.key, v.as_slice()),
-                None => wb.delete_cf(cf, &op.key),
+            match (&op.value, &self.sealer) {
+                (Some(v), Some(sealer)) if op.secret => {
+                    wb.put_cf(cf, &op.key, sealer.seal(&aad(op.cf, &op.key), v)?)
+                }
+                (Some(v), _) => wb.put_cf(cf, &op.key, v.as_slice()),
+                (None, _) => wb.delete_cf(cf, &op.key),
             }
         }
         let mut wo = WriteOptions::default();
@@ -740,13 +866,124 @@ mod tests {
     use super::*;
     use protocol::messages::{ExternalPublicKeyIn, ProcessorPublicKey};
 
+    /// Every byte RocksDB wrote under `dir` (WAL, SST, manifest, ...).
+    fn raw_bytes(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                out.extend(std::fs::read(path).unwrap());
+            }
+        }
+        out
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Write keys and a key share with `secrets`, flush, and return the secrets and the raw bytes.
+    fn store_secrets(dir: &Path, secrets: &Secrets) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let keys = NodeKeys::generate(&mut rand_core::OsRng).unwrap();
+        let share = vec![0x5au8; 40];
+        {
+            let store = Store::open(dir, secrets).unwrap();
+            let mut b = Batch::new();
+            b.put::<Identity>(&IdentityKey::Node, &IdentityValue::Node(keys.clone()))
+                .unwrap();
+            let key = VaultKey {
+                coin: Coin::Btc,
+                session: 0,
+            };
+            let record = KeyShareRecord {
+                context: [1; 32],
+                keys: share.clone(),
+            };
+            b.put::<KeyShares>(&key, &record).unwrap();
+            store.write(b).unwrap();
+            store.db.flush_cf(store.cf(Identity::CF).unwrap()).unwrap();
+            store.db.flush_cf(store.cf(KeyShares::CF).unwrap()).unwrap();
+        }
+        let secrets_written = vec![
+            keys.coordinator_secret.to_vec(),
+            keys.processor_signature_secret.to_vec(),
+            keys.dkg_entropy.to_vec(),
+            keys.processor_messaging.secret.to_vec(),
+            share,
+        ];
+        (secrets_written, raw_bytes(dir))
+    }
+
+    #[test]
+    fn with_a_passphrase_no_secret_reaches_the_disk_and_reopening_needs_it() {
+        let pass = || Secrets::Passphrase(Zeroizing::new(b"correct horse".to_vec()));
+        let dir = tempfile::tempdir().unwrap();
+        let (secrets, raw) = store_secrets(dir.path(), &pass());
+        for s in &secrets {
+            assert!(!contains(&raw, s), "a secret is on disk in the clear");
+        }
+        // The right passphrase gives everything back; a wrong one or none is a clear error.
+        let store = Store::open(dir.path(), &pass()).unwrap();
+        assert!(store.node_keys().unwrap().is_some());
+        drop(store);
+        let wrong = Secrets::Passphrase(Zeroizing::new(b"battery staple".to_vec()));
+        let e = Store::open(dir.path(), &wrong).err().unwrap().to_string();
+        assert!(e.contains("wrong passphrase"), "{e}");
+        let e = Store::open(dir.path(), &Secrets::Insecure)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("encrypted"), "{e}");
+        // The check above can fail: an insecure directory shows its secrets.
+        let insecure = tempfile::tempdir().unwrap();
+        let (secrets, raw) = store_secrets(insecure.path(), &Secrets::Insecure);
+        assert!(secrets.iter().any(|s| contains(&raw, s)));
+        let e = Store::open(insecure.path(), &pass())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("without a passphrase"), "{e}");
+    }
+
+    #[test]
+    fn a_sealed_value_moved_to_another_key_does_not_open() {
+        let pass = Secrets::Passphrase(Zeroizing::new(b"pw".to_vec()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &pass).unwrap();
+        let a = VaultKey {
+            coin: Coin::Btc,
+            session: 0,
+        };
+        let b = VaultKey {
+            coin: Coin::Eth,
+            session: 0,
+        };
+        store
+            .put::<KeyShares>(
+                &a,
+                &KeyShareRecord {
+                    context: [2; 32],
+                    keys: vec![9; 8],
+                },
+            )
+            .unwrap();
+        let cf = store.cf(KeyShares::CF).unwrap();
+        let raw = store.db.get_cf(cf, a.to_key()).unwrap().unwrap();
+        store.db.put_cf(cf, b.to_key(), raw).unwrap();
+        assert!(store.get::<KeyShares>(&a).unwrap().is_some());
+        assert!(matches!(
+            store.get::<KeyShares>(&b),
+            Err(StorageError::Secrets(_))
+        ));
+    }
+
     #[test]
     fn typed_tables_roundtrip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let keys = NodeKeys::generate(&mut rand_core::OsRng).unwrap();
         let from = keys.validator_id();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), &Secrets::Insecure).unwrap();
             assert!(store.node_keys().unwrap().is_none());
             let mut b = Batch::new();
             b.put::<Identity>(&IdentityKey::Node, &IdentityValue::Node(keys.clone()))
@@ -771,7 +1008,7 @@ mod tests {
             }
             store.write(b).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &Secrets::Insecure).unwrap();
         assert_eq!(store.node_keys().unwrap().unwrap().validator_id(), from);
         assert_eq!(store.inbound_for(Coin::Btc).unwrap().len(), 1);
         assert_eq!(store.inbound_for(Coin::Eth).unwrap().len(), 0);

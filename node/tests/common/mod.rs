@@ -31,6 +31,7 @@ where
 /// Run the `vaultd` CLI with `args` and `--data-dir dir`; panics with its stderr on failure.
 pub fn cli(args: &[&str], dir: &Path) -> Value {
     let out = Command::new(BIN)
+        .env("VAULTD_INSECURE_NO_PASSPHRASE", "true")
         .args(args)
         .arg("--data-dir")
         .arg(dir)
@@ -103,6 +104,9 @@ impl Node {
             cmd.args(["--bootstrap", b]);
         }
         cmd.args(extra);
+        if !extra.contains(&"--password-file") {
+            cmd.env("VAULTD_INSECURE_NO_PASSPHRASE", "true");
+        }
         let mut child = cmd.spawn().unwrap();
         let run = dir.join("run.json");
         let pid = child.id();
