@@ -43,3 +43,6 @@ if [ -n "$ROCKSDB_OUT" ] && [ -f "$ROCKSDB_OUT/librocksdb.a" ]; then
 else
   cargo clippy --workspace --all-targets -- -D warnings
 fi
+
+echo "==> fuzz the envelope decoder (libFuzzer, bounded time)"
+bash "$ROOT/scripts/fuzz.sh" "${VAULTD_FUZZ_SECONDS:-60}"

@@ -57,6 +57,14 @@ impl ValidatorId {
     }
 }
 
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for ValidatorId {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = u.int_in_range(1..=MAX_VALIDATOR_ID_LEN)?;
+        Ok(ValidatorId(u.bytes(len)?.to_vec()))
+    }
+}
+
 impl fmt::Display for ValidatorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&bs58::encode(&self.0).into_string())
@@ -92,6 +100,7 @@ pub enum Curve {
 }
 
 /// A coin with a vault. Each coin has its own processor and its own `{IDENTITY}{COIN}` topic.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Coin {
     /// Bitcoin: P2TR address, BIP340 key.

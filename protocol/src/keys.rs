@@ -71,6 +71,29 @@ impl MessagingKey {
     }
 }
 
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for MessagingKey {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(MessagingKey {
+            secret: Zeroizing::new(u.arbitrary()?),
+            public: u.arbitrary()?,
+            seq: u.arbitrary()?,
+        })
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for NodeKeys {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(NodeKeys {
+            coordinator_secret: Zeroizing::new(u.arbitrary()?),
+            processor_messaging: u.arbitrary()?,
+            processor_signature_secret: Zeroizing::new(u.arbitrary()?),
+            dkg_entropy: Zeroizing::new(u.arbitrary()?),
+        })
+    }
+}
+
 /// Everything generated at `vaultd init`.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct NodeKeys {

@@ -64,6 +64,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 /// Step 2: the coordinator's public key (ed25519, the libp2p identity key).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoordinatorPublicKey {
     /// ed25519 public key; its PeerId must be the message's author.
@@ -71,6 +72,7 @@ pub struct CoordinatorPublicKey {
 }
 
 /// Step 3 (and step 4's rotation): a processor's messaging public key (X25519).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessorPublicKey {
     /// Coin of the processor.
@@ -82,6 +84,7 @@ pub struct ProcessorPublicKey {
 }
 
 /// Step 5: a processor is ready to sign; carries its processor signature public key.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignerReady {
     /// Coin of the processor.
@@ -92,6 +95,7 @@ pub struct SignerReady {
 
 /// Between steps 16 and 17: what a processor saw in round 1, echoed so that nobody goes on to
 /// shares while another participant saw different commitments from the same sender.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGenCommitmentsDigest {
     /// Coin.
@@ -110,6 +114,7 @@ pub struct KeyGenCommitmentsDigest {
 /// What a DKG payload (commitments or an encrypted share) carries inside its seal: the PedPoP
 /// bytes and the sender's processor signature over them, so that a recipient can later show
 /// them to everyone as evidence (the seal itself is deniable).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGenPayload {
     /// dkg-pedpop's serialized message.
@@ -119,6 +124,7 @@ pub struct KeyGenPayload {
 }
 
 /// Why a participant is left out of the next DKG attempt.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExclusionReason {
@@ -173,6 +179,7 @@ impl ExclusionReason {
 /// A participant's vote to run the next DKG attempt without `exclude`. The next attempt starts
 /// when t participants of this attempt signed the same set in the same round (the lowest such
 /// round decides); see `docs/RELIABILITY.md`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGenExclusionVote {
     /// Coin.
@@ -192,6 +199,7 @@ pub struct KeyGenExclusionVote {
 }
 
 /// Evidence against a participant of a DKG attempt, published by the participant who holds it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BlameEvidence {
     /// The encrypted share `accused` sent to the publisher failed to decrypt or verify.
@@ -228,6 +236,7 @@ impl BlameEvidence {
 }
 
 /// Evidence against a DKG participant, gossiped so every validator reaches the same verdict.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGenBlame {
     /// Coin.
@@ -241,6 +250,7 @@ pub struct KeyGenBlame {
 }
 
 /// Step 20: the vault's group key and address.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicAddressAvailable {
     /// Coin.
@@ -262,6 +272,7 @@ pub struct PublicAddressAvailable {
 /// A request to sign `messages` with a coin's vault, announced by the validator whose API
 /// received it (the originator), for one attempt with one signer set of exactly t validators.
 /// Signed by the originator's processor signature key, so every signer checks the same set.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignRequest {
     /// Coin.
@@ -283,6 +294,7 @@ pub struct SignRequest {
 }
 
 /// A finished signature set, announced by each signer and stored by every validator.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureAvailable {
     /// Coin.
@@ -304,6 +316,7 @@ pub struct SignatureAvailable {
 }
 
 /// The general partition.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GeneralMessage {
     /// Step 2.
@@ -359,6 +372,7 @@ impl GeneralMessage {
 }
 
 /// Step 7: the list of a coordinator's processor messaging public keys.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessorPublicKeyList {
     /// One entry per coin.
@@ -366,6 +380,7 @@ pub struct ProcessorPublicKeyList {
 }
 
 /// Step 9: sealed to the external processor; carries the sender's processor signature key.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedPublicKeyOut {
     /// Coin.
@@ -377,6 +392,7 @@ pub struct EncryptedPublicKeyOut {
 }
 
 /// Step 13: sealed round-1 commitments for one recipient.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedKeyGenCommitmentOut {
     /// Coin.
@@ -390,6 +406,7 @@ pub struct EncryptedKeyGenCommitmentOut {
 }
 
 /// Step 16: a sealed (and PedPoP-encrypted) secret share for one recipient.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedKeyShareOut {
     /// Coin.
@@ -405,6 +422,7 @@ pub struct EncryptedKeyShareOut {
 /// Signing, round 1: a signer's preprocess (nonce commitments, one per message) for another
 /// signer. The request travels in the clear (it is public and signed by its originator); the
 /// preprocesses are sealed, bound to the request's session.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedPreprocessOut {
     /// Recipient validator.
@@ -416,6 +434,7 @@ pub struct EncryptedPreprocessOut {
 }
 
 /// Plaintext of [`EncryptedPreprocessOut`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreprocessPayload {
     /// One serialized preprocess per message.
@@ -423,6 +442,7 @@ pub struct PreprocessPayload {
 }
 
 /// Signing, round 2: a signer's signature shares for another signer.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedSignatureShareOut {
     /// Coin.
@@ -438,6 +458,7 @@ pub struct EncryptedSignatureShareOut {
 }
 
 /// Plaintext of [`EncryptedSignatureShareOut`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureSharePayload {
     /// One serialized signature share per message.
@@ -445,6 +466,7 @@ pub struct SignatureSharePayload {
 }
 
 /// What one coordinator sends another over a request-response stream.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirectRequest {
     /// Step 7.
@@ -476,6 +498,7 @@ impl DirectRequest {
 }
 
 /// The answer to a [`DirectRequest`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirectResponse {
     /// Stored; will be placed on the bus.
@@ -490,6 +513,7 @@ pub enum DirectResponse {
 }
 
 /// Plaintext of [`EncryptedPublicKeyOut`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKeyPayload {
     /// Sender's processor signature public key.
@@ -499,6 +523,7 @@ pub struct PublicKeyPayload {
 }
 
 /// A partition of a `{IDENTITY}{COIN}` topic.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Partition {
     /// Announcements, public.
@@ -508,6 +533,7 @@ pub enum Partition {
 }
 
 /// Step 8: the coordinator places an external processor's messaging key for its processor.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExternalPublicKeyIn {
     /// The external validator.
@@ -517,6 +543,7 @@ pub struct ExternalPublicKeyIn {
 }
 
 /// Step 11.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedPublicKeyIn {
     /// Sending validator (authenticated by the transport).
@@ -526,6 +553,7 @@ pub struct EncryptedPublicKeyIn {
 }
 
 /// Step 15.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedKeyGenCommitmentIn {
     /// Sending validator (authenticated by the transport).
@@ -535,6 +563,7 @@ pub struct EncryptedKeyGenCommitmentIn {
 }
 
 /// Step 18.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedKeyShareIn {
     /// Sending validator (authenticated by the transport).
@@ -544,6 +573,7 @@ pub struct EncryptedKeyShareIn {
 }
 
 /// Signing, round 1, as received.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedPreprocessIn {
     /// Sending validator (authenticated by the transport).
@@ -553,6 +583,7 @@ pub struct EncryptedPreprocessIn {
 }
 
 /// Signing, round 2, as received.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedSignatureShareIn {
     /// Sending validator (authenticated by the transport).
@@ -562,6 +593,7 @@ pub struct EncryptedSignatureShareIn {
 }
 
 /// A signature request received by this node's API, for its processor to originate.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureRequested {
     /// Request id.
@@ -571,6 +603,7 @@ pub struct SignatureRequested {
 }
 
 /// A general-partition message from another validator, placed for the processor.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GeneralIn {
     /// Author (the gossip source, checked to be a validator).
@@ -580,6 +613,7 @@ pub struct GeneralIn {
 }
 
 /// What travels on the local bus.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BusMessage {
     // processor -> coordinator

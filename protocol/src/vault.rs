@@ -8,6 +8,7 @@ use crate::{
 };
 
 /// Where a vault stands.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VaultStatus {
@@ -23,6 +24,7 @@ pub enum VaultStatus {
 }
 
 /// A participant left out of a DKG attempt.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exclusion {
     /// Who.
@@ -36,6 +38,7 @@ pub struct Exclusion {
 }
 
 /// A coin's vault.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VaultRecord {
     /// Coin.
@@ -63,6 +66,7 @@ pub struct VaultRecord {
 }
 
 /// Where a signature request stands.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignStatus {
@@ -75,6 +79,7 @@ pub enum SignStatus {
 }
 
 /// A signature request as the node stores and reports it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignRecord {
     /// Request id.
@@ -100,6 +105,7 @@ pub struct SignRecord {
 }
 
 /// A signer caught sending an invalid preprocess or signature share.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheaterReport {
     /// Coin.

@@ -977,6 +977,65 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Inbound keys survive their byte layout, and any bytes decode or fail cleanly.
+        #[test]
+        fn inbound_keys_roundtrip_and_hostile_keys_never_panic(
+            coin in 0usize..3,
+            kind in 0usize..8,
+            from in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
+            context in proptest::prelude::any::<[u8; 32]>(),
+            seq in proptest::prelude::any::<u64>(),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let kinds = [
+                InboundKind::ExternalPublicKey,
+                InboundKind::EncryptedPublicKey,
+                InboundKind::Commitment,
+                InboundKind::Digest,
+                InboundKind::Share,
+                InboundKind::Address,
+                InboundKind::Vote,
+                InboundKind::Blame,
+            ];
+            let key = InboundKey {
+                coin: [Coin::Btc, Coin::Eth, Coin::Sol][coin],
+                kind: kinds[kind],
+                from: ValidatorId::from_bytes(&from).unwrap(),
+                context,
+                seq,
+            };
+            proptest::prop_assert_eq!(InboundKey::decode(&key.to_key()), Some(key));
+            let _ = InboundKey::decode(&junk);
+        }
+
+        /// Any stored bytes decode to a value or a `Corrupt` error naming the column family.
+        #[test]
+        fn hostile_values_are_errors(junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            fn check<T: Table>(bytes: &[u8]) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
+                if let Err(e) = decode_value::<T>(bytes) {
+                    proptest::prop_assert!(e.to_string().contains(T::CF));
+                }
+                Ok(())
+            }
+            let mut with_version = vec![SCHEMA_VERSION];
+            with_version.extend_from_slice(&junk);
+            for bytes in [&junk[..], &with_version[..]] {
+                check::<Identity>(bytes)?;
+                check::<Peers>(bytes)?;
+                check::<Inbound>(bytes)?;
+                check::<Outbox>(bytes)?;
+                check::<Vaults>(bytes)?;
+                check::<KeyShares>(bytes)?;
+                check::<SignRequests>(bytes)?;
+                check::<NoncesUsed>(bytes)?;
+                check::<Cheaters>(bytes)?;
+                check::<DkgVotes>(bytes)?;
+                check::<Meta>(bytes)?;
+            }
+        }
+    }
+
     #[test]
     fn typed_tables_roundtrip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
