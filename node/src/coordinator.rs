@@ -42,6 +42,7 @@ use crate::{
     metrics::Metrics,
     network::{self, Behaviour, BehaviourEvent},
     processor_task::Snapshots,
+    rate::RateLimiter,
     status::{
         CheaterView, ExclusionView, KeyStatus, SigningView, Status, ValidatorStatus, VaultStatus,
         VoteView as StatusVote,
@@ -50,6 +51,13 @@ use crate::{
 
 /// Longest wait between two attempts to deliver a direct request.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Per-peer limits: gossip messages a validator may author, and requests it may send, per second
+/// and at once. A DKG or a burst of signing ceremonies stays well below them.
+const GOSSIP_PER_SECOND: u32 = 200;
+const GOSSIP_BURST: u32 = 2000;
+const DIRECT_PER_SECOND: u32 = 200;
+const DIRECT_BURST: u32 = 2000;
+
 /// Re-announce period while a vault is not active yet.
 const ANNOUNCE_FAST: Duration = Duration::from_secs(2);
 /// Re-announce period once every vault is active.
@@ -141,6 +149,8 @@ pub struct Coordinator {
     last_seq: u64,
     #[cfg(feature = "fault-injection")]
     link_faults: crate::faults::LinkFaults,
+    gossip_limit: RateLimiter,
+    direct_limit: RateLimiter,
 }
 
 impl Coordinator {
@@ -208,6 +218,8 @@ impl Coordinator {
             announce_now: true,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
+            gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
+            direct_limit: RateLimiter::new(DIRECT_PER_SECOND, DIRECT_BURST),
             last_seq: 0,
         })
     }
@@ -613,6 +625,23 @@ impl Coordinator {
         {
             {
                 let author = message.source;
+                let limited_peer = author.unwrap_or(propagation_source);
+                let now = Instant::now();
+                if !self.gossip_limit.allow(&limited_peer, now) {
+                    self.metrics.limited("gossip");
+                    if self.gossip_limit.should_warn(&limited_peer, now) {
+                        warn!(peer = %limited_peer, "gossip rate limit exceeded; ignoring its messages for now");
+                    }
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                    return;
+                }
                 #[cfg(feature = "fault-injection")]
                 if author.is_some_and(|a| self.link_faults.is_cut(&a)) {
                     self.swarm
@@ -1114,6 +1143,15 @@ impl Coordinator {
         #[cfg(feature = "fault-injection")]
         if self.link_faults.is_cut(&peer) {
             return; // no answer: the channel drops
+        }
+        let now = Instant::now();
+        if !self.direct_limit.allow(&peer, now) {
+            // No answer: an honest sender's outbox retries later; a flood gets nothing.
+            self.metrics.limited("direct");
+            if self.direct_limit.should_warn(&peer, now) {
+                warn!(%peer, "request rate limit exceeded; not answering it for now");
+            }
+            return;
         }
         let response = match self.on_direct(peer, &request).await {
             Ok((kind, r)) => {

@@ -17,6 +17,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod network;
 pub mod processor_task;
+pub mod rate;
 pub mod status;
 
 use std::{

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub dkg_excluded: Family<Labels, Gauge>,
     /// Current DKG attempt, by coin.
     pub dkg_attempt: Family<Labels, Gauge>,
+    /// Messages dropped by the per-peer rate limits, by protocol.
+    pub rate_limited: Family<Labels, Counter>,
 }
 
 fn kind(kind: &str) -> Labels {
@@ -94,6 +96,11 @@ impl Metrics {
             m.dkg_excluded.clone(),
         );
         r.register(
+            "rate_limited",
+            "Messages dropped by the per-peer rate limits, by protocol (gossip, direct)",
+            m.rate_limited.clone(),
+        );
+        r.register(
             "dkg_attempt",
             "Current DKG attempt per coin (0 unless participants were left out)",
             m.dkg_attempt.clone(),
@@ -110,6 +117,13 @@ impl Metrics {
                 ("reason".to_string(), e.reason.label().to_string()),
             ])
             .set(1);
+    }
+
+    /// Count a message dropped by a rate limit.
+    pub fn limited(&self, protocol: &str) {
+        self.rate_limited
+            .get_or_create(&vec![("protocol".to_string(), protocol.to_string())])
+            .inc();
     }
 
     /// Set a coin's DKG attempt.

@@ -177,6 +177,74 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     })
     .await
     .expect("every request answered");
+
+    // A flood from the same validator identity: past its burst (2000) it gets no answer; the
+    // node says so, naming it, and keeps running.
+    let (p1, _) = targets[0];
+    // Waves below the stream limit (256 concurrent), so that only the rate limit drops any.
+    let (mut answered, mut unanswered) = (0usize, 0usize);
+    for _ in 0..16 {
+        let wave: BTreeSet<_> = (0..250)
+            .map(|_| {
+                swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_request(&p1, vec![0xee; 8])
+            })
+            .collect();
+        let mut ended = 0;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while ended < wave.len() {
+                match swarm.select_next_some().await {
+                    // A request left unanswered ends with an empty response (the stream closes
+                    // before any byte) or an outbound failure.
+                    SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Response {
+                                    request_id,
+                                    response,
+                                },
+                            ..
+                        },
+                    )) if wave.contains(&request_id) => {
+                        if response.is_empty() {
+                            unanswered += 1;
+                        } else {
+                            answered += 1;
+                        }
+                        ended += 1;
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                        request_response::Event::OutboundFailure { request_id, .. },
+                    )) if wave.contains(&request_id) => {
+                        unanswered += 1;
+                        ended += 1;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("every flooded request ended");
+    }
+    assert!(
+        unanswered > 0,
+        "the flood was never limited: {answered} answered"
+    );
+    assert!(
+        answered >= 1900,
+        "only {answered} answered before the limit"
+    );
+    assert!(nodes[0].alive());
+    assert!(nodes[0]
+        .log()
+        .lines()
+        .any(|l| l.contains("rate limit exceeded") && l.contains(&me.to_string())));
+    assert!(nodes[0]
+        .metrics()
+        .await
+        .contains("vaultd_rate_limited_total{protocol=\"direct\"}"));
     drop(swarm);
 
     // Every node is still alive and says what it rejected, naming the sender.

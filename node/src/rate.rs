@@ -1,0 +1,93 @@
+//! Per-peer rate limits: a token bucket per peer and protocol. Past its burst, a peer's gossip is
+//! ignored and its requests go unanswered (an honest sender's outbox retries with backoff; a
+//! flooding one gets nothing), with one log line per peer and window.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use libp2p::PeerId;
+
+/// Most peers tracked (only validators can connect, so this is never reached honestly).
+const MAX_TRACKED: usize = 4096;
+/// At most one warning per peer in this window.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A token bucket per peer.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: HashMap<PeerId, (f64, Instant)>,
+    warned: HashMap<PeerId, Instant>,
+}
+
+impl RateLimiter {
+    /// `per_second` sustained, `burst` at once.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            buckets: HashMap::new(),
+            warned: HashMap::new(),
+        }
+    }
+
+    /// Whether `peer` may send one more message at `now`.
+    pub fn allow(&mut self, peer: &PeerId, now: Instant) -> bool {
+        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(peer) {
+            // Forget the fullest buckets' peers: they are idle.
+            let burst = self.burst;
+            self.buckets.retain(|_, (tokens, _)| *tokens < burst);
+        }
+        let (tokens, last) = self.buckets.entry(*peer).or_insert((self.burst, now));
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * self.per_second;
+        *tokens = (*tokens + refill).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether to log that `peer` is limited now (once per window).
+    pub fn should_warn(&mut self, peer: &PeerId, now: Instant) -> bool {
+        if self.warned.len() >= MAX_TRACKED {
+            self.warned.clear();
+        }
+        match self.warned.get(peer) {
+            Some(t) if now.saturating_duration_since(*t) < WARN_EVERY => false,
+            _ => {
+                self.warned.insert(*peer, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_sustained_rate() {
+        let mut r = RateLimiter::new(10, 5);
+        let p = PeerId::random();
+        let q = PeerId::random();
+        let t0 = Instant::now();
+        assert_eq!((0..8).filter(|_| r.allow(&p, t0)).count(), 5);
+        // Another peer has its own bucket.
+        assert!(r.allow(&q, t0));
+        // 300 ms later, 3 more tokens.
+        let t1 = t0 + Duration::from_millis(300);
+        assert_eq!((0..8).filter(|_| r.allow(&p, t1)).count(), 3);
+        // Never more than the burst, however long the pause.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!((0..8).filter(|_| r.allow(&p, t2)).count(), 5);
+        assert!(r.should_warn(&p, t2));
+        assert!(!r.should_warn(&p, t2 + Duration::from_secs(1)));
+        assert!(r.should_warn(&p, t2 + Duration::from_secs(11)));
+    }
+}
