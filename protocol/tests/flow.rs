@@ -645,7 +645,8 @@ fn a_processor_crashed_at_any_step_and_restarted_ends_with_one_key() {
         assert_all_active(&c, &[coin]);
     }
     // The crashes landed in several phases.
-    assert!(steps_seen.len() >= 3, "{steps_seen:?}");
+    eprintln!("crashed in phases: {steps_seen:?}");
+    assert!(steps_seen.len() >= 5, "{steps_seen:?}");
 }
 
 #[test]
