@@ -57,6 +57,10 @@ const GOSSIP_PER_SECOND: u32 = 200;
 const GOSSIP_BURST: u32 = 2000;
 const DIRECT_PER_SECOND: u32 = 200;
 const DIRECT_BURST: u32 = 2000;
+/// Connections a validator may open to us per minute, and at once (restarts and redials stay far
+/// below; a peer churning connections is cut off).
+const CONNECTIONS_PER_MINUTE: u32 = 30;
+const CONNECTION_BURST: u32 = 10;
 
 /// Re-announce period while a vault is not active yet.
 const ANNOUNCE_FAST: Duration = Duration::from_secs(2);
@@ -151,6 +155,7 @@ pub struct Coordinator {
     link_faults: crate::faults::LinkFaults,
     gossip_limit: RateLimiter,
     direct_limit: RateLimiter,
+    connection_limit: RateLimiter,
 }
 
 impl Coordinator {
@@ -220,6 +225,7 @@ impl Coordinator {
             link_faults: Default::default(),
             gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
             direct_limit: RateLimiter::new(DIRECT_PER_SECOND, DIRECT_BURST),
+            connection_limit: RateLimiter::per_minute(CONNECTIONS_PER_MINUTE, CONNECTION_BURST),
             last_seq: 0,
         })
     }
@@ -500,8 +506,18 @@ impl Coordinator {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                connection_id,
                 ..
             } => {
+                let now = Instant::now();
+                if !self.connection_limit.allow(&peer_id, now) {
+                    self.metrics.limited("connection");
+                    if self.connection_limit.should_warn(&peer_id, now) {
+                        warn!(peer = %peer_id, "connection rate limit exceeded; closing its new connections for now");
+                    }
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 if num_established.get() == 1 {
                     info!(peer = %peer_id, "connected");
                 }

@@ -97,7 +97,7 @@ impl Metrics {
         );
         r.register(
             "rate_limited",
-            "Messages dropped by the per-peer rate limits, by protocol (gossip, direct)",
+            "Messages or connections dropped by the per-peer rate limits, by protocol (gossip, direct, connection)",
             m.rate_limited.clone(),
         );
         r.register(

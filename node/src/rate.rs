@@ -33,6 +33,14 @@ impl RateLimiter {
         }
     }
 
+    /// `per_minute` sustained, `burst` at once.
+    pub fn per_minute(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: f64::from(per_minute) / 60.0,
+            ..RateLimiter::new(0, burst)
+        }
+    }
+
     /// Whether `peer` may send one more message at `now`.
     pub fn allow(&mut self, peer: &PeerId, now: Instant) -> bool {
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(peer) {
@@ -89,5 +97,10 @@ mod tests {
         assert!(r.should_warn(&p, t2));
         assert!(!r.should_warn(&p, t2 + Duration::from_secs(1)));
         assert!(r.should_warn(&p, t2 + Duration::from_secs(11)));
+        // Per minute: 3 at once, then one every 20 s.
+        let mut c = RateLimiter::per_minute(3, 3);
+        assert_eq!((0..5).filter(|_| c.allow(&p, t0)).count(), 3);
+        assert!(!c.allow(&p, t0 + Duration::from_secs(19)));
+        assert!(c.allow(&p, t0 + Duration::from_secs(21)));
     }
 }

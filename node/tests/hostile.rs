@@ -245,7 +245,46 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         .metrics()
         .await
         .contains("vaultd_rate_limited_total{protocol=\"direct\"}"));
+
+    // Connection churn from the same identity (16 fresh swarms): the node keeps at most 2
+    // connections per peer and rate-limits new ones (`rate::RateLimiter`, unit-tested); here it
+    // only has to stay up.
     drop(swarm);
+    let a1: Multiaddr = targets[0].1.clone();
+    for _ in 0..16 {
+        let keypair = network::keypair_from_secret(&keys.coordinator_secret).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut churn =
+            network::build_swarm(keypair, &def.name, &validators, &mut registry).unwrap();
+        churn.dial(a1.clone()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                    churn.select_next_some().await
+                {
+                    if peer_id == p1 {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the dial connects");
+        churn.disconnect_peer_id(p1).ok();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let SwarmEvent::ConnectionClosed { peer_id, .. } = churn.select_next_some().await
+                {
+                    if peer_id == p1 {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the connection closes");
+    }
+    assert!(nodes[0].alive());
 
     // Every node is still alive and says what it rejected, naming the sender.
     let me = me.to_string();
