@@ -456,7 +456,9 @@ impl Processor {
             past.push(ctx);
             attempt += 1;
         }
-        if ctx == self.params.context {
+        // Attempts only move forward: a node restored at attempt k (its vault from disk) sees
+        // the votes that led there again only as its inbound log is replayed.
+        if ctx == self.params.context || attempt < self.attempt {
             return;
         }
         // A new attempt: a new context, a new participant list, a fresh DKG.

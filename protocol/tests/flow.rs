@@ -522,7 +522,8 @@ fn a_silent_participant_is_voted_out_after_the_timeout() {
     let v = c.procs[&(0, coin)].vault().cloned().expect("decided");
     assert_eq!(v.excluded[0].reason, ExclusionReason::SilentCommitments);
     // A restart (own votes from disk, then the inbound log) lands on the same attempt and key.
-    let k = &c.keys[0];
+    let keys0 = c.keys[0].clone();
+    let k = &keys0;
     let mut p =
         Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), None).unwrap();
     let mut out = p.restore_votes(c.votes[&(0, coin)].clone());
@@ -537,6 +538,27 @@ fn a_silent_participant_is_voted_out_after_the_timeout() {
     assert_eq!(again.status, VaultStatus::Active);
     assert_eq!(again.group_key, v.group_key);
     assert_eq!(again.attempt, 1);
+    // And a restart with the active attempt-1 vault from disk keeps it through the replay.
+    let mut p = Processor::new(
+        c.def.clone(),
+        coin,
+        k,
+        k.processor_messaging.clone(),
+        Some(again.clone()),
+    )
+    .unwrap();
+    assert_eq!(p.attempt(), 1);
+    p.set_key_share(&c.key_shares[&(0, coin)]).unwrap();
+    let mut out = p.restore_votes(c.votes[&(0, coin)].clone());
+    out.extend(p.start());
+    for m in c.inbound[&(0, coin)].clone() {
+        out.extend(p.handle(m).unwrap());
+    }
+    assert_eq!(p.vault(), Some(&again));
+    assert_eq!(p.participants(), &again.participants[..]);
+    c.procs.insert((0, coin), p);
+    c.route(0, coin, out);
+    c.run();
     assert_left_out(&mut c, coin, 3, ExclusionReason::SilentCommitments);
 }
 
