@@ -632,6 +632,14 @@ impl Coordinator {
         }
     }
 
+    /// Drop a gossip message without judging it (not forwarded, not held against its sender).
+    fn ignore_gossip(&mut self, message_id: &gossipsub::MessageId, source: &PeerId) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, source, MessageAcceptance::Ignore);
+    }
+
     async fn on_gossip_message(
         &mut self,
         propagation_source: PeerId,
@@ -648,26 +656,12 @@ impl Coordinator {
                     if self.gossip_limit.should_warn(&limited_peer, now) {
                         warn!(peer = %limited_peer, "gossip rate limit exceeded; ignoring its messages for now");
                     }
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Ignore,
-                        );
+                    self.ignore_gossip(&message_id, &propagation_source);
                     return;
                 }
                 #[cfg(feature = "fault-injection")]
                 if author.is_some_and(|a| self.link_faults.is_cut(&a)) {
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Ignore,
-                        );
+                    self.ignore_gossip(&message_id, &propagation_source);
                     return;
                 }
                 let verdict = self.on_gossip(author, &message.topic, &message.data).await;

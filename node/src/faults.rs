@@ -63,47 +63,46 @@ impl LinkFaults {
         author: Option<PeerId>,
         g: HeldGossip,
     ) -> Option<HeldGossip> {
-        match author.and_then(|a| self.delay.get(&a)) {
-            Some(d) => {
-                if self.held_gossip.len() >= MAX_HELD {
-                    self.held_gossip.pop_front();
-                }
-                self.held_gossip.push_back((Instant::now() + *d, g));
-                None
-            }
-            None => Some(g),
-        }
+        let delay = author.and_then(|a| self.delay.get(&a)).copied();
+        hold(&mut self.held_gossip, delay, g)
     }
 
     /// Hold a request back if its sender's link is delayed; gives it back otherwise.
     pub(crate) fn hold_request(&mut self, r: HeldRequest) -> Option<HeldRequest> {
-        match self.delay.get(&r.peer) {
-            Some(d) => {
-                if self.held_requests.len() >= MAX_HELD {
-                    self.held_requests.pop_front();
-                }
-                self.held_requests.push_back((Instant::now() + *d, r));
-                None
-            }
-            None => Some(r),
-        }
+        let delay = self.delay.get(&r.peer).copied();
+        hold(&mut self.held_requests, delay, r)
     }
 
     /// What is due now.
     pub(crate) fn due(&mut self) -> (Vec<HeldGossip>, Vec<HeldRequest>) {
         let now = Instant::now();
-        let mut gossip = Vec::new();
-        while self.held_gossip.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, g)) = self.held_gossip.pop_front() {
-                gossip.push(g);
-            }
-        }
-        let mut requests = Vec::new();
-        while self.held_requests.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, r)) = self.held_requests.pop_front() {
-                requests.push(r);
-            }
-        }
-        (gossip, requests)
+        (
+            due(&mut self.held_gossip, now),
+            due(&mut self.held_requests, now),
+        )
     }
+}
+
+/// Queue `item` until `delay` from now, or give it back if there is no delay.
+fn hold<T>(queue: &mut VecDeque<(Instant, T)>, delay: Option<Duration>, item: T) -> Option<T> {
+    let Some(delay) = delay else {
+        return Some(item);
+    };
+    if queue.len() >= MAX_HELD {
+        queue.pop_front();
+    }
+    queue.push_back((Instant::now() + delay, item));
+    None
+}
+
+/// Take what is due at `now` (every delayed link has the same delay, so the queue is in due
+/// order).
+fn due<T>(queue: &mut VecDeque<(Instant, T)>, now: Instant) -> Vec<T> {
+    let mut out = Vec::new();
+    while queue.front().is_some_and(|(t, _)| *t <= now) {
+        if let Some((_, item)) = queue.pop_front() {
+            out.push(item);
+        }
+    }
+    out
 }

@@ -186,19 +186,16 @@ fn round1<C: Ciphersuite>(
     Ok((machine, msg.serialize()))
 }
 
-/// Messages by 1-based participant index.
-pub type ByParticipant = BTreeMap<u16, Vec<u8>>;
-
-fn round2<C: Ciphersuite>(
-    entropy: &[u8; 32],
+/// Parse commitment messages (all but `skip`'s), blaming the sender of one that does not parse.
+fn read_commitments<C: Ciphersuite>(
     p: &DkgParams,
-    commitments: &ByParticipant,
-) -> Result<(KeyMachine<C>, ByParticipant), DkgFailure> {
+    commitments: &BTreeMap<u16, Vec<u8>>,
+    skip: Option<u16>,
+) -> Result<HashMap<Participant, EncryptionKeyMessage<C, Commitments<C>>>, DkgFailure> {
     let params = threshold_params(p)?;
-    let (machine, _) = round1::<C>(entropy, p)?;
-    let mut others = HashMap::new();
+    let mut out = HashMap::new();
     for (&l, bytes) in commitments {
-        if l == p.i {
+        if Some(l) == skip {
             continue;
         }
         let msg = read_exact(bytes, |r| {
@@ -208,8 +205,21 @@ fn round2<C: Ciphersuite>(
             participant: l,
             reason: format!("malformed commitments: {e}"),
         })?;
-        others.insert(participant(l)?, msg);
+        out.insert(participant(l)?, msg);
     }
+    Ok(out)
+}
+
+/// Messages by 1-based participant index.
+pub type ByParticipant = BTreeMap<u16, Vec<u8>>;
+
+fn round2<C: Ciphersuite>(
+    entropy: &[u8; 32],
+    p: &DkgParams,
+    commitments: &ByParticipant,
+) -> Result<(KeyMachine<C>, ByParticipant), DkgFailure> {
+    let (machine, _) = round1::<C>(entropy, p)?;
+    let others = read_commitments::<C>(p, commitments, Some(p.i))?;
     let (key_machine, shares) = machine
         .generate_secret_shares(&mut rng(entropy, b"vaultd DKG secret shares", p), others)
         .map_err(pedpop_failure)?;
@@ -325,17 +335,7 @@ fn judge_inner<C: Ciphersuite>(
     proof: Option<&[u8]>,
 ) -> Result<u16, DkgFailure> {
     let params = threshold_params(p)?;
-    let mut msgs = HashMap::new();
-    for (&l, bytes) in commitments {
-        let msg = read_exact(bytes, |r| {
-            EncryptionKeyMessage::<C, Commitments<C>>::read(r, params)
-        })
-        .map_err(|e| DkgFailure::Blame {
-            participant: l,
-            reason: format!("malformed commitments: {e}"),
-        })?;
-        msgs.insert(participant(l)?, msg);
-    }
+    let msgs = read_commitments::<C>(p, commitments, None)?;
     if msgs.len() != usize::from(p.n) {
         return Err(DkgFailure::Other(format!(
             "{} of {} commitments to judge with",
