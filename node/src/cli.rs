@@ -10,9 +10,27 @@ use protocol::Coin;
 #[derive(Debug, Parser)]
 #[command(name = "vaultd", version, about, long_about = None)]
 pub struct Cli {
+    /// TOML file with settings of `vaultd run` (keys are the long flags with `_` for `-`, e.g.
+    /// `dkg_timeout = 60`, `listen = ["/ip4/0.0.0.0/tcp/30555"]`). Precedence: flags, then
+    /// `VAULTD_*` environment variables, then this file, then the defaults.
+    #[arg(long, env = "VAULTD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr: `text` (human-readable) or `json` (one object per line). Levels
+    /// come from `RUST_LOG` (e.g. `info,vaultd=debug`).
+    #[arg(long, env = "VAULTD_LOG_FORMAT", global = true, default_value = "text")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The passphrase that protects the keys and key shares at rest.
@@ -55,14 +73,20 @@ pub enum Command {
         /// How the keys are protected at rest (as chosen at `init`).
         #[command(flatten)]
         secrets: SecretsArgs,
-        /// libp2p listen address (repeatable).
-        #[arg(long, env = "VAULTD_LISTEN", default_value = "/ip4/0.0.0.0/tcp/30555")]
+        /// libp2p listen address (repeatable; comma-separated in the environment).
+        #[arg(
+            long,
+            env = "VAULTD_LISTEN",
+            value_delimiter = ',',
+            default_value = "/ip4/0.0.0.0/tcp/30555"
+        )]
         listen: Vec<Multiaddr>,
         /// HTTP endpoint address (status, health, metrics).
         #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
         api: SocketAddr,
-        /// Extra bootstrap multiaddr with /p2p/<peer id> (repeatable).
-        #[arg(long)]
+        /// Extra bootstrap multiaddr with /p2p/<peer id> (repeatable; comma-separated in the
+        /// environment).
+        #[arg(long, env = "VAULTD_BOOTSTRAP", value_delimiter = ',')]
         bootstrap: Vec<Multiaddr>,
         /// Seconds a signing attempt waits for its signers before retrying with another set.
         #[arg(long, env = "VAULTD_SIGN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -71,6 +95,10 @@ pub enum Command {
         /// attempt without the participants it still waits for.
         #[arg(long, env = "VAULTD_DKG_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
         dkg_timeout: u64,
+        /// Print the settings this command would run with (after flags, environment and config
+        /// file) and exit.
+        #[arg(long)]
+        print_config: bool,
         /// Test-only malicious behaviour (equivocate, bad-share, false-accusation, garbage).
         #[cfg(feature = "fault-injection")]
         #[arg(long, env = "VAULTD_SABOTAGE", hide = true)]
@@ -103,8 +131,18 @@ pub enum Command {
         #[arg(long)]
         coin: Coin,
     },
-    /// Print a running node's status (JSON).
+    /// Print a running node's status: peers (address, latency), vaults per coin and session,
+    /// ceremonies in progress, who was left out and why, recent failures.
     Status {
+        /// The node's HTTP endpoint, host:port.
+        #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
+        api: String,
+        /// Print the raw status document (JSON) instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a running node's peers: every validator, connected or missing, address and latency.
+    Peers {
         /// The node's HTTP endpoint, host:port.
         #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
         api: String,

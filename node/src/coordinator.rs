@@ -20,7 +20,6 @@ use libp2p::{
     gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash},
     identify,
     metrics::Recorder,
-    ping,
     request_response::{self, OutboundRequestId},
     swarm::{dial_opts::DialOpts, SwarmEvent},
     Multiaddr, PeerId, Swarm,
@@ -156,6 +155,9 @@ pub struct Coordinator {
     gossip_limit: RateLimiter,
     direct_limit: RateLimiter,
     connection_limit: RateLimiter,
+    /// Remote address of each connected peer, and the last ping round trip.
+    peer_addrs: HashMap<PeerId, Multiaddr>,
+    peer_rtt: HashMap<PeerId, Duration>,
 }
 
 impl Coordinator {
@@ -226,6 +228,8 @@ impl Coordinator {
             gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
             direct_limit: RateLimiter::new(DIRECT_PER_SECOND, DIRECT_BURST),
             connection_limit: RateLimiter::per_minute(CONNECTIONS_PER_MINUTE, CONNECTION_BURST),
+            peer_addrs: HashMap::new(),
+            peer_rtt: HashMap::new(),
             last_seq: 0,
         })
     }
@@ -507,6 +511,7 @@ impl Coordinator {
                 peer_id,
                 num_established,
                 connection_id,
+                endpoint,
                 ..
             } => {
                 let now = Instant::now();
@@ -519,8 +524,10 @@ impl Coordinator {
                     return;
                 }
                 if num_established.get() == 1 {
-                    info!(peer = %peer_id, "connected");
+                    info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 }
+                self.peer_addrs
+                    .insert(peer_id, endpoint.get_remote_address().clone());
                 self.connected.insert(peer_id);
                 self.metrics
                     .peers_connected
@@ -545,6 +552,8 @@ impl Coordinator {
             } => {
                 info!(peer = %peer_id, cause = ?cause, "disconnected");
                 self.connected.remove(&peer_id);
+                self.peer_addrs.remove(&peer_id);
+                self.peer_rtt.remove(&peer_id);
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
@@ -581,15 +590,14 @@ impl Coordinator {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.libp2p_metrics.record(&ev),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => {
                 self.libp2p_metrics.record(&ev);
-                if let ping::Event {
-                    connection,
-                    result: Err(e),
-                    peer,
-                    ..
-                } = ev
-                {
-                    debug!(%peer, error = %e, "ping failed; closing connection");
-                    self.swarm.close_connection(connection);
+                match ev.result {
+                    Ok(rtt) => {
+                        self.peer_rtt.insert(ev.peer, rtt);
+                    }
+                    Err(e) => {
+                        debug!(peer = %ev.peer, error = %e, "ping failed; closing connection");
+                        self.swarm.close_connection(ev.connection);
+                    }
                 }
             }
             _ => {}
@@ -1365,9 +1373,16 @@ impl Coordinator {
                         )
                     })
                     .collect();
+                let peer = network::peer_id_of(v).ok();
                 ValidatorStatus {
                     peer_id: v.to_string(),
                     connected,
+                    addr: peer
+                        .and_then(|p| self.peer_addrs.get(&p))
+                        .map(|a| a.to_string()),
+                    rtt_ms: peer
+                        .and_then(|p| self.peer_rtt.get(&p))
+                        .map(|d| d.as_secs_f64() * 1000.0),
                     coordinator_key: rec.coordinator_key.map(hex::encode),
                     processor_keys,
                 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod coordinator;
 pub mod error;

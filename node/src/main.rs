@@ -2,16 +2,33 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use vaultd::cli::{Cli, Command};
+use vaultd::cli::{Cli, Command, LogFormat};
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn")
     });
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+}
+
+/// `--config FILE`: its keys become `VAULTD_*` variables unless already set (flags > environment
+/// > file > defaults). Runs before any thread exists, so setting variables is sound.
+fn apply_config_file() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = vaultd::config::config_path(&args) {
+        for (var, value) in vaultd::config::read(&path)? {
+            if std::env::var_os(var).is_none() {
+                std::env::set_var(var, value);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -35,10 +52,18 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    apply_config_file()?;
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { data_dir, secrets } => {
             let secrets = vaultd::secrets_from(
@@ -57,9 +82,25 @@ async fn main() -> anyhow::Result<()> {
             bootstrap,
             sign_timeout,
             dkg_timeout,
+            print_config,
             #[cfg(feature = "fault-injection")]
             sabotage,
         } => {
+            if print_config {
+                let effective = toml::toml! {
+                    data_dir = (data_dir.display().to_string())
+                    network = (network.display().to_string())
+                    password_file = (secrets.password_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+                    insecure_no_passphrase = (secrets.insecure_no_passphrase)
+                    listen = (listen.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+                    api = (api.to_string())
+                    bootstrap = (bootstrap.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+                    sign_timeout = (sign_timeout as i64)
+                    dkg_timeout = (dkg_timeout as i64)
+                };
+                print!("{effective}");
+                return Ok(());
+            }
             let secrets = vaultd::secrets_from(
                 secrets.password_file.as_deref(),
                 secrets.insecure_no_passphrase,
@@ -121,15 +162,28 @@ async fn main() -> anyhow::Result<()> {
                 println!("{s}");
             }
         }
-        Command::Status { api } => {
-            let (code, body) = vaultd::http_client::get(&api, "/status").await?;
-            if code != 200 {
-                bail!("{api} answered {code}");
+        Command::Status { api, json } => {
+            let (status, value) = fetch_status(&api).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", status.summary());
             }
-            let value: serde_json::Value =
-                serde_json::from_str(&body).context("status is not JSON")?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Command::Peers { api } => {
+            let (status, _) = fetch_status(&api).await?;
+            print!("{}", status.peers_table());
         }
     }
     Ok(())
+}
+
+async fn fetch_status(api: &str) -> anyhow::Result<(vaultd::status::Status, serde_json::Value)> {
+    let (code, body) = vaultd::http_client::get(api, "/status").await?;
+    if code != 200 {
+        bail!("{api} answered {code}");
+    }
+    let value: serde_json::Value = serde_json::from_str(&body).context("status is not JSON")?;
+    let status = serde_json::from_value(value.clone()).context("unexpected status document")?;
+    Ok((status, value))
 }

@@ -30,6 +30,10 @@ pub struct ValidatorStatus {
     pub peer_id: String,
     /// Connected now.
     pub connected: bool,
+    /// The connection's remote address.
+    pub addr: Option<String>,
+    /// Last ping round trip, milliseconds.
+    pub rtt_ms: Option<f64>,
     /// Its CoordinatorPublicKey, hex.
     pub coordinator_key: Option<String>,
     /// Its ProcessorPublicKey per coin.
@@ -131,4 +135,110 @@ pub struct CheaterView {
     pub attempt: u32,
     /// What it sent.
     pub reason: String,
+}
+
+impl Status {
+    /// `vaultd peers`: one line per validator of the network.
+    pub fn peers_table(&self) -> String {
+        let mut out = format!(
+            "{:<54} {:<10} {:>8}  {}\n",
+            "VALIDATOR", "STATE", "RTT", "ADDRESS"
+        );
+        for v in &self.validators {
+            let state = if v.connected { "connected" } else { "missing" };
+            let rtt = v
+                .rtt_ms
+                .map(|ms| format!("{ms:.1}ms"))
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:<54} {:<10} {:>8}  {}\n",
+                v.peer_id,
+                state,
+                rtt,
+                v.addr.as_deref().unwrap_or("-")
+            ));
+        }
+        out
+    }
+
+    /// `vaultd status`: a readable summary (peers, vaults, ceremonies, failures).
+    pub fn summary(&self) -> String {
+        let connected = self.validators.iter().filter(|v| v.connected).count();
+        let mut out = format!(
+            "validator {}\nnetwork {} (session {}), listening on {}\n\npeers: {connected} of {} validators connected\n",
+            self.peer_id,
+            self.network,
+            self.session,
+            self.listen_addrs.join(", "),
+            self.validators.len()
+        );
+        for line in self.peers_table().lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("\nvaults:\n");
+        for v in &self.vaults {
+            let detail = match v.status.as_str() {
+                "active" => v.address.clone(),
+                "pending" => format!(
+                    "DKG attempt {}: {} {}/{}",
+                    v.attempt, v.phase, v.progress.0, v.progress.1
+                ),
+                _ => v.reason.clone().unwrap_or_default(),
+            };
+            out.push_str(&format!(
+                "  {:<4} session {} {:<9} {}-of-{}  {}\n",
+                v.coin,
+                self.session,
+                v.status,
+                v.threshold,
+                v.participants.len(),
+                detail
+            ));
+            if v.signing.originating + v.signing.queued + v.signing.ceremonies > 0 {
+                out.push_str(&format!(
+                    "       signing: {} originating, {} queued, {} ceremonies in progress\n",
+                    v.signing.originating, v.signing.queued, v.signing.ceremonies
+                ));
+            }
+            for e in &v.excluded {
+                out.push_str(&format!(
+                    "       left out of attempt {}: {} ({}{})\n",
+                    e.attempt,
+                    e.peer,
+                    e.reason,
+                    if e.proven { ", proven" } else { ", by votes" }
+                ));
+            }
+            for vote in &v.votes {
+                out.push_str(&format!(
+                    "       vote by {} (round {}): leave out {}\n",
+                    vote.voter,
+                    vote.round,
+                    vote.exclude.join(", ")
+                ));
+            }
+        }
+        let failures: Vec<String> = self
+            .vaults
+            .iter()
+            .flat_map(|v| {
+                v.signing.cheaters.iter().map(move |c| {
+                    format!(
+                        "  {} signing request {} attempt {}: {} {}",
+                        v.coin, c.request, c.attempt, c.peer, c.reason
+                    )
+                })
+            })
+            .collect();
+        if !failures.is_empty() {
+            out.push_str("\nrecent failures:\n");
+            for f in failures {
+                out.push_str(&f);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }

@@ -94,6 +94,39 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
     for n in &nodes {
         statuses.push(n.status().await.unwrap());
     }
+    // The operator's view: `vaultd status` and `vaultd peers`.
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let summary = run(&["status", "--api", &nodes[0].api]);
+    assert!(
+        summary.contains("peers: 3 of 3 validators connected"),
+        "{summary}"
+    );
+    for coin in COINS {
+        let line = summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(coin))
+            .unwrap_or_else(|| panic!("no {coin} line in {summary}"));
+        assert!(line.contains("active") && line.contains("3-of-4"), "{line}");
+    }
+    let peers = run(&["peers", "--api", &nodes[0].api]);
+    for id in &ids[1..] {
+        let line = peers.lines().find(|l| l.starts_with(id.as_str())).unwrap();
+        assert!(
+            line.contains("connected") && line.contains("/ip4/127.0.0.1/tcp/"),
+            "{line}"
+        );
+    }
+    let json: Value =
+        serde_json::from_str(&run(&["status", "--json", "--api", &nodes[0].api])).unwrap();
+    assert_eq!(json["peer_id"], Value::String(ids[0].clone()));
     let all_ids: BTreeSet<String> = ids.iter().cloned().collect();
     for (i, s) in statuses.iter().enumerate() {
         assert_eq!(s["peer_id"], Value::String(ids[i].clone()));
