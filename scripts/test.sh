@@ -12,6 +12,15 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# promtool (Debian's prometheus package) checks the /metrics exposition in the cluster test.
+if ! command -v promtool >/dev/null; then
+  echo "==> installing promtool (prometheus)"
+  SUDO=""; if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus
+fi
+export VAULTD_REQUIRE_PROMTOOL=1
+
 echo "==> protocol/ must stay sans-IO (no tokio, libp2p or rocksdb)"
 if cargo tree -p vaultd-protocol -e normal --prefix none | grep -E '^(tokio|libp2p|rocksdb|librocksdb-sys) ' ; then
   echo "protocol/ depends on an I/O crate" >&2; exit 1

@@ -202,8 +202,8 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        body,
+        crate::metrics::to_prometheus_text(&body),
     )
 }

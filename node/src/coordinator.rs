@@ -282,6 +282,7 @@ impl Coordinator {
         let mut last_announce = Instant::now() - ANNOUNCE_SLOW;
         let mut last_dial = Instant::now();
         let mut last_kad = Instant::now();
+        let mut last_size = Instant::now() - Duration::from_secs(10);
         let start = Instant::now();
         tokio::pin!(shutdown);
         loop {
@@ -310,6 +311,11 @@ impl Coordinator {
                         self.dial_missing();
                         last_dial = now;
                     }
+                    if now.duration_since(last_size) >= Duration::from_secs(10) {
+                        self.metrics.db_size.set(i64::try_from(self.store.size_bytes()).unwrap_or(i64::MAX));
+                        last_size = now;
+                    }
+                    self.metrics.validators_missing.set(self.missing_validators() as i64);
                     if now.duration_since(last_kad) >= Duration::from_secs(10) && self.missing_validators() > 0 {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                         last_kad = now;
@@ -675,7 +681,7 @@ impl Coordinator {
                 let verdict = self.on_gossip(author, &message.topic, &message.data).await;
                 let acceptance = match verdict {
                     Ok(kind) => {
-                        self.metrics.received(kind);
+                        self.metrics.received("gossip", kind, message.data.len());
                         MessageAcceptance::Accept
                     }
                     Err(reason) => {
@@ -894,8 +900,9 @@ impl Coordinator {
                     continue;
                 }
             };
+            let len = bytes.len();
             match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                Ok(_) => self.metrics.sent(kind),
+                Ok(_) => self.metrics.sent("gossip", kind, len),
                 Err(e) => debug!(%coin, kind, error = %e, "publish deferred"),
             }
         }
@@ -1046,12 +1053,17 @@ impl Coordinator {
             return;
         };
         let kind = msg.kind();
-        match messages::encode(&msg) {
-            Ok(bytes) => match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                Ok(_) => self.metrics.sent(kind),
-                Err(e) => debug!(%coin, kind, error = %e, "publish failed"),
-            },
-            Err(e) => warn!(%coin, kind, error = %e, "cannot encode announcement"),
+        let bytes = match messages::encode(&msg) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(%coin, kind, error = %e, "cannot encode announcement");
+                return;
+            }
+        };
+        let len = bytes.len();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) => self.metrics.sent("gossip", kind, len),
+            Err(e) => debug!(%coin, kind, error = %e, "publish failed"),
         }
     }
 
@@ -1108,9 +1120,10 @@ impl Coordinator {
             sends.push((key.clone(), peer, e.bytes.clone(), e.generation, e.kind));
         }
         for (key, peer, bytes, generation, kind) in sends {
+            let len = bytes.len();
             let id = self.swarm.behaviour_mut().direct.send_request(&peer, bytes);
             self.in_flight.insert(id, (key, generation));
-            self.metrics.sent(kind);
+            self.metrics.sent("direct", kind, len);
         }
     }
 
@@ -1173,7 +1186,7 @@ impl Coordinator {
         }
         let response = match self.on_direct(peer, &request).await {
             Ok((kind, r)) => {
-                self.metrics.received(kind);
+                self.metrics.received("direct", kind, request.len());
                 r
             }
             Err(reason) => {

@@ -193,7 +193,7 @@ pub async fn run(
         .iter()
         .map(network::peer_id_of)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut swarm = network::build_swarm(keypair, &def.name, &validators, &mut registry)?;
+    let mut swarm = network::build_swarm(keypair, &def.name, &validators)?;
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     for addr in &cfg.listen {
         swarm
@@ -264,6 +264,7 @@ pub async fn run(
             metrics: metrics.clone(),
             #[cfg(feature = "fault-injection")]
             sabotage: cfg.sabotage,
+            timers: Default::default(),
         }
         .spawn()?;
         topics.insert(coin, bus::Topic::new(&me, coin, tx));

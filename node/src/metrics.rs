@@ -1,21 +1,40 @@
 //! The node's Prometheus metrics, registered next to libp2p's in one registry.
 
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
 type Labels = Vec<(String, String)>;
 
 /// Metrics of the node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     /// Connected validators.
     pub peers_connected: Gauge,
-    /// Messages sent, by kind.
+    /// Validators of the definition without a connection.
+    pub validators_missing: Gauge,
+    /// Messages sent, by protocol and kind.
     pub messages_sent: Family<Labels, Counter>,
-    /// Messages received, by kind.
+    /// Messages received and accepted, by protocol and kind.
     pub messages_received: Family<Labels, Counter>,
+    /// Bytes sent, by protocol and kind.
+    pub bytes_sent: Family<Labels, Counter>,
+    /// Bytes received and accepted, by protocol and kind.
+    pub bytes_received: Family<Labels, Counter>,
+    /// Seconds from a processor's start (or its DKG attempt's) to its vault being active.
+    pub dkg_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Seconds from a signature request's acceptance here to its outcome.
+    pub sign_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// DKG outcomes by coin and outcome (active, failed, excluded).
+    pub dkg_outcomes: Family<Labels, Counter>,
+    /// Size of the database's files.
+    pub db_size: Gauge,
     /// Messages rejected, by kind (or "undecodable").
     pub messages_rejected: Family<Labels, Counter>,
     /// DKG phase per coin (1 key exchange .. 6 active, -1 failed).
@@ -40,6 +59,37 @@ fn kind(kind: &str) -> Labels {
     vec![("kind".to_string(), kind.to_string())]
 }
 
+fn duration_histogram() -> Histogram {
+    // 10 ms .. ~328 s
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            peers_connected: Gauge::default(),
+            validators_missing: Gauge::default(),
+            messages_sent: Family::default(),
+            messages_received: Family::default(),
+            bytes_sent: Family::default(),
+            bytes_received: Family::default(),
+            messages_rejected: Family::default(),
+            dkg_phase: Family::default(),
+            outbox_len: Gauge::default(),
+            sign_requests: Family::default(),
+            sign_cheaters: Family::default(),
+            sign_ceremonies: Family::default(),
+            dkg_excluded: Family::default(),
+            dkg_attempt: Family::default(),
+            rate_limited: Family::default(),
+            dkg_duration: Family::new_with_constructor(duration_histogram),
+            sign_duration: Family::new_with_constructor(duration_histogram),
+            dkg_outcomes: Family::default(),
+            db_size: Gauge::default(),
+        }
+    }
+}
+
 impl Metrics {
     /// Register under `vaultd_`.
     pub fn register(registry: &mut Registry) -> Metrics {
@@ -51,14 +101,54 @@ impl Metrics {
             m.peers_connected.clone(),
         );
         r.register(
+            "validators_missing",
+            "Validators of the network definition without a connection",
+            m.validators_missing.clone(),
+        );
+        r.register(
             "messages_sent",
-            "Messages sent, by kind",
+            "Messages sent, by protocol (gossip, direct) and kind",
             m.messages_sent.clone(),
         );
         r.register(
             "messages_received",
-            "Messages received, by kind",
+            "Messages received and accepted, by protocol (gossip, direct) and kind",
             m.messages_received.clone(),
+        );
+        r.register_with_unit(
+            "sent",
+            "Bytes sent, by protocol and kind",
+            prometheus_client::registry::Unit::Bytes,
+            m.bytes_sent.clone(),
+        );
+        r.register_with_unit(
+            "received",
+            "Bytes received and accepted, by protocol and kind",
+            prometheus_client::registry::Unit::Bytes,
+            m.bytes_received.clone(),
+        );
+        r.register_with_unit(
+            "dkg_duration",
+            "Seconds from the start of a coin's DKG (or of its latest attempt) to an active vault",
+            prometheus_client::registry::Unit::Seconds,
+            m.dkg_duration.clone(),
+        );
+        r.register_with_unit(
+            "sign_duration",
+            "Seconds from accepting a signature request to its outcome, by coin and outcome",
+            prometheus_client::registry::Unit::Seconds,
+            m.sign_duration.clone(),
+        );
+        r.register(
+            "dkg_outcomes",
+            "DKG outcomes by coin and outcome (active, failed, excluded)",
+            m.dkg_outcomes.clone(),
+        );
+        r.register_with_unit(
+            "db_size",
+            "Size of the database's table files",
+            prometheus_client::registry::Unit::Bytes,
+            m.db_size.clone(),
         );
         r.register(
             "messages_rejected",
@@ -77,7 +167,7 @@ impl Metrics {
         );
         r.register(
             "sign_requests",
-            "Signature requests originated here that finished, by coin and outcome",
+            "Signature requests originated here that finished, by coin, outcome and reason",
             m.sign_requests.clone(),
         );
         r.register(
@@ -133,12 +223,14 @@ impl Metrics {
             .set(attempt);
     }
 
-    /// Count a finished signature request.
-    pub fn sign_outcome(&self, coin: protocol::Coin, outcome: &str) {
+    /// Count a finished signature request: `outcome` (done, failed) and, for failures, why
+    /// (`signers_unavailable`, `attempts_exhausted`, `other`).
+    pub fn sign_outcome(&self, coin: protocol::Coin, outcome: &str, reason: &str) {
         self.sign_requests
             .get_or_create(&vec![
                 ("coin".to_string(), coin.to_string()),
                 ("outcome".to_string(), outcome.to_string()),
+                ("reason".to_string(), reason.to_string()),
             ])
             .inc();
     }
@@ -160,14 +252,52 @@ impl Metrics {
             .set(n);
     }
 
-    /// Count a sent message.
-    pub fn sent(&self, k: &str) {
-        self.messages_sent.get_or_create(&kind(k)).inc();
+    /// Count a sent message of `len` bytes.
+    pub fn sent(&self, protocol: &str, k: &str, len: usize) {
+        let labels = vec![
+            ("protocol".to_string(), protocol.to_string()),
+            ("kind".to_string(), k.to_string()),
+        ];
+        self.messages_sent.get_or_create(&labels).inc();
+        self.bytes_sent.get_or_create(&labels).inc_by(len as u64);
     }
 
-    /// Count a received message.
-    pub fn received(&self, k: &str) {
-        self.messages_received.get_or_create(&kind(k)).inc();
+    /// Count a received (accepted) message of `len` bytes.
+    pub fn received(&self, protocol: &str, k: &str, len: usize) {
+        let labels = vec![
+            ("protocol".to_string(), protocol.to_string()),
+            ("kind".to_string(), k.to_string()),
+        ];
+        self.messages_received.get_or_create(&labels).inc();
+        self.bytes_received
+            .get_or_create(&labels)
+            .inc_by(len as u64);
+    }
+
+    /// A DKG ended here: `outcome` (active, failed, excluded) after `seconds`.
+    pub fn dkg_outcome(&self, coin: protocol::Coin, outcome: &str, seconds: f64) {
+        let coin_label = vec![("coin".to_string(), coin.to_string())];
+        if outcome == "active" {
+            self.dkg_duration
+                .get_or_create(&coin_label)
+                .observe(seconds);
+        }
+        self.dkg_outcomes
+            .get_or_create(&vec![
+                ("coin".to_string(), coin.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .inc();
+    }
+
+    /// A signature request originated here ended after `seconds`.
+    pub fn sign_duration(&self, coin: protocol::Coin, outcome: &str, seconds: f64) {
+        self.sign_duration
+            .get_or_create(&vec![
+                ("coin".to_string(), coin.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .observe(seconds);
     }
 
     /// Count a rejected message.
@@ -180,5 +310,79 @@ impl Metrics {
         self.dkg_phase
             .get_or_create(&vec![("coin".to_string(), coin.to_string())])
             .set(value);
+    }
+}
+
+/// The registry's OpenMetrics exposition rewritten as Prometheus text format 0.0.4, which every
+/// Prometheus and `promtool check metrics` read: a counter family `x` is named `x_total` (its
+/// samples' name), an info family `x` becomes the gauge `x_info`, `unknown` is `untyped`, and the
+/// `# UNIT`/`# EOF` lines (OpenMetrics only) go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    use std::collections::HashMap;
+    let mut rename: HashMap<&str, String> = HashMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.split_once(' ') {
+                Some((name, "counter")) => {
+                    rename.insert(name, format!("{name}_total"));
+                }
+                Some((name, "info")) => {
+                    rename.insert(name, format!("{name}_info"));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let rewritten = if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.split_once(' ') {
+                Some((name, kind)) => {
+                    let name = rename.get(name).map(String::as_str).unwrap_or(name);
+                    let kind = match kind {
+                        "info" => "gauge",
+                        "unknown" => "untyped",
+                        k => k,
+                    };
+                    format!("# TYPE {name} {kind}")
+                }
+                None => line.to_string(),
+            }
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            match rest.split_once(' ') {
+                Some((name, help)) => {
+                    let name = rename.get(name).map(String::as_str).unwrap_or(name);
+                    format!("# HELP {name} {help}")
+                }
+                None => line.to_string(),
+            }
+        } else {
+            line.to_string()
+        };
+        out.push_str(&rewritten);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP vaultd_sent Bytes sent.\n# TYPE vaultd_sent counter\n# UNIT vaultd_sent bytes\n\
+                  vaultd_sent_total{kind=\"a\"} 3\n# HELP x_build Build.\n# TYPE x_build info\n\
+                  x_build_info{version=\"1\"} 1\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP vaultd_sent_total Bytes sent.\n# TYPE vaultd_sent_total counter\n\
+             vaultd_sent_total{kind=\"a\"} 3\n# HELP x_build_info Build.\n# TYPE x_build_info gauge\n\
+             x_build_info{version=\"1\"} 1\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
     }
 }

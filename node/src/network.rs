@@ -13,9 +13,7 @@ use std::{io, time::Duration};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, identity, kad,
-    metrics::Registry,
-    noise, ping,
+    allow_block_list, connection_limits, gossipsub, identify, identity, kad, noise, ping,
     request_response::{self, ProtocolSupport},
     swarm::NetworkBehaviour,
     tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
@@ -128,7 +126,6 @@ pub fn build_swarm(
     keypair: identity::Keypair,
     network: &str,
     validators: &[PeerId],
-    registry: &mut Registry,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let direct = direct_protocol(network)?;
     let kad_protocol = StreamProtocol::try_from_owned(format!("/vaultd/{network}/kad/1"))
@@ -146,7 +143,6 @@ pub fn build_swarm(
         .flood_publish(true)
         .build()
         .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
-    let gossip_registry = registry.sub_registry_with_prefix("gossipsub");
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -167,8 +163,9 @@ pub fn build_swarm(
                 let gossipsub = gossipsub::Behaviour::new(
                     gossipsub::MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
-                )?
-                .with_metrics(gossip_registry, Default::default());
+                )?;
+                // gossipsub's own metrics have no help text (promtool rejects them); libp2p's
+                // metrics recorder (registered by the node) covers gossip events instead.
                 Ok(Behaviour {
                     allow: allow_block_list::Behaviour::default(),
                     limits: connection_limits::Behaviour::new(

@@ -3,9 +3,10 @@
 //! handed to the coordinator.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, RwLock},
     thread,
+    time::Instant,
 };
 
 use protocol::{
@@ -46,6 +47,39 @@ pub struct ProcessorTask {
     /// Test-only malicious behaviour.
     #[cfg(feature = "fault-injection")]
     pub sabotage: Option<protocol::sabotage::Sabotage>,
+    /// Durations and progress, for metrics and logs.
+    pub timers: Timers,
+}
+
+/// When things started, for the duration histograms and the progress log.
+pub struct Timers {
+    dkg_started: Instant,
+    attempt: u32,
+    sign_started: HashMap<[u8; 32], Instant>,
+    progress: Option<(protocol::processor::Phase, (usize, usize))>,
+}
+
+/// Most signature requests timed at once.
+const MAX_TIMED: usize = 4096;
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            dkg_started: Instant::now(),
+            attempt: 0,
+            sign_started: HashMap::new(),
+            progress: None,
+        }
+    }
+}
+
+/// A failed request's reason, as a metrics label.
+fn failure_kind(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some(r) if r.contains("signers needed are available") => "signers_unavailable",
+        Some(r) if r.contains("attempts") => "attempts_exhausted",
+        _ => "other",
+    }
 }
 
 impl ProcessorTask {
@@ -172,6 +206,15 @@ impl ProcessorTask {
                     Ok(())
                 }
                 Output::Persist(Persist::Vault(v)) => {
+                    let seconds = self.timers.dkg_started.elapsed().as_secs_f64();
+                    match v.status {
+                        VaultStatus::Active => self.metrics.dkg_outcome(coin, "active", seconds),
+                        VaultStatus::Failed => self.metrics.dkg_outcome(coin, "failed", seconds),
+                        VaultStatus::Excluded => {
+                            self.metrics.dkg_outcome(coin, "excluded", seconds)
+                        }
+                        VaultStatus::Pending => {}
+                    }
                     match v.status {
                         VaultStatus::Active => info!(%coin, address = %v.address, "vault active"),
                         VaultStatus::Failed => warn!(%coin, reason = ?v.reason, "DKG failed"),
@@ -273,7 +316,7 @@ impl ProcessorTask {
     /// A request's record: a finished one (done or failed) is never overwritten, so no request
     /// is answered twice.
     fn sign_record(
-        &self,
+        &mut self,
         batch: &mut Batch,
         r: protocol::vault::SignRecord,
     ) -> Result<(), storage::StorageError> {
@@ -296,21 +339,43 @@ impl ProcessorTask {
                 warn!(%coin, request = %id, reason = ?r.reason, "signing failed")
             }
         }
-        if r.status != SignStatus::Pending && r.origin == *self.processor.me() {
-            self.metrics.sign_outcome(
-                coin,
-                if r.status == SignStatus::Done {
-                    "done"
+        if r.origin == *self.processor.me() {
+            let timers = &mut self.timers.sign_started;
+            if r.status == SignStatus::Pending {
+                if timers.len() < MAX_TIMED {
+                    timers.entry(r.id).or_insert_with(Instant::now);
+                }
+            } else {
+                let (outcome, reason) = if r.status == SignStatus::Done {
+                    ("done", "")
                 } else {
-                    "failed"
-                },
-            );
+                    ("failed", failure_kind(r.reason.as_deref()))
+                };
+                self.metrics.sign_outcome(coin, outcome, reason);
+                if let Some(start) = timers.remove(&r.id) {
+                    self.metrics
+                        .sign_duration(coin, outcome, start.elapsed().as_secs_f64());
+                }
+            }
         }
         batch.put::<SignRequests>(&RequestId(r.id), &r).map(|_| ())
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
         let p = &self.processor;
+        // A new attempt restarts the DKG clock; a phase that moved on is logged.
+        if p.attempt() != self.timers.attempt {
+            self.timers.attempt = p.attempt();
+            self.timers.dkg_started = Instant::now();
+        }
+        let progress = (p.phase(), p.progress());
+        if self.timers.progress != Some(progress)
+            && progress.0 != protocol::processor::Phase::Active
+        {
+            let (phase, (have, want)) = progress;
+            info!(coin = %p.coin(), attempt = p.attempt(), "DKG {}: {phase:?} {have}/{want}", p.coin());
+        }
+        self.timers.progress = Some(progress);
         let snap = ProcessorSnapshot {
             phase: p.phase(),
             progress: p.progress(),

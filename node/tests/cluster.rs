@@ -181,6 +181,45 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
         "{metrics}"
     );
     assert!(metrics.contains("vaultd_peers_connected 3"), "{metrics}");
+    for name in [
+        "vaultd_validators_missing 0",
+        "vaultd_sent_bytes_total{protocol=\"direct\",kind=\"EncryptedKeyShareOut\"}",
+        "vaultd_received_bytes_total{protocol=\"gossip\",kind=\"KeyGenCommitmentsDigest\"}",
+        "vaultd_dkg_duration_seconds_count{coin=\"BTC\"} 1",
+        "vaultd_dkg_outcomes_total{coin=\"SOL\",outcome=\"active\"} 1",
+        "vaultd_db_size_bytes",
+    ] {
+        assert!(metrics.contains(name), "no {name} in {metrics}");
+    }
+    // The exposition passes promtool (installed by scripts/test.sh; required there).
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(metrics.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => assert!(
+            std::env::var_os("VAULTD_REQUIRE_PROMTOOL").is_none(),
+            "promtool is required here: {e}"
+        ),
+    }
     assert!(metrics.contains("libp2p_"), "libp2p metrics missing");
     let (code, _) = vaultd::http_client::get(&nodes[0].api, "/health")
         .await

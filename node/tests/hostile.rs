@@ -46,8 +46,7 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         .iter()
         .map(|v| network::peer_id_of(v).unwrap())
         .collect();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let mut swarm = network::build_swarm(keypair, &def.name, &validators, &mut registry).unwrap();
+    let mut swarm = network::build_swarm(keypair, &def.name, &validators).unwrap();
     let topics: Vec<_> = def
         .coins
         .iter()
@@ -253,9 +252,7 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     let a1: Multiaddr = targets[0].1.clone();
     for _ in 0..16 {
         let keypair = network::keypair_from_secret(&keys.coordinator_secret).unwrap();
-        let mut registry = prometheus_client::registry::Registry::default();
-        let mut churn =
-            network::build_swarm(keypair, &def.name, &validators, &mut registry).unwrap();
+        let mut churn = network::build_swarm(keypair, &def.name, &validators).unwrap();
         churn.dial(a1.clone()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
@@ -342,8 +339,7 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
 
     // A peer outside the network definition cannot keep a connection or get an answer.
     let stranger = libp2p::identity::Keypair::generate_ed25519();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let mut swarm = network::build_swarm(stranger, &def.name, &validators, &mut registry).unwrap();
+    let mut swarm = network::build_swarm(stranger, &def.name, &validators).unwrap();
     let (p1, a1) = targets[0].clone();
     swarm.add_peer_address(p1, a1);
     let id = swarm

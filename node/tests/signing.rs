@@ -208,7 +208,7 @@ async fn many_requests_then_one_and_two_validators_down() {
     }
     let metrics = nodes[0].metrics().await;
     assert!(
-        metrics.contains("vaultd_sign_requests_total{coin=\"BTC\",outcome=\"done\"}"),
+        metrics.contains("vaultd_sign_requests_total{coin=\"BTC\",outcome=\"done\",reason=\"\"}"),
         "{metrics}"
     );
 
@@ -262,7 +262,10 @@ async fn many_requests_then_one_and_two_validators_down() {
         "{reason}"
     );
     let metrics = nodes[0].metrics().await;
-    assert!(metrics.contains("vaultd_sign_requests_total{coin=\"SOL\",outcome=\"failed\"}"));
+    assert!(metrics.contains(
+        "vaultd_sign_requests_total{coin=\"SOL\",outcome=\"failed\",reason=\"signers_unavailable\"}"
+    ));
+    assert!(metrics.contains("vaultd_sign_duration_seconds_count{coin=\"BTC\",outcome=\"done\"}"));
     for n in &nodes {
         assert!(!n.log().contains("panicked"));
     }
