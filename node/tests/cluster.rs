@@ -191,6 +191,45 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
     ] {
         assert!(metrics.contains(name), "no {name} in {metrics}");
     }
+    // Every metric the Grafana dashboard charts is exposed.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testnet/grafana/vaultd-dashboard.json"),
+    )
+    .unwrap();
+    let mut charted = BTreeSet::new();
+    for piece in dashboard.split("vaultd_").skip(1) {
+        let name: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        charted.insert(format!("vaultd_{}", name.trim_end_matches("_bucket")));
+    }
+    charted.remove("vaultd_"); // the dashboard's uid
+    assert!(charted.len() >= 12, "{charted:?}");
+    // Families with no sample yet (nobody left out, no signing in this test) are not exposed;
+    // those must at least be registered.
+    let source = include_str!("../src/metrics.rs");
+    let empty_here = [
+        ("vaultd_dkg_excluded", "\"dkg_excluded\""),
+        ("vaultd_sign_cheaters_total", "\"sign_cheaters\""),
+        ("vaultd_rate_limited_total", "\"rate_limited\""),
+        ("vaultd_messages_rejected_total", "\"messages_rejected\""),
+        ("vaultd_sign_duration_seconds", "\"sign_duration\""),
+        ("vaultd_sign_requests_total", "\"sign_requests\""),
+    ];
+    for name in &charted {
+        if metrics.contains(&format!("# TYPE {name} ")) {
+            continue;
+        }
+        let registered = empty_here
+            .iter()
+            .any(|(n, reg)| n == name && source.contains(reg));
+        assert!(
+            registered,
+            "the dashboard charts {name}, which /metrics does not expose"
+        );
+    }
     // The exposition passes promtool (installed by scripts/test.sh; required there).
     match Command::new("promtool")
         .args(["check", "metrics"])
