@@ -61,6 +61,10 @@ const DIRECT_BURST: u32 = 2000;
 const CONNECTIONS_PER_MINUTE: u32 = 30;
 const CONNECTION_BURST: u32 = 10;
 
+/// Backoff of redials to a missing validator.
+const REDIAL_FIRST: Duration = Duration::from_secs(2);
+const REDIAL_MAX: Duration = Duration::from_secs(60);
+
 /// Re-announce period while a vault is not active yet.
 const ANNOUNCE_FAST: Duration = Duration::from_secs(2);
 /// Re-announce period once every vault is active.
@@ -158,6 +162,8 @@ pub struct Coordinator {
     /// Remote address of each connected peer, and the last ping round trip.
     peer_addrs: HashMap<PeerId, Multiaddr>,
     peer_rtt: HashMap<PeerId, Duration>,
+    /// Per missing validator: when to dial it next, and the current backoff.
+    redial: HashMap<PeerId, (Instant, Duration)>,
 }
 
 impl Coordinator {
@@ -230,6 +236,7 @@ impl Coordinator {
             connection_limit: RateLimiter::per_minute(CONNECTIONS_PER_MINUTE, CONNECTION_BURST),
             peer_addrs: HashMap::new(),
             peer_rtt: HashMap::new(),
+            redial: HashMap::new(),
             last_seq: 0,
         })
     }
@@ -447,15 +454,25 @@ impl Coordinator {
         }
     }
 
+    /// Dial the validators we are not connected to, each with its own exponential backoff
+    /// (2 s doubling to 60 s; reset when it connects).
     fn dial_missing(&mut self) {
         let me = *self.swarm.local_peer_id();
+        let now = Instant::now();
         let missing: Vec<PeerId> = self
             .validators
             .keys()
             .filter(|p| **p != me && !self.connected.contains(p))
+            .filter(|p| self.redial.get(p).is_none_or(|(next, _)| *next <= now))
             .copied()
             .collect();
         for p in &missing {
+            let backoff = self
+                .redial
+                .get(p)
+                .map_or(REDIAL_FIRST, |(_, b)| (*b * 2).min(REDIAL_MAX));
+            self.redial.insert(*p, (now + backoff, backoff));
+            debug!(peer = %p, retry_in = ?backoff, "dialing a missing validator");
             if let Err(e) = self.swarm.dial(DialOpts::peer_id(*p).build()) {
                 debug!(peer = %p, error = %e, "dial failed");
             }
@@ -534,6 +551,7 @@ impl Coordinator {
                 }
                 self.peer_addrs
                     .insert(peer_id, endpoint.get_remote_address().clone());
+                self.redial.remove(&peer_id);
                 self.connected.insert(peer_id);
                 self.metrics
                     .peers_connected

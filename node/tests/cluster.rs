@@ -137,6 +137,8 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
             .iter()
             .map(|p| p.as_str().unwrap().to_string())
             .collect();
+        // The definition lists no addresses and nodes 2-4 were given node 1's address only:
+        // each found every other validator (identify + Kademlia on the network's protocol).
         let others: BTreeSet<String> = all_ids.iter().filter(|p| **p != ids[i]).cloned().collect();
         assert!(others.is_subset(&peers), "node {i} peers {peers:?}");
     }
