@@ -164,6 +164,8 @@ pub struct Coordinator {
     peer_rtt: HashMap<PeerId, Duration>,
     /// Per missing validator: when to dial it next, and the current backoff.
     redial: HashMap<PeerId, (Instant, Duration)>,
+    /// Active vaults of earlier validator-set sessions (listed as retiring).
+    retiring: Vec<protocol::vault::VaultRecord>,
 }
 
 impl Coordinator {
@@ -198,6 +200,15 @@ impl Coordinator {
             validators.insert(network::peer_id_of(v)?, v.clone());
         }
         let peer_records = store.peers()?.into_iter().collect();
+        let retiring: Vec<_> = store
+            .vaults()?
+            .into_iter()
+            .filter(|v| {
+                def.coins.contains(&v.coin)
+                    && v.session < def.session
+                    && v.status == ProtoVaultStatus::Active
+            })
+            .collect();
         Ok(Coordinator {
             def,
             me,
@@ -237,6 +248,7 @@ impl Coordinator {
             peer_addrs: HashMap::new(),
             peer_rtt: HashMap::new(),
             redial: HashMap::new(),
+            retiring,
             last_seq: 0,
         })
     }
@@ -1419,7 +1431,7 @@ impl Coordinator {
                 }
             })
             .collect();
-        let vaults = self
+        let mut vaults: Vec<VaultStatus> = self
             .def
             .coins
             .iter()
@@ -1435,6 +1447,7 @@ impl Coordinator {
                 VaultStatus {
                     coin: coin.to_string(),
                     status: status.to_string(),
+                    session: self.def.session,
                     phase: snap
                         .map(|s| format!("{:?}", s.phase))
                         .unwrap_or_else(|| "starting".into()),
@@ -1511,6 +1524,20 @@ impl Coordinator {
                 }
             })
             .collect();
+        // Vaults of earlier sessions: listed, retiring.
+        vaults.extend(self.retiring.iter().map(|v| VaultStatus {
+            coin: v.coin.to_string(),
+            status: "retiring".into(),
+            session: v.session,
+            attempt: v.attempt,
+            phase: "Active".into(),
+            group_key: hex::encode(&v.group_key),
+            address: v.address.clone(),
+            threshold: v.threshold,
+            participants: v.participants.iter().map(|p| p.to_string()).collect(),
+            excluded: Vec::new(),
+            ..Default::default()
+        }));
         let status = Status {
             peer_id: me.to_string(),
             network: self.def.name.clone(),

@@ -57,8 +57,11 @@ pub struct KeyStatus {
 pub struct VaultStatus {
     /// Coin ticker.
     pub coin: String,
-    /// `pending`, `active`, `failed` or `excluded` (this validator was left out).
+    /// `pending`, `active`, `failed`, `excluded` (this validator was left out) or `retiring`
+    /// (a vault of an earlier validator-set session).
     pub status: String,
+    /// Validator-set session of the vault.
+    pub session: u32,
     /// DKG attempt (0 unless participants were left out).
     pub attempt: u32,
     /// DKG phase.
@@ -180,7 +183,7 @@ impl Status {
         out.push_str("\nvaults:\n");
         for v in &self.vaults {
             let detail = match v.status.as_str() {
-                "active" => v.address.clone(),
+                "active" | "retiring" => v.address.clone(),
                 "pending" => format!(
                     "DKG attempt {}: {} {}/{}",
                     v.attempt, v.phase, v.progress.0, v.progress.1
@@ -190,7 +193,7 @@ impl Status {
             out.push_str(&format!(
                 "  {:<4} session {} {:<9} {}-of-{}  {}\n",
                 v.coin,
-                self.session,
+                v.session,
                 v.status,
                 v.threshold,
                 v.participants.len(),
