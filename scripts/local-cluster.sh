@@ -96,12 +96,12 @@ stop_nodes() {
   echo "stopped"
 }
 
-python3 - "$DIR" "$N" "$BASE_PORT" "${IDS[@]}" -- "${PIDS[@]}" <<'PY'
+python3 - "$DIR" "$N" "$BASE_PORT" "$BIN" "${IDS[@]}" -- "${PIDS[@]}" <<'PY'
 import json, sys
 args = sys.argv[1:]
-d, n, base = args[0], int(args[1]), int(args[2])
+d, n, base, binary = args[0], int(args[1]), int(args[2]), args[3]
 sep = args.index("--")
-ids, pids = args[3:sep], args[sep + 1:]
+ids, pids = args[4:sep], args[sep + 1:]
 nodes = []
 for i in range(1, n + 1):
     nodes.append({
@@ -113,7 +113,7 @@ for i in range(1, n + 1):
         "pid": int(pids[i - 1]),
         "log": f"{d}/node{i}/node.log",
     })
-json.dump({"network": f"{d}/network.toml", "nodes": nodes}, open(f"{d}/cluster.json", "w"), indent=2)
+json.dump({"network": f"{d}/network.toml", "bin": binary, "nodes": nodes}, open(f"{d}/cluster.json", "w"), indent=2)
 PY
 
 echo "==> waiting until every node reports every vault active"
@@ -131,7 +131,7 @@ while true; do
     if curl -sf "http://127.0.0.1:$(api_port "$i")/status" 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-v = s.get("vaults", [])
+v = [x for x in s.get("vaults", []) if x["status"] != "retiring"]
 sys.exit(0 if len(v) == int(sys.argv[1]) and all(x["status"] == "active" for x in v) else 1)' "$NCOINS"; then
       ready=$((ready + 1))
     fi
