@@ -53,6 +53,10 @@ pub struct SignBody {
     pub coin: String,
     /// Messages, hex (an optional `0x` prefix is accepted).
     pub messages: Vec<String>,
+    /// Validator-set session of the vault to sign with (default: the current one); an earlier
+    /// session's vault signs while it is retiring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
 }
 
 /// Answer of `GET /sign/{id}`.
@@ -141,6 +145,7 @@ async fn sign(
         .send(SignCommand {
             coin,
             messages,
+            session: body.session,
             reply,
         })
         .await

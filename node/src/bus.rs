@@ -26,6 +26,17 @@ pub struct Topic {
     to_processor: mpsc::Sender<ProcessorCommand>,
 }
 
+/// A vault of an earlier validator-set session, still signing: its processor's topic and
+/// snapshot.
+pub struct RetiringVault {
+    /// The vault.
+    pub record: VaultRecord,
+    /// Its processor's topic.
+    pub topic: Topic,
+    /// Its processor's snapshot (one entry, under its coin).
+    pub snapshots: crate::processor_task::Snapshots,
+}
+
 /// The processor behind a topic has stopped.
 #[derive(Debug)]
 pub struct ProcessorGone;

@@ -120,6 +120,10 @@ pub enum Command {
         /// Seconds to wait for the signatures.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Sign with the vault of this (earlier, retiring) validator-set session instead of the
+        /// current one.
+        #[arg(long)]
+        session: Option<u32>,
     },
     /// Step 4: replace a coin processor's messaging key on a running node; every peer forgets
     /// the old key and uses the new one.

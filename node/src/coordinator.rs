@@ -88,6 +88,8 @@ pub struct SignCommand {
     pub coin: Coin,
     /// Messages (already hex-decoded).
     pub messages: Vec<Vec<u8>>,
+    /// Session of the vault to sign with (`None`: the current one).
+    pub session: Option<u32>,
     /// The request id, once accepted (stored) and handed to the processor.
     pub reply: oneshot::Sender<Result<[u8; 32], SignRefusal>>,
 }
@@ -164,8 +166,8 @@ pub struct Coordinator {
     peer_rtt: HashMap<PeerId, Duration>,
     /// Per missing validator: when to dial it next, and the current backoff.
     redial: HashMap<PeerId, (Instant, Duration)>,
-    /// Active vaults of earlier validator-set sessions (listed as retiring).
-    retiring: Vec<protocol::vault::VaultRecord>,
+    /// Vaults of earlier sessions, still signing (listed as retiring).
+    retiring: Vec<bus::RetiringVault>,
 }
 
 impl Coordinator {
@@ -188,6 +190,7 @@ impl Coordinator {
         on_listening: Option<OnListening>,
         sign_requests: mpsc::Receiver<SignCommand>,
         signing: protocol::signing::SigningConfig,
+        retiring: Vec<bus::RetiringVault>,
     ) -> Result<Self, NodeError> {
         let gossip_topics: BTreeMap<Coin, IdentTopic> = def
             .coins
@@ -195,20 +198,16 @@ impl Coordinator {
             .map(|c| (*c, network::coin_topic(&def.name, *c)))
             .collect();
         let topic_coins = gossip_topics.iter().map(|(c, t)| (t.hash(), *c)).collect();
+        // The definition's validators, and the participants of retiring vaults (they still sign).
         let mut validators = BTreeMap::new();
-        for v in &def.validators {
+        for v in def
+            .validators
+            .iter()
+            .chain(retiring.iter().flat_map(|r| r.record.participants.iter()))
+        {
             validators.insert(network::peer_id_of(v)?, v.clone());
         }
         let peer_records = store.peers()?.into_iter().collect();
-        let retiring: Vec<_> = store
-            .vaults()?
-            .into_iter()
-            .filter(|v| {
-                def.coins.contains(&v.coin)
-                    && v.session < def.session
-                    && v.status == ProtoVaultStatus::Active
-            })
-            .collect();
         Ok(Coordinator {
             def,
             me,
@@ -365,14 +364,18 @@ impl Coordinator {
             })
             .filter_map(|p| self.validators.get(p).cloned())
             .collect();
-        for topic in self.bus.values() {
+        for topic in self
+            .bus
+            .values()
+            .chain(self.retiring.iter().map(|r| &r.topic))
+        {
             topic.tick(now_ms, reachable.clone());
         }
     }
 
     /// `POST /sign`: check, store the request, hand it to the coin's processor.
     async fn on_sign(&mut self, cmd: SignCommand) {
-        let result = self.accept_sign(cmd.coin, cmd.messages).await;
+        let result = self.accept_sign(cmd.coin, cmd.messages, cmd.session).await;
         let _ = cmd.reply.send(result);
     }
 
@@ -380,13 +383,27 @@ impl Coordinator {
         &mut self,
         coin: Coin,
         messages: Vec<Vec<u8>>,
+        session: Option<u32>,
     ) -> Result<[u8; 32], SignRefusal> {
         let refuse = |status: u16, reason: String| SignRefusal { status, reason };
         if !self.def.coins.contains(&coin) {
             return Err(refuse(404, format!("{coin} has no vault in this network")));
         }
-        let (can_sign, queued) = self
-            .snapshots
+        // The current session's vault, or a retiring one.
+        let retiring = match session.filter(|s| *s != self.def.session) {
+            None => None,
+            Some(s) => Some(
+                self.retiring
+                    .iter()
+                    .position(|r| r.record.coin == coin && r.record.session == s)
+                    .ok_or_else(|| refuse(404, format!("no {coin} vault of session {s} here")))?,
+            ),
+        };
+        let snapshots = match retiring {
+            Some(i) => &self.retiring[i].snapshots,
+            None => &self.snapshots,
+        };
+        let (can_sign, queued) = snapshots
             .read()
             .ok()
             .and_then(|s| s.get(&coin).map(|p| (p.can_sign, p.signing.queued)))
@@ -401,6 +418,18 @@ impl Coordinator {
                 format!("{queued} {coin} requests already wait; try again later"),
             ));
         }
+        let vault = match retiring {
+            Some(i) => self.retiring[i].record.context,
+            None => self
+                .store
+                .get::<storage::Vaults>(&storage::VaultKey {
+                    coin,
+                    session: self.def.session,
+                })
+                .map_err(|e| refuse(500, format!("storage: {e}")))?
+                .map(|v| v.context)
+                .ok_or_else(|| refuse(409, format!("the {coin} vault is not active yet")))?,
+        };
         let mut id = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
         // Stored before the id is returned: a request is never lost, even across a crash.
@@ -408,6 +437,7 @@ impl Coordinator {
             id,
             coin,
             origin: self.me.clone(),
+            vault,
             messages: messages.clone(),
             status: protocol::vault::SignStatus::Pending,
             attempt: 0,
@@ -419,10 +449,13 @@ impl Coordinator {
         self.store
             .put::<storage::SignRequests>(&storage::RequestId(id), &record)
             .map_err(|e| refuse(500, format!("storage: {e}")))?;
-        let topic = self
-            .bus
-            .get(&coin)
-            .ok_or_else(|| refuse(404, format!("no processor for {coin}")))?;
+        let topic = match retiring {
+            Some(i) => &self.retiring[i].topic,
+            None => self
+                .bus
+                .get(&coin)
+                .ok_or_else(|| refuse(404, format!("no processor for {coin}")))?,
+        };
         topic
             .deliver(BusMessage::SignatureRequested(SignatureRequested {
                 id,
@@ -879,6 +912,26 @@ impl Coordinator {
         }
         b.put::<Inbound>(&key, &msg).map_err(|e| e.to_string())?;
         self.store.write(b).map_err(|e| e.to_string())?;
+        // Key exchange also reaches the coin's retiring vaults whose participant sent it; the
+        // current session's processor gets what comes from its own validators.
+        let sender = match &msg {
+            BusMessage::ExternalPublicKeyIn(m) => Some(m.from.clone()),
+            BusMessage::EncryptedPublicKeyIn(m) => Some(m.from.clone()),
+            _ => None,
+        };
+        if let Some(from) = &sender {
+            for r in self.retiring.iter().filter(|r| r.record.coin == coin) {
+                if r.record.participants.contains(from) {
+                    r.topic
+                        .place(msg.clone())
+                        .await
+                        .map_err(|_| "processor stopped".to_string())?;
+                }
+            }
+            if !self.def.is_validator(from) {
+                return Ok(DirectResponse::Accepted);
+            }
+        }
         let topic = self
             .bus
             .get(&coin)
@@ -890,12 +943,36 @@ impl Coordinator {
         Ok(DirectResponse::Accepted)
     }
 
+    /// The retiring vault a signing message is for, if any (by the vault's DKG context).
+    fn retiring_topic(&self, msg: &BusMessage) -> Option<&bus::Topic> {
+        let vault = match msg {
+            BusMessage::GeneralIn(GeneralIn {
+                msg: GeneralMessage::SignRequest(r),
+                ..
+            }) => r.vault,
+            BusMessage::GeneralIn(GeneralIn {
+                msg: GeneralMessage::SignatureAvailable(a),
+                ..
+            }) => a.vault,
+            BusMessage::EncryptedPreprocessIn(m) => m.msg.request.vault,
+            BusMessage::EncryptedSignatureShareIn(m) => m.msg.vault,
+            _ => return None,
+        };
+        self.retiring
+            .iter()
+            .find(|r| r.record.context == vault)
+            .map(|r| &r.topic)
+    }
+
     /// Hand signing traffic to the coin's processor (not stored: never replayed).
     async fn deliver(&mut self, coin: Coin, msg: BusMessage) -> Result<DirectResponse, String> {
-        let topic = self
-            .bus
-            .get(&coin)
-            .ok_or_else(|| format!("no processor for {coin}"))?;
+        let topic = match self.retiring_topic(&msg) {
+            Some(t) => t,
+            None => self
+                .bus
+                .get(&coin)
+                .ok_or_else(|| format!("no processor for {coin}"))?,
+        };
         topic
             .deliver(msg)
             .await
@@ -1525,19 +1602,24 @@ impl Coordinator {
             })
             .collect();
         // Vaults of earlier sessions: listed, retiring.
-        vaults.extend(self.retiring.iter().map(|v| VaultStatus {
-            coin: v.coin.to_string(),
-            status: "retiring".into(),
-            session: v.session,
-            attempt: v.attempt,
-            phase: "Active".into(),
-            group_key: hex::encode(&v.group_key),
-            address: v.address.clone(),
-            threshold: v.threshold,
-            participants: v.participants.iter().map(|p| p.to_string()).collect(),
-            excluded: Vec::new(),
-            ..Default::default()
-        }));
+        vaults.extend(
+            self.retiring
+                .iter()
+                .map(|r| &r.record)
+                .map(|v| VaultStatus {
+                    coin: v.coin.to_string(),
+                    status: "retiring".into(),
+                    session: v.session,
+                    attempt: v.attempt,
+                    phase: "Active".into(),
+                    group_key: hex::encode(&v.group_key),
+                    address: v.address.clone(),
+                    threshold: v.threshold,
+                    participants: v.participants.iter().map(|p| p.to_string()).collect(),
+                    excluded: Vec::new(),
+                    ..Default::default()
+                }),
+        );
         let status = Status {
             peer_id: me.to_string(),
             network: self.def.name.clone(),

@@ -29,7 +29,12 @@ use std::{
 };
 
 use libp2p::Multiaddr;
-use protocol::{keys::NodeKeys, network::NetworkDefinition, processor::Processor};
+use protocol::{
+    keys::NodeKeys,
+    network::NetworkDefinition,
+    processor::Processor,
+    vault::{VaultRecord, VaultStatus},
+};
 use serde::{Deserialize, Serialize};
 use storage::{Identity, IdentityKey, IdentityValue, KeyShares, Secrets, Store, VaultKey, Vaults};
 use tokio::sync::mpsc;
@@ -188,8 +193,27 @@ pub async fn run(
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     let keypair = network::keypair_from_secret(&keys.coordinator_secret)?;
-    let validators = def
-        .validators
+    // Vaults of earlier sessions this validator holds a share of: they keep signing (retiring),
+    // so their participants stay allowed even if the new definition removed them.
+    let retiring_records: Vec<VaultRecord> = store
+        .vaults()?
+        .into_iter()
+        .filter(|v| {
+            def.coins.contains(&v.coin)
+                && v.session < def.session
+                && v.status == VaultStatus::Active
+                && v.participants.contains(&me)
+        })
+        .collect();
+    let mut allowed = def.validators.clone();
+    for v in &retiring_records {
+        for p in &v.participants {
+            if !allowed.contains(p) {
+                allowed.push(p.clone());
+            }
+        }
+    }
+    let validators = allowed
         .iter()
         .map(network::peer_id_of)
         .collect::<Result<Vec<_>, _>>()?;
@@ -265,9 +289,62 @@ pub async fn run(
             #[cfg(feature = "fault-injection")]
             sabotage: cfg.sabotage,
             timers: Default::default(),
+            retiring: false,
         }
         .spawn()?;
         topics.insert(coin, bus::Topic::new(&me, coin, tx));
+    }
+    let mut retiring = Vec::new();
+    for record in retiring_records {
+        let coin = record.coin;
+        let old = NetworkDefinition {
+            session: record.session,
+            coins: vec![coin],
+            threshold: record.threshold,
+            validators: record.participants.clone(),
+            validator_addrs: vec![Vec::new(); record.participants.len()],
+            ..def.clone()
+        };
+        let messaging = store.messaging_key(coin, &keys)?;
+        let mut processor = Processor::new(old, coin, &keys, messaging, Some(record.clone()))?;
+        processor.set_signing_only();
+        processor.set_signing_config(signing);
+        let share = store.get::<KeyShares>(&VaultKey {
+            coin,
+            session: record.session,
+        })?;
+        let Some(share) = share else {
+            tracing::warn!(%coin, session = record.session, "retiring vault without a stored key share; it cannot sign");
+            continue;
+        };
+        processor.set_key_share(&share.keys)?;
+        // Requests still pending for this vault resume on it (records name their vault).
+        processor.restore_signing(
+            store.nonces_used(coin)?,
+            store.pending_sign_requests(coin)?,
+            store.cheaters(coin)?,
+        );
+        let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
+        let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
+        processor_task::ProcessorTask {
+            processor,
+            store: store.clone(),
+            commands: rx,
+            events: events_tx.clone(),
+            snapshots: snapshots.clone(),
+            metrics: metrics.clone(),
+            #[cfg(feature = "fault-injection")]
+            sabotage: None,
+            timers: Default::default(),
+            retiring: true,
+        }
+        .spawn()?;
+        info!(%coin, session = record.session, address = %record.address, "retiring vault still signs");
+        retiring.push(bus::RetiringVault {
+            record,
+            topic: bus::Topic::new(&me, coin, tx),
+            snapshots,
+        });
     }
     drop(events_tx);
 
@@ -318,6 +395,7 @@ pub async fn run(
         Some(on_listening),
         sign_rx,
         signing,
+        retiring,
     )?;
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
@@ -330,11 +408,13 @@ pub async fn sign_and_wait(
     api: &str,
     coin: protocol::Coin,
     messages: &[String],
+    session: Option<u32>,
     timeout: std::time::Duration,
 ) -> Result<api::SignResult, NodeError> {
     let body = serde_json::to_string(&api::SignBody {
         coin: coin.to_string(),
         messages: messages.to_vec(),
+        session,
     })
     .map_err(|e| NodeError::Config(e.to_string()))?;
     let (code, answer) = http_client::post_json(api, "/sign", &body).await?;

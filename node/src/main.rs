@@ -137,11 +137,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             coin,
             messages,
             timeout,
+            session,
         } => {
             let result = vaultd::sign_and_wait(
                 &api,
                 coin,
                 &messages,
+                session,
                 std::time::Duration::from_secs(timeout),
             )
             .await?;

@@ -106,4 +106,44 @@ async fn a_fifth_validator_joins_through_a_new_definition() {
         }
     }
     assert!(session_vaults(&nodes[4].status().await.unwrap(), 0).is_empty());
+
+    // Both vaults sign: the new one by default, the retiring one when asked for its session.
+    // (SOL: the signature checks with ed25519-dalek under the vault's group key.)
+    let message = hex::encode([0x42u8; 40]);
+    for (session, api) in [(None, &nodes[4].api), (Some(0), &nodes[1].api)] {
+        let result = vaultd::sign_and_wait(
+            api,
+            protocol::Coin::Sol,
+            std::slice::from_ref(&message),
+            session,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.status, "done", "{:?}", result.reason);
+        let s = nodes[1].status().await.unwrap();
+        let vault = session_vaults(&s, u64::from(session.unwrap_or(1)))
+            .into_iter()
+            .find(|v| v["coin"] == "SOL")
+            .unwrap();
+        let key: [u8; 32] = hex::decode(vault["group_key"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&key).unwrap();
+        let sig: [u8; 64] = hex::decode(&result.signatures[0])
+            .unwrap()
+            .try_into()
+            .unwrap();
+        key.verify_strict(&[0x42u8; 40], &ed25519_dalek::Signature::from_bytes(&sig))
+            .unwrap_or_else(|e| panic!("session {session:?}: {e}"));
+        let signers: BTreeSet<&String> = result.signers.iter().collect();
+        let participants: BTreeSet<String> = vault["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        assert!(signers.iter().all(|s| participants.contains(*s)));
+    }
 }

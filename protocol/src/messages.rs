@@ -447,6 +447,8 @@ pub struct PreprocessPayload {
 pub struct EncryptedSignatureShareOut {
     /// Coin.
     pub coin: Coin,
+    /// DKG context of the vault that signs (a node may hold several: retiring sessions).
+    pub vault: [u8; 32],
     /// Recipient validator.
     pub to: ValidatorId,
     /// Request id.

@@ -194,6 +194,8 @@ pub struct Processor {
     pub(crate) excluded: Vec<Exclusion>,
     /// Timeouts, exclusion votes and blame evidence.
     pub(crate) faults: Faults,
+    /// A vault of an earlier session: it signs, it runs no DKG and announces nothing.
+    signing_only: bool,
 }
 
 impl Processor {
@@ -270,7 +272,19 @@ impl Processor {
             participants,
             excluded,
             faults: Faults::default(),
+            signing_only: false,
         })
+    }
+
+    /// Make this the processor of a retiring vault (an earlier validator-set session): it takes
+    /// part in signing with that vault and learns peers' keys, and ignores DKG traffic.
+    pub fn set_signing_only(&mut self) {
+        self.signing_only = true;
+    }
+
+    /// Whether this processor only signs (a retiring vault).
+    pub fn signing_only(&self) -> bool {
+        self.signing_only
     }
 
     /// Position (1-based) of `v` among the current attempt's participants (the vault's, once
@@ -383,6 +397,9 @@ impl Processor {
     /// partition). Called when the processor starts, and again whenever the node wants them
     /// re-announced.
     pub fn start(&mut self) -> Vec<Output> {
+        if self.signing_only {
+            return Vec::new(); // the current session's processor announces this coin's keys
+        }
         let mut out = vec![
             Output::Bus(BusMessage::ProcessorPublicKey(self.processor_public_key())),
             Output::Bus(BusMessage::SignerReady(SignerReady {
@@ -501,8 +518,19 @@ impl Processor {
     }
 
     fn dispatch(&mut self, msg: &BusMessage, out: &mut Vec<Output>) -> Result<Handled> {
+        if self.signing_only && sender_of(msg).is_some_and(|v| !self.def.is_validator(v)) {
+            return Ok(Handled::Done); // not a participant of this (retiring) vault
+        }
         if let Some(result) = self.dispatch_signing(msg, out) {
             return result.map(|()| Handled::Done);
+        }
+        if self.signing_only
+            && !matches!(
+                msg,
+                BusMessage::ExternalPublicKeyIn(_) | BusMessage::EncryptedPublicKeyIn(_)
+            )
+        {
+            return Ok(Handled::Done); // DKG traffic of the current session
         }
         match msg {
             BusMessage::ExternalPublicKeyIn(m) => self.on_external_key(m, out),

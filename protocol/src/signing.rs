@@ -203,8 +203,14 @@ impl Processor {
         cheaters: Vec<CheaterReport>,
     ) {
         self.signing.used.extend(used);
+        let vault = self.vault().map(|v| v.context);
         for record in pending {
-            if record.origin != self.me || record.status != SignStatus::Pending {
+            // Only this node's own pending requests for this very vault (a retiring vault of the
+            // same coin resumes its own).
+            if record.origin != self.me
+                || record.status != SignStatus::Pending
+                || Some(record.vault) != vault
+            {
                 continue;
             }
             let id = record.id;
@@ -311,6 +317,7 @@ impl Processor {
             id: r.id,
             coin,
             origin: self.me.clone(),
+            vault: self.vault().map(|v| v.context).unwrap_or_default(),
             messages: r.messages.clone(),
             status: SignStatus::Pending,
             attempt: 0,
@@ -878,6 +885,7 @@ impl Processor {
                     Ok(sealed) => out.push(Output::Bus(BusMessage::EncryptedSignatureShareOut(
                         EncryptedSignatureShareOut {
                             coin: self.coin(),
+                            vault: self.vault().map(|v| v.context).unwrap_or_default(),
                             to: v,
                             id,
                             attempt,
@@ -1002,6 +1010,7 @@ impl Processor {
                 id: a.id,
                 coin: a.coin,
                 origin: a.origin.clone(),
+                vault: a.vault,
                 messages: a.messages.clone(),
                 status: SignStatus::Done,
                 attempt: a.attempt,

@@ -88,6 +88,8 @@ pub struct SignRecord {
     pub coin: Coin,
     /// The validator whose API received it.
     pub origin: ValidatorId,
+    /// DKG context of the vault that signs (the current session's or a retiring one).
+    pub vault: [u8; 32],
     /// The messages.
     pub messages: Vec<Vec<u8>>,
     /// Status.

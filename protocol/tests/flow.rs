@@ -1066,3 +1066,39 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
         .to_string();
     assert!(err.contains("bad originator signature"), "{err}");
 }
+
+#[test]
+fn a_restarted_processor_resumes_only_its_own_vaults_pending_requests() {
+    let coin = Coin::Sol;
+    let mut c = sign_cluster(&[coin], 17);
+    let msgs = messages_for(coin, 1, 5);
+    let id = c.request(0, coin, msgs.clone());
+    let done = assert_signed(&c, coin, id, &msgs);
+    let k = &c.keys[0];
+    let vault = c.procs[&(0, coin)].vault().cloned();
+    let context = vault.as_ref().unwrap().context;
+    let mut p =
+        Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), vault).unwrap();
+    p.set_key_share(&c.key_shares[&(0, coin)]).unwrap();
+    for m in c.inbound[&(0, coin)].clone() {
+        let _ = p.handle(m);
+    }
+    assert!(p.can_sign());
+    // Two requests were pending at the crash: one for this vault, one for another (a retiring
+    // vault of the same coin, whose own processor resumes it).
+    let pending = |id: u8, vault: [u8; 32]| SignRecord {
+        id: [id; 32],
+        vault,
+        status: SignStatus::Pending,
+        signatures: Vec::new(),
+        ..done.clone()
+    };
+    let mut other = context;
+    other[0] ^= 1;
+    p.restore_signing(
+        Vec::new(),
+        vec![pending(1, context), pending(2, other)],
+        Vec::new(),
+    );
+    assert_eq!(p.signing_status().queued, 1);
+}
