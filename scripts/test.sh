@@ -55,3 +55,7 @@ fi
 
 echo "==> fuzz the envelope decoder (libFuzzer, bounded time)"
 bash "$ROOT/scripts/fuzz.sh" "${VAULTD_FUZZ_SECONDS:-60}"
+
+echo "==> the benchmark command, quick (that it runs; the figures are in docs/BENCHMARKS.md)"
+bash "$ROOT/scripts/bench.sh" --dev --quick --out "$ROOT/target/bench-quick/BENCHMARKS.md" \
+  --work "$ROOT/target/bench-quick/nodes"

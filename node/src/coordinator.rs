@@ -65,8 +65,14 @@ const CONNECTION_BURST: u32 = 10;
 const REDIAL_FIRST: Duration = Duration::from_secs(2);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
 
-/// Re-announce period while a vault is not active yet.
-const ANNOUNCE_FAST: Duration = Duration::from_secs(2);
+/// Re-announce period while a vault is not active yet. Every re-announcement reaches every
+/// validator (and is signature-checked by each, duplicates included): at n = 64 one round costs
+/// the set seconds of CPU, so it is a safety net, not the way messages normally travel (new
+/// announcements are published at once).
+const ANNOUNCE_FAST: Duration = Duration::from_secs(5);
+/// Least time between two re-announcements asked for by events (peers connecting or
+/// subscribing): the peers that arrive within it are served by one round.
+const ANNOUNCE_MIN_GAP: Duration = Duration::from_secs(1);
 /// Re-announce period once every vault is active.
 const ANNOUNCE_SLOW: Duration = Duration::from_secs(30);
 
@@ -155,6 +161,8 @@ pub struct Coordinator {
     peer_records: BTreeMap<ValidatorId, PeerRecord>,
     listen_addrs: Vec<Multiaddr>,
     announce_now: bool,
+    /// Outbox entries wait to be sent: flushed right after the event that queued them.
+    outbox_dirty: bool,
     last_seq: u64,
     #[cfg(feature = "fault-injection")]
     link_faults: crate::faults::LinkFaults,
@@ -239,6 +247,7 @@ impl Coordinator {
             peer_records,
             listen_addrs: Vec::new(),
             announce_now: true,
+            outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
             gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
@@ -288,7 +297,9 @@ impl Coordinator {
                 }
             }
         }
-        self.dial_bootstrap();
+        // Every validator whose address we know, at once (one that starts after us dials us),
+        // and the bootstrap list (discovery of the others).
+        self.dial_missing();
         for (key, req) in self.store.outbox()? {
             let kind = req.kind();
             let bytes = messages::encode(&req)?;
@@ -320,7 +331,8 @@ impl Coordinator {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let period = if self.all_active() { ANNOUNCE_SLOW } else { ANNOUNCE_FAST };
-                    if self.announce_now || now.duration_since(last_announce) >= period {
+                    let since = now.duration_since(last_announce);
+                    if (self.announce_now && since >= ANNOUNCE_MIN_GAP) || since >= period {
                         self.announce();
                         self.announce_now = false;
                         last_announce = now;
@@ -344,6 +356,11 @@ impl Coordinator {
                     self.flush_outbox();
                     self.refresh_status();
                 }
+            }
+            // What an event queued leaves now, not at the next tick.
+            if self.outbox_dirty {
+                self.outbox_dirty = false;
+                self.flush_outbox();
             }
         }
     }
@@ -610,6 +627,7 @@ impl Coordinator {
                             e.backoff = Duration::from_millis(500);
                         }
                     }
+                    self.outbox_dirty = true;
                 }
                 self.announce_now = true;
             }
@@ -1024,21 +1042,23 @@ impl Coordinator {
         match msg {
             BusMessage::ProcessorPublicKey(k) => {
                 self.local_keys.insert(coin, k.clone());
-                self.announcements.insert(
-                    (coin, "ProcessorPublicKey", Vec::new()),
+                self.add_announcement(
+                    coin,
+                    "ProcessorPublicKey",
+                    Vec::new(),
                     GeneralMessage::ProcessorPublicKey(k),
                 );
-                self.announce_now = true;
                 self.send_key_list()?;
             }
             BusMessage::SignerReady(s) => {
                 // Step 6: upon SignerReady, the signer list comes from the network definition.
                 self.signer_ready.insert(coin);
-                self.announcements.insert(
-                    (coin, "SignerReady", Vec::new()),
+                self.add_announcement(
+                    coin,
+                    "SignerReady",
+                    Vec::new(),
                     GeneralMessage::SignerReady(s),
                 );
-                self.announce_now = true;
                 self.send_key_list()?;
             }
             BusMessage::EncryptedPublicKeyOut(m) => {
@@ -1054,27 +1074,30 @@ impl Coordinator {
                 self.enqueue(to, DirectRequest::EncryptedKeyShareOut(m))?;
             }
             BusMessage::KeyGenCommitmentsDigest(d) => {
-                self.announcements.insert(
-                    (coin, "KeyGenCommitmentsDigest", Vec::new()),
+                self.add_announcement(
+                    coin,
+                    "KeyGenCommitmentsDigest",
+                    Vec::new(),
                     GeneralMessage::KeyGenCommitmentsDigest(d),
                 );
-                self.announce_now = true;
             }
             BusMessage::PublicAddressAvailable(a) => {
-                self.announcements.insert(
-                    (coin, "PublicAddressAvailable", Vec::new()),
+                self.add_announcement(
+                    coin,
+                    "PublicAddressAvailable",
+                    Vec::new(),
                     GeneralMessage::PublicAddressAvailable(a),
                 );
-                self.announce_now = true;
             }
             BusMessage::KeyGenExclusionVote(v) => {
                 info!(%coin, attempt = v.attempt, round = v.round, exclude = ?v.exclude.iter().map(|x| x.to_string()).collect::<Vec<_>>(), reasons = ?v.reasons, "DKG: voting to leave participants out of the next attempt");
                 let key = [&v.context[..], &v.round.to_be_bytes()].concat();
-                self.announcements.insert(
-                    (coin, "KeyGenExclusionVote", key),
+                self.add_announcement(
+                    coin,
+                    "KeyGenExclusionVote",
+                    key,
                     GeneralMessage::KeyGenExclusionVote(v),
                 );
-                self.announce_now = true;
             }
             BusMessage::KeyGenBlame(b) => {
                 let accused = b.evidence.accused().clone();
@@ -1084,9 +1107,7 @@ impl Coordinator {
                     protocol::messages::BlameEvidence::InvalidShare { .. }
                 ))];
                 let key = [&b.context[..], &kind, accused.as_bytes()].concat();
-                self.announcements
-                    .insert((coin, "KeyGenBlame", key), GeneralMessage::KeyGenBlame(b));
-                self.announce_now = true;
+                self.add_announcement(coin, "KeyGenBlame", key, GeneralMessage::KeyGenBlame(b));
             }
             BusMessage::SignRequest(r) => self.publish(coin, GeneralMessage::SignRequest(r)),
             BusMessage::SignatureAvailable(a) => {
@@ -1154,6 +1175,19 @@ impl Coordinator {
         Ok(())
     }
 
+    /// A new announcement: published at once, and re-announced with the others (for peers that
+    /// connect later) until it is replaced.
+    fn add_announcement(
+        &mut self,
+        coin: Coin,
+        kind: &'static str,
+        key: Vec<u8>,
+        msg: GeneralMessage,
+    ) {
+        self.announcements.insert((coin, kind, key), msg.clone());
+        self.publish(coin, msg);
+    }
+
     /// Gossip one message once (signing announcements are not repeated).
     fn publish(&mut self, coin: Coin, msg: GeneralMessage) {
         let Some(topic) = self.gossip_topics.get(&coin).cloned() else {
@@ -1182,6 +1216,7 @@ impl Coordinator {
         kind: &'static str,
     ) {
         self.generation += 1;
+        self.outbox_dirty = true;
         self.outbox.insert(
             (to, slot),
             OutboxEntry {

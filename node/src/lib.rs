@@ -411,6 +411,17 @@ pub async fn sign_and_wait(
     session: Option<u32>,
     timeout: std::time::Duration,
 ) -> Result<api::SignResult, NodeError> {
+    let id = submit_sign(api, coin, messages, session).await?;
+    wait_sign(api, &id, std::time::Duration::from_millis(200), timeout).await
+}
+
+/// `POST /sign` to `api`; the request id (hex), or the node's refusal as an error.
+pub async fn submit_sign(
+    api: &str,
+    coin: protocol::Coin,
+    messages: &[String],
+    session: Option<u32>,
+) -> Result<String, NodeError> {
     let body = serde_json::to_string(&api::SignBody {
         coin: coin.to_string(),
         messages: messages.to_vec(),
@@ -420,15 +431,28 @@ pub async fn sign_and_wait(
     let (code, answer) = http_client::post_json(api, "/sign", &body).await?;
     let value: serde_json::Value = serde_json::from_str(&answer)
         .map_err(|_| NodeError::Config(format!("{api} answered {code}: {answer}")))?;
-    let Some(id) = value.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
-        let reason = value
-            .get("error")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&answer);
-        return Err(NodeError::Config(format!(
-            "request refused ({code}): {reason}"
-        )));
-    };
+    match value.get("id").and_then(|v| v.as_str()) {
+        Some(id) => Ok(id.to_string()),
+        None => {
+            let reason = value
+                .get("error")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&answer);
+            Err(NodeError::Config(format!(
+                "request refused ({code}): {reason}"
+            )))
+        }
+    }
+}
+
+/// Poll `GET /sign/{id}` every `poll` until the request is done or failed (or `timeout`
+/// passes).
+pub async fn wait_sign(
+    api: &str,
+    id: &str,
+    poll: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Result<api::SignResult, NodeError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (code, body) = http_client::get(api, &format!("/sign/{id}")).await?;
@@ -444,6 +468,6 @@ pub async fn sign_and_wait(
                 "request {id} still pending after {timeout:?}"
             )));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(poll).await;
     }
 }

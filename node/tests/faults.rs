@@ -312,11 +312,13 @@ async fn a_cut_link_stalls_the_dkg_until_it_heals_and_a_slow_link_only_slows_it(
     // Cut: validators 0 and 1 cannot talk; the DKG waits (60 s timeout), then completes with
     // all four once the link heals: nothing was lost meanwhile (outbox, inbound log).
     let mut c = Cluster::new(4, &coins);
+    // Each side's cut is in place before the other can reach it (nodes dial each other at once).
     for i in 0..4 {
         c.start(i, &[]).await;
-        if i == 1 {
-            c.node(0).links(&[c.ids[1].as_str()], &[], 0).await;
-            c.node(1).links(&[c.ids[0].as_str()], &[], 0).await;
+        match i {
+            0 => c.node(0).links(&[c.ids[1].as_str()], &[], 0).await,
+            1 => c.node(1).links(&[c.ids[0].as_str()], &[], 0).await,
+            _ => {}
         }
     }
     wait_for(

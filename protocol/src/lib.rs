@@ -14,7 +14,8 @@
 //! * [`address`]: BTC P2TR, ETH EIP-55 and SOL base58 addresses;
 //! * [`sign`]: FROST signing in each chain's format, and independent verifiers;
 //! * [`signing`]: the processor's signing ceremonies (request, preprocess, shares, retries);
-//! * [`vault`]: vault, signature request and cheater records.
+//! * [`vault`]: vault, signature request and cheater records;
+//! * [`local`]: N validators' processors joined in one process (the benchmarks' in-process limit).
 
 pub mod address;
 pub mod attempts;
@@ -22,6 +23,7 @@ pub mod dkg;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod local;
 pub mod messages;
 pub mod network;
 pub mod processor;

@@ -1,0 +1,334 @@
+//! A cluster of n real `vaultd` processes on loopback, each with its own RocksDB directory.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+use protocol::Coin;
+use vaultd::http_client;
+
+use crate::{messages_for, Latencies};
+
+/// One node of the cluster.
+struct Node {
+    child: Child,
+    api: String,
+    log: PathBuf,
+}
+
+/// The running cluster; its processes are killed when it is dropped.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    coins: Vec<Coin>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+    }
+}
+
+/// Where the nodes listen: p2p on `base + i`, HTTP on `base + 100 + i` (`n` at most 100).
+pub struct Ports {
+    pub base: u16,
+}
+
+impl Cluster {
+    /// Initialise `n` validators in `dir` (emptied first) with a network definition for
+    /// `coins`, start them, and return once all are spawned, with the wall-clock start time.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        coins: &[Coin],
+        ports: &Ports,
+    ) -> Result<(Cluster, SystemTime)> {
+        if n > 100 {
+            bail!("at most 100 nodes per cluster");
+        }
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+        }
+        let mut peer_ids = Vec::new();
+        for i in 0..n {
+            let data = dir.join(format!("node{i}"));
+            fs::create_dir_all(&data)?;
+            let out = Command::new(bin)
+                .args(["init", "--insecure-no-passphrase", "--data-dir"])
+                .arg(&data)
+                .output()
+                .with_context(|| format!("running {} init", bin.display()))?;
+            if !out.status.success() {
+                bail!("vaultd init: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let Some(peer_id) = keys.get("peer_id").and_then(|v| v.as_str()) else {
+                bail!("vaultd init printed no peer_id");
+            };
+            peer_ids.push(peer_id.to_string());
+        }
+        let p2p = |i: usize| ports.base + i as u16;
+        let api = |i: usize| ports.base + 100 + i as u16;
+        let mut toml = format!(
+            "name = \"bench\"\nsession = 0\ncoins = [{}]\nbootstrap = [\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"]\n",
+            coins
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            p2p(0),
+            peer_ids[0]
+        );
+        for (i, id) in peer_ids.iter().enumerate() {
+            toml.push_str(&format!(
+                "\n[[validators]]\npeer_id = \"{id}\"\naddrs = [\"/ip4/127.0.0.1/tcp/{}\"]\n",
+                p2p(i)
+            ));
+        }
+        let network = dir.join("network.toml");
+        fs::write(&network, toml)?;
+
+        let started = SystemTime::now();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let data = dir.join(format!("node{i}"));
+            let log = data.join("node.log");
+            let file = fs::File::create(&log)?;
+            let child = Command::new(bin)
+                .args(["run", "--insecure-no-passphrase", "--log-format", "json"])
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--network")
+                .arg(&network)
+                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", p2p(i))])
+                .args(["--api", &format!("127.0.0.1:{}", api(i))])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(file)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            nodes.push(Node {
+                child,
+                api: format!("127.0.0.1:{}", api(i)),
+                log,
+            });
+        }
+        Ok((
+            Cluster {
+                nodes,
+                coins: coins.to_vec(),
+            },
+            started,
+        ))
+    }
+
+    /// Wait until every node reports every vault active; then the DKG time from `started` to
+    /// the last "vault active" line of the nodes' logs (their own timestamps, so the polling
+    /// interval does not count).
+    pub async fn wait_dkg(&mut self, started: SystemTime, deadline: Duration) -> Result<f64> {
+        let until = Instant::now() + deadline;
+        let mut pending: Vec<usize> = (0..self.nodes.len()).collect();
+        while !pending.is_empty() {
+            if Instant::now() > until {
+                bail!(
+                    "{} nodes still without every vault active after {deadline:?}",
+                    pending.len()
+                );
+            }
+            let mut still = Vec::new();
+            for i in pending {
+                if let Some(status) = self.nodes[i].child.try_wait()? {
+                    bail!(
+                        "node {i} exited ({status}); see {}",
+                        self.nodes[i].log.display()
+                    );
+                }
+                if !self.all_active(i).await {
+                    still.push(i);
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        let start_us = started.duration_since(UNIX_EPOCH)?.as_micros() as i128;
+        let mut last = start_us;
+        for node in &self.nodes {
+            let log = fs::read_to_string(&node.log)?;
+            let active: Vec<i128> = log
+                .lines()
+                .filter(|l| l.contains("\"message\":\"vault active\""))
+                .filter_map(log_time_us)
+                .collect();
+            if active.len() < self.coins.len() {
+                bail!(
+                    "{} logs {} vault activations",
+                    node.log.display(),
+                    active.len()
+                );
+            }
+            last = last.max(active.into_iter().max().unwrap_or(start_us));
+        }
+        Ok((last - start_us) as f64 / 1e6)
+    }
+
+    async fn all_active(&self, i: usize) -> bool {
+        let Ok((200, body)) = http_client::get(&self.nodes[i].api, "/status").await else {
+            return false;
+        };
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        let active = status
+            .get("vaults")
+            .and_then(|v| v.as_array())
+            .map(|vaults| {
+                vaults
+                    .iter()
+                    .filter(|v| v.get("status").and_then(|s| s.as_str()) == Some("active"))
+                    .count()
+            })
+            .unwrap_or(0);
+        active >= self.coins.len()
+    }
+
+    /// Mean over the nodes of the bytes they sent (`vaultd_sent_bytes_total`, all labels).
+    pub async fn bytes_sent_per_node(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for node in &self.nodes {
+            let (code, body) = http_client::get(&node.api, "/metrics").await?;
+            if code != 200 {
+                bail!("{} /metrics answered {code}", node.api);
+            }
+            total += body
+                .lines()
+                .filter(|l| l.starts_with("vaultd_sent_bytes_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64;
+        }
+        Ok(total / self.nodes.len() as u64)
+    }
+
+    /// (median, max) over the nodes of a `/proc/PID/status` field in MiB (`VmRSS`, `VmHWM`).
+    pub fn memory_mib(&self, field: &str) -> Result<(f64, f64)> {
+        let mut values = Vec::new();
+        for node in &self.nodes {
+            let status = fs::read_to_string(format!("/proc/{}/status", node.child.id()))?;
+            let kib = status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .with_context(|| format!("no {field} in /proc/{}/status", node.child.id()))?;
+            values.push(kib / 1024.0);
+        }
+        values.sort_by(f64::total_cmp);
+        Ok((values[values.len() / 2], values[values.len() - 1]))
+    }
+
+    /// `count` requests one at a time, each to the next node and coin: `POST /sign` until the
+    /// node's record is done.
+    pub async fn latency(&self, count: usize) -> Result<(Latencies, usize)> {
+        let mut latency = Latencies::default();
+        let mut failed = 0;
+        for k in 0..count {
+            let (node, coin) = (
+                &self.nodes[k % self.nodes.len()],
+                self.coins[k % self.coins.len()],
+            );
+            let started = Instant::now();
+            let id = vaultd::submit_sign(&node.api, coin, &hex_messages(coin, k), None).await?;
+            let r = vaultd::wait_sign(
+                &node.api,
+                &id,
+                Duration::from_millis(2),
+                Duration::from_secs(120),
+            )
+            .await?;
+            latency.push(started.elapsed());
+            failed += usize::from(r.status != "done");
+        }
+        Ok((latency, failed))
+    }
+
+    /// `count` requests submitted at once (spread over the nodes and coins), then signatures
+    /// per second until the last one is done; and how many failed.
+    pub async fn throughput(&self, count: usize) -> Result<(f64, usize)> {
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        for k in 0..count {
+            let (node, coin) = (
+                &self.nodes[k % self.nodes.len()],
+                self.coins[k % self.coins.len()],
+            );
+            ids.push((
+                node,
+                vaultd::submit_sign(&node.api, coin, &hex_messages(coin, k), None).await?,
+            ));
+        }
+        let mut failed = 0;
+        for (node, id) in ids {
+            let r = vaultd::wait_sign(
+                &node.api,
+                &id,
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )
+            .await?;
+            failed += usize::from(r.status != "done");
+        }
+        Ok((count as f64 / started.elapsed().as_secs_f64(), failed))
+    }
+}
+
+fn hex_messages(coin: Coin, k: usize) -> Vec<String> {
+    messages_for(coin, k).iter().map(hex::encode).collect()
+}
+
+/// The `timestamp` of a JSON log line (`2026-11-24T10:00:00.123456Z`), microseconds since the
+/// epoch.
+fn log_time_us(line: &str) -> Option<i128> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    rfc3339_us(v.get("timestamp")?.as_str()?)
+}
+
+fn rfc3339_us(s: &str) -> Option<i128> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let micros: i64 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3_600 + mm * 60 + ss;
+    Some(secs as i128 * 1_000_000 + micros as i128)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_timestamps_parse_to_the_epoch() {
+        assert_eq!(super::rfc3339_us("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            super::rfc3339_us("2026-11-24T10:00:01.5Z"),
+            Some(1_795_514_401_500_000)
+        );
+        assert_eq!(super::rfc3339_us("2026-11-24 10:00:01Z"), None);
+    }
+}

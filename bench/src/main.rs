@@ -1,0 +1,267 @@
+//! `vaultd-bench`: DKG and signing in one process (the limit) against a cluster of real
+//! `vaultd` processes on loopback, for several validator-set sizes, in one run.
+//!
+//! `scripts/bench.sh` builds and runs it; the results go to `docs/BENCHMARKS.md` (between its
+//! generated-section markers), `docs/benchmarks.svg` and `docs/benchmarks.json`.
+
+mod cluster;
+mod inprocess;
+mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use protocol::Coin;
+use serde::{Deserialize, Serialize};
+
+/// Benchmarks of vaultd's DKG and signing: the in-process limit against a cluster.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Validator-set sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "4,16,32,64")]
+    sizes: Vec<usize>,
+    /// Small sets and few requests (sizes 4 and 7 unless --sizes is given): checks that
+    /// everything runs in about a minute.
+    #[arg(long)]
+    quick: bool,
+    /// The vaultd binary the cluster runs.
+    #[arg(long)]
+    bin: PathBuf,
+    /// Where the cluster's nodes live (emptied per run).
+    #[arg(long, default_value = "target/bench")]
+    work: PathBuf,
+    /// Report to write: its generated section is replaced (the file is created if missing);
+    /// the plot (.svg) and the raw results (.json) are written next to it.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    out: PathBuf,
+    /// First port: run k of the cluster uses p2p ports PORT+200k+i and HTTP PORT+200k+100+i.
+    #[arg(long, default_value_t = 47000)]
+    base_port: u16,
+    /// Requests signed one at a time for the latency.
+    #[arg(long)]
+    latency_requests: Option<usize>,
+    /// Requests in flight at once for the throughput.
+    #[arg(long)]
+    throughput_requests: Option<usize>,
+    /// Only the in-process limit (for profiling it); nothing is written.
+    #[arg(long)]
+    in_process_only: bool,
+    /// How the binaries were built (written into the report).
+    #[arg(long, default_value = "release")]
+    profile: String,
+}
+
+/// Signing latencies.
+#[derive(Default)]
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// The `q` quantile (nearest rank), milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let mut v: Vec<f64> = self.0.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[rank - 1]
+    }
+}
+
+/// The messages of request `k`: one per request, in the coin's format (a 32-byte sighash, or
+/// a Solana transaction message of 100 bytes), all different.
+pub fn messages_for(coin: Coin, k: usize) -> Vec<Vec<u8>> {
+    let len = if coin == Coin::Sol { 100 } else { 32 };
+    let mut m = vec![0u8; len];
+    m[..8].copy_from_slice(&(k as u64).to_be_bytes());
+    m[8] = coin.id();
+    m[9..].iter_mut().for_each(|b| *b = 0xa5);
+    vec![m]
+}
+
+/// One row of results: a set size and a coin set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub n: usize,
+    pub t: u16,
+    pub coins: Vec<String>,
+    pub inproc_dkg_s: f64,
+    pub cluster_dkg_s: f64,
+    pub inproc_dkg_bytes_per_node: u64,
+    pub cluster_dkg_bytes_per_node: u64,
+    pub inproc_sign_p50_ms: f64,
+    pub inproc_sign_p99_ms: f64,
+    pub inproc_sign_per_s: f64,
+    pub cluster_sign_p50_ms: f64,
+    pub cluster_sign_p99_ms: f64,
+    pub cluster_sign_per_s: f64,
+    pub cluster_sign_failed: usize,
+    pub idle_rss_median_mib: f64,
+    pub idle_rss_max_mib: f64,
+    pub peak_rss_max_mib: f64,
+    pub cluster_total_bytes_per_node: u64,
+    pub latency_requests: usize,
+    pub throughput_requests: usize,
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.quick && args.sizes == [4, 16, 32, 64] {
+        args.sizes = vec![4, 7];
+    }
+    if args.sizes.iter().any(|n| !(2..=100).contains(n)) {
+        bail!("--sizes: each size must be between 2 and 100");
+    }
+    if !args.bin.is_file() {
+        bail!(
+            "--bin {}: no such file (build vaultd first)",
+            args.bin.display()
+        );
+    }
+    // A signature costs O(t²) across the set: fewer requests for the large sets keep a whole
+    // run within about half an hour on 2 cores.
+    let latency_requests = |n: usize| {
+        args.latency_requests.unwrap_or(match n {
+            _ if args.quick => 10,
+            0..=16 => 50,
+            17..=32 => 20,
+            _ => 10,
+        })
+    };
+    let throughput_requests = |n: usize| {
+        args.throughput_requests.unwrap_or(match n {
+            _ if args.quick => 40,
+            0..=16 => 200,
+            17..=32 => 80,
+            _ => 40,
+        })
+    };
+    let coin_sets: [&[Coin]; 2] = [&[Coin::Btc], &[Coin::Btc, Coin::Eth, Coin::Sol]];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    let mut run = 0u16;
+    for &n in &args.sizes {
+        for coins in coin_sets {
+            let names: Vec<String> = coins.iter().map(|c| c.to_string()).collect();
+            eprintln!("==> n = {n}, {}: in process", names.join(" "));
+            let (latency_requests, throughput_requests) =
+                (latency_requests(n), throughput_requests(n));
+            let inproc = inprocess::run(n, coins, latency_requests, throughput_requests)
+                .with_context(|| format!("in-process run, n = {n}"))?;
+            eprintln!(
+                "    DKG {:.2} s, sign p50 {:.1} ms, {:.1}/s",
+                inproc.dkg_s,
+                inproc.latency.quantile_ms(0.5),
+                inproc.sign_per_s
+            );
+            if args.in_process_only {
+                continue;
+            }
+            eprintln!("==> n = {n}, {}: cluster", names.join(" "));
+            let ports = cluster::Ports {
+                base: args
+                    .base_port
+                    .checked_add(run * 200)
+                    .context("--base-port too high")?,
+            };
+            run += 1;
+            let dir = args.work.join(format!("n{n}-{}", names.join("-")));
+            let row = runtime
+                .block_on(cluster_run(
+                    &args,
+                    &dir,
+                    n,
+                    coins,
+                    &ports,
+                    latency_requests,
+                    throughput_requests,
+                ))
+                .with_context(|| format!("cluster run, n = {n} (logs in {})", dir.display()))?;
+            let row = Row {
+                n,
+                t: protocol::network::default_threshold(n),
+                coins: names,
+                inproc_dkg_s: inproc.dkg_s,
+                inproc_dkg_bytes_per_node: inproc.dkg_bytes_per_node,
+                inproc_sign_p50_ms: inproc.latency.quantile_ms(0.5),
+                inproc_sign_p99_ms: inproc.latency.quantile_ms(0.99),
+                inproc_sign_per_s: inproc.sign_per_s,
+                latency_requests,
+                throughput_requests,
+                ..row
+            };
+            eprintln!(
+                "    DKG {:.2} s ({:.2}x), sign p50 {:.1} ms, {:.1}/s ({:.2}x), idle RSS {:.1} MiB",
+                row.cluster_dkg_s,
+                row.cluster_dkg_s / row.inproc_dkg_s,
+                row.cluster_sign_p50_ms,
+                row.cluster_sign_per_s,
+                row.cluster_sign_per_s / row.inproc_sign_per_s,
+                row.idle_rss_max_mib
+            );
+            rows.push(row);
+        }
+    }
+    if args.in_process_only {
+        return Ok(());
+    }
+    let machine = report::machine(&args.profile);
+    report::write(&args.out, &machine, &rows, args.quick)?;
+    println!("{}", report::table(&rows));
+    println!("{}", report::targets(&rows));
+    eprintln!("report: {}", args.out.display());
+    Ok(())
+}
+
+/// Start a cluster, time its DKG, measure it idle, sign, stop it.
+async fn cluster_run(
+    args: &Args,
+    dir: &std::path::Path,
+    n: usize,
+    coins: &[Coin],
+    ports: &cluster::Ports,
+    latency_requests: usize,
+    throughput_requests: usize,
+) -> Result<Row> {
+    let (mut cluster, started) = cluster::Cluster::start(&args.bin, dir, n, coins, ports)?;
+    let deadline = Duration::from_secs(120 + 10 * n as u64);
+    let dkg_s = cluster.wait_dkg(started, deadline).await?;
+    let dkg_bytes = cluster.bytes_sent_per_node().await?;
+    // Idle: vaults active, nothing in flight, the allocator settled.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (idle_median, idle_max) = cluster.memory_mib("VmRSS")?;
+    let (latency, failed_l) = cluster.latency(latency_requests).await?;
+    let (sign_per_s, failed_t) = cluster.throughput(throughput_requests).await?;
+    let (_, peak) = cluster.memory_mib("VmHWM")?;
+    let total_bytes = cluster.bytes_sent_per_node().await?;
+    Ok(Row {
+        n,
+        t: 0,
+        coins: Vec::new(),
+        inproc_dkg_s: 0.0,
+        cluster_dkg_s: dkg_s,
+        inproc_dkg_bytes_per_node: 0,
+        cluster_dkg_bytes_per_node: dkg_bytes,
+        inproc_sign_p50_ms: 0.0,
+        inproc_sign_p99_ms: 0.0,
+        inproc_sign_per_s: 0.0,
+        cluster_sign_p50_ms: latency.quantile_ms(0.5),
+        cluster_sign_p99_ms: latency.quantile_ms(0.99),
+        cluster_sign_per_s: sign_per_s,
+        cluster_sign_failed: failed_l + failed_t,
+        idle_rss_median_mib: idle_median,
+        idle_rss_max_mib: idle_max,
+        peak_rss_max_mib: peak,
+        cluster_total_bytes_per_node: total_bytes,
+        latency_requests,
+        throughput_requests,
+    })
+}
