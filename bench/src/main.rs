@@ -131,15 +131,15 @@ fn main() -> Result<()> {
             _ if args.quick => 10,
             0..=16 => 50,
             17..=32 => 20,
-            _ => 10,
+            _ => 6,
         })
     };
     let throughput_requests = |n: usize| {
         args.throughput_requests.unwrap_or(match n {
             _ if args.quick => 40,
             0..=16 => 200,
-            17..=32 => 80,
-            _ => 40,
+            17..=32 => 60,
+            _ => 24,
         })
     };
     let coin_sets: [&[Coin]; 2] = [&[Coin::Btc], &[Coin::Btc, Coin::Eth, Coin::Sol]];
