@@ -29,17 +29,7 @@ pub fn definition(n: usize, coins: &[Coin]) -> Result<(NetworkDefinition, Vec<No
         .map(|_| NodeKeys::generate(&mut OsRng))
         .collect::<Result<Vec<_>, _>>()
         .context("generating keys")?;
-    let mut validators: Vec<_> = keys.iter().map(|k| k.validator_id()).collect();
-    validators.sort();
-    let def = NetworkDefinition {
-        name: "bench".into(),
-        session: 0,
-        coins: coins.to_vec(),
-        threshold: protocol::network::default_threshold(n),
-        bootstrap: Vec::new(),
-        validator_addrs: vec![Vec::new(); n],
-        validators,
-    };
+    let def = protocol::local::definition("bench", &keys, coins);
     Ok((def, keys))
 }
 

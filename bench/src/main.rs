@@ -214,7 +214,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let machine = report::machine(&args.profile);
-    report::write(&args.out, &machine, &rows, args.quick)?;
+    report::write(&args.out, &machine, &rows, &args.profile, args.quick)?;
     println!("{}", report::table(&rows));
     println!("{}", report::targets(&rows));
     eprintln!("report: {}", args.out.display());

@@ -145,7 +145,7 @@ pub fn targets(rows: &[Row]) -> String {
 
 /// Write the report: the generated section of `out` (kept text around it), the SVG plot and
 /// the JSON results next to it.
-pub fn write(out: &Path, machine: &str, rows: &[Row], quick: bool) -> Result<()> {
+pub fn write(out: &Path, machine: &str, rows: &[Row], profile: &str, quick: bool) -> Result<()> {
     let svg = out.with_extension("svg");
     let json = out.with_extension("json");
     let svg_name = svg
@@ -154,7 +154,8 @@ pub fn write(out: &Path, machine: &str, rows: &[Row], quick: bool) -> Result<()>
         .unwrap_or("benchmarks.svg")
         .to_string();
     let mut section = format!(
-        "{BEGIN}\n\nMeasured in one run of `scripts/bench.sh{}` on: {machine}.\n\n",
+        "{BEGIN}\n\nMeasured in one run of `scripts/bench.sh{}{}` on: {machine}.\n\n",
+        if profile == "dev" { " --dev" } else { "" },
         if quick { " --quick" } else { "" }
     );
     section.push_str(&table(rows));

@@ -6,9 +6,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use protocol::{
     keys::NodeKeys,
-    local::LocalNetwork,
+    local::{self, LocalNetwork},
     messages::{self, GeneralMessage, SignRequest},
-    network::{default_threshold, NetworkDefinition},
     seal::{self, SealContext, SealKind},
     Coin,
 };
@@ -20,20 +19,6 @@ fn keys(n: usize) -> Vec<NodeKeys> {
     (0..n)
         .map(|_| NodeKeys::generate(&mut rng).expect("keys"))
         .collect()
-}
-
-fn definition(keys: &[NodeKeys], coins: &[Coin]) -> NetworkDefinition {
-    let mut validators: Vec<_> = keys.iter().map(|k| k.validator_id()).collect();
-    validators.sort();
-    NetworkDefinition {
-        name: "bench".into(),
-        session: 0,
-        coins: coins.to_vec(),
-        threshold: default_threshold(keys.len()),
-        bootstrap: Vec::new(),
-        validator_addrs: vec![Vec::new(); keys.len()],
-        validators,
-    }
 }
 
 fn envelope(c: &mut Criterion) {
@@ -96,7 +81,7 @@ fn sealing(c: &mut Criterion) {
 
 fn handling(c: &mut Criterion) {
     let k = keys(4);
-    let def = definition(&k, &[Coin::Btc]);
+    let def = local::definition("bench", &k, &[Coin::Btc]);
     let mut group = c.benchmark_group("message handling");
     group.sample_size(10);
     group.bench_function(

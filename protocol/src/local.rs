@@ -17,6 +17,22 @@ use crate::{
     Coin, ProtocolError, Result, ValidatorId,
 };
 
+/// A definition of the validators holding `keys`, for `coins`, with the default threshold
+/// (⌊2n/3⌋ + 1), session 0 and no addresses: what a local network needs.
+pub fn definition(name: &str, keys: &[NodeKeys], coins: &[Coin]) -> NetworkDefinition {
+    let mut validators: Vec<ValidatorId> = keys.iter().map(|k| k.validator_id()).collect();
+    validators.sort();
+    NetworkDefinition {
+        name: name.into(),
+        session: 0,
+        coins: coins.to_vec(),
+        threshold: crate::network::default_threshold(keys.len()),
+        bootstrap: Vec::new(),
+        validator_addrs: vec![Vec::new(); keys.len()],
+        validators,
+    }
+}
+
 /// The validators of one network definition, every coin's processor of each, in one process.
 pub struct LocalNetwork {
     def: NetworkDefinition,
@@ -292,17 +308,7 @@ mod tests {
         let keys: Vec<NodeKeys> = (0..n)
             .map(|_| NodeKeys::generate(&mut rng).unwrap())
             .collect();
-        let mut validators: Vec<ValidatorId> = keys.iter().map(|k| k.validator_id()).collect();
-        validators.sort();
-        let def = NetworkDefinition {
-            name: "local".into(),
-            session: 0,
-            coins: coins.to_vec(),
-            threshold: crate::network::default_threshold(n),
-            bootstrap: Vec::new(),
-            validator_addrs: vec![Vec::new(); n],
-            validators,
-        };
+        let def = definition("local", &keys, coins);
         LocalNetwork::new(def, &keys).unwrap()
     }
 
