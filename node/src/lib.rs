@@ -273,26 +273,17 @@ pub async fn run(
                 }
             }
         }
-        processor.restore_signing(
-            store.nonces_used(coin)?,
-            store.pending_sign_requests(coin)?,
-            store.cheaters(coin)?,
-        );
-        let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
-        processor_task::ProcessorTask {
+        let topic = start_processor(
             processor,
-            store: store.clone(),
-            commands: rx,
-            events: events_tx.clone(),
-            snapshots: snapshots.clone(),
-            metrics: metrics.clone(),
+            &me,
+            &store,
+            &events_tx,
+            snapshots.clone(),
+            &metrics,
             #[cfg(feature = "fault-injection")]
-            sabotage: cfg.sabotage,
-            timers: Default::default(),
-            retiring: false,
-        }
-        .spawn()?;
-        topics.insert(coin, bus::Topic::new(&me, coin, tx));
+            cfg.sabotage,
+        )?;
+        topics.insert(coin, topic);
     }
     let mut retiring = Vec::new();
     for record in retiring_records {
@@ -318,31 +309,21 @@ pub async fn run(
             continue;
         };
         processor.set_key_share(&share.keys)?;
-        // Requests still pending for this vault resume on it (records name their vault).
-        processor.restore_signing(
-            store.nonces_used(coin)?,
-            store.pending_sign_requests(coin)?,
-            store.cheaters(coin)?,
-        );
-        let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
         let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
-        processor_task::ProcessorTask {
+        let topic = start_processor(
             processor,
-            store: store.clone(),
-            commands: rx,
-            events: events_tx.clone(),
-            snapshots: snapshots.clone(),
-            metrics: metrics.clone(),
+            &me,
+            &store,
+            &events_tx,
+            snapshots.clone(),
+            &metrics,
             #[cfg(feature = "fault-injection")]
-            sabotage: None,
-            timers: Default::default(),
-            retiring: true,
-        }
-        .spawn()?;
+            None,
+        )?;
         info!(%coin, session = record.session, address = %record.address, "retiring vault still signs");
         retiring.push(bus::RetiringVault {
             record,
-            topic: bus::Topic::new(&me, coin, tx),
+            topic,
             snapshots,
         });
     }
@@ -400,6 +381,39 @@ pub async fn run(
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
     result
+}
+
+/// Give `processor` its signing state from disk (the attempts already preprocessed, this node's
+/// pending requests for its vault, past cheater reports) and start its thread; its bus topic.
+fn start_processor(
+    mut processor: Processor,
+    me: &protocol::ValidatorId,
+    store: &Arc<Store>,
+    events: &mpsc::Sender<bus::ProcessorEvent>,
+    snapshots: processor_task::Snapshots,
+    metrics: &metrics::Metrics,
+    #[cfg(feature = "fault-injection")] sabotage: Option<protocol::sabotage::Sabotage>,
+) -> Result<bus::Topic, NodeError> {
+    let coin = processor.coin();
+    processor.restore_signing(
+        store.nonces_used(coin)?,
+        store.pending_sign_requests(coin)?,
+        store.cheaters(coin)?,
+    );
+    let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
+    processor_task::ProcessorTask {
+        processor,
+        store: store.clone(),
+        commands: rx,
+        events: events.clone(),
+        snapshots,
+        metrics: metrics.clone(),
+        #[cfg(feature = "fault-injection")]
+        sabotage,
+        timers: Default::default(),
+    }
+    .spawn()?;
+    Ok(bus::Topic::new(me, coin, tx))
 }
 
 /// `vaultd sign`: submit a request to `api`, then poll until it is done or failed (or

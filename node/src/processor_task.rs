@@ -49,9 +49,6 @@ pub struct ProcessorTask {
     pub sabotage: Option<protocol::sabotage::Sabotage>,
     /// Durations and progress, for metrics and logs.
     pub timers: Timers,
-    /// The processor of a retiring vault: it shares the coin's inbound log with the current
-    /// session's processor, so what it does not take is not deleted from there.
-    pub retiring: bool,
 }
 
 /// When things started, for the duration histograms and the progress log.
@@ -183,9 +180,12 @@ impl ProcessorTask {
         let coin = self.processor.coin();
         let kind = msg.kind();
         let peer = e.culprit().map(|p| p.to_string()).unwrap_or_default();
-        warn!(%coin, %peer, kind, error = %e, retiring = self.retiring, "processor rejected message");
+        // A retiring vault's processor shares the coin's inbound log with the current session's
+        // processor: what it does not take is not deleted from there.
+        let retiring = self.processor.signing_only();
+        warn!(%coin, %peer, kind, error = %e, retiring, "processor rejected message");
         self.metrics.rejected(kind);
-        if self.retiring {
+        if retiring {
             return;
         }
         if let Some((slot, _)) = inbound_slot(coin, &msg) {
