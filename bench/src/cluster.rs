@@ -217,6 +217,29 @@ impl Cluster {
         Ok(total / self.nodes.len() as u64)
     }
 
+    /// CPU time the nodes used so far (user and system, all threads), seconds, summed over
+    /// the nodes (`/proc/PID/stat`, in USER_HZ = 100 ticks per second on Linux).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let mut ticks = 0u64;
+        for node in &self.nodes {
+            let stat = fs::read_to_string(format!("/proc/{}/stat", node.child.id()))?;
+            // Fields after the command name (which is in parentheses and may hold spaces):
+            // state is field 3, utime 14 and stime 15.
+            let rest = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r)
+                .context("malformed /proc/PID/stat")?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            for i in [11, 12] {
+                ticks += fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .context("no utime/stime in /proc/PID/stat")?;
+            }
+        }
+        Ok(ticks as f64 / 100.0)
+    }
+
     /// (median, max) over the nodes of a `/proc/PID/status` field in MiB (`VmRSS`, `VmHWM`).
     pub fn memory_mib(&self, field: &str) -> Result<(f64, f64)> {
         let mut values = Vec::new();

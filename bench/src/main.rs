@@ -48,9 +48,30 @@ struct Args {
     /// Only the in-process limit (for profiling it); nothing is written.
     #[arg(long)]
     in_process_only: bool,
+    /// Which coin sets to run: `one` (BTC), `all` (BTC, ETH, SOL), or both (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "one,all")]
+    coin_sets: Vec<CoinSet>,
     /// How the binaries were built (written into the report).
     #[arg(long, default_value = "release")]
     profile: String,
+}
+
+/// A coin set of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CoinSet {
+    /// BTC alone.
+    One,
+    /// BTC, ETH and SOL.
+    All,
+}
+
+impl CoinSet {
+    fn coins(self) -> &'static [Coin] {
+        match self {
+            CoinSet::One => &[Coin::Btc],
+            CoinSet::All => &[Coin::Btc, Coin::Eth, Coin::Sol],
+        }
+    }
 }
 
 /// Signing latencies.
@@ -93,6 +114,10 @@ pub struct Row {
     pub coins: Vec<String>,
     pub inproc_dkg_s: f64,
     pub cluster_dkg_s: f64,
+    /// CPU seconds all the cluster's nodes used from their start to every vault active (the
+    /// in-process DKG runs on one thread: its CPU time is its wall time).
+    #[serde(default)]
+    pub cluster_dkg_cpu_s: f64,
     pub inproc_dkg_bytes_per_node: u64,
     pub cluster_dkg_bytes_per_node: u64,
     pub inproc_sign_p50_ms: f64,
@@ -104,6 +129,10 @@ pub struct Row {
     pub cluster_sign_failed: usize,
     pub idle_rss_median_mib: f64,
     pub idle_rss_max_mib: f64,
+    /// The largest idle node's private memory (`RssAnon`: heap, stacks, RocksDB's memtables),
+    /// without the executable's and libraries' pages that all nodes share.
+    #[serde(default)]
+    pub idle_anon_max_mib: f64,
     pub peak_rss_max_mib: f64,
     pub cluster_total_bytes_per_node: u64,
     pub latency_requests: usize,
@@ -142,14 +171,13 @@ fn main() -> Result<()> {
             _ => 24,
         })
     };
-    let coin_sets: [&[Coin]; 2] = [&[Coin::Btc], &[Coin::Btc, Coin::Eth, Coin::Sol]];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
     let mut run = 0u16;
     for &n in &args.sizes {
-        for coins in coin_sets {
+        for coins in args.coin_sets.iter().map(|s| s.coins()) {
             let names: Vec<String> = coins.iter().map(|c| c.to_string()).collect();
             eprintln!("==> n = {n}, {}: in process", names.join(" "));
             let (latency_requests, throughput_requests) =
@@ -199,9 +227,10 @@ fn main() -> Result<()> {
                 ..row
             };
             eprintln!(
-                "    DKG {:.2} s ({:.2}x), sign p50 {:.1} ms, {:.1}/s ({:.2}x), idle RSS {:.1} MiB",
+                "    DKG {:.2} s ({:.2}x, CPU {:.2} s), sign p50 {:.1} ms, {:.1}/s ({:.2}x), idle RSS {:.1} MiB",
                 row.cluster_dkg_s,
                 row.cluster_dkg_s / row.inproc_dkg_s,
+                row.cluster_dkg_cpu_s,
                 row.cluster_sign_p50_ms,
                 row.cluster_sign_per_s,
                 row.cluster_sign_per_s / row.inproc_sign_per_s,
@@ -234,10 +263,12 @@ async fn cluster_run(
     let (mut cluster, started) = cluster::Cluster::start(&args.bin, dir, n, coins, ports)?;
     let deadline = Duration::from_secs(120 + 10 * n as u64);
     let dkg_s = cluster.wait_dkg(started, deadline).await?;
+    let dkg_cpu_s = cluster.cpu_seconds()?;
     let dkg_bytes = cluster.bytes_sent_per_node().await?;
     // Idle: vaults active, nothing in flight, the allocator settled.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (idle_median, idle_max) = cluster.memory_mib("VmRSS")?;
+    let (_, idle_anon_max) = cluster.memory_mib("RssAnon")?;
     let (latency, failed_l) = cluster.latency(latency_requests).await?;
     let (sign_per_s, failed_t) = cluster.throughput(throughput_requests).await?;
     let (_, peak) = cluster.memory_mib("VmHWM")?;
@@ -248,6 +279,7 @@ async fn cluster_run(
         coins: Vec::new(),
         inproc_dkg_s: 0.0,
         cluster_dkg_s: dkg_s,
+        cluster_dkg_cpu_s: dkg_cpu_s,
         inproc_dkg_bytes_per_node: 0,
         cluster_dkg_bytes_per_node: dkg_bytes,
         inproc_sign_p50_ms: 0.0,
@@ -259,6 +291,7 @@ async fn cluster_run(
         cluster_sign_failed: failed_l + failed_t,
         idle_rss_median_mib: idle_median,
         idle_rss_max_mib: idle_max,
+        idle_anon_max_mib: idle_anon_max,
         peak_rss_max_mib: peak,
         cluster_total_bytes_per_node: total_bytes,
         latency_requests,

@@ -55,19 +55,21 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// The results table (markdown).
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| n | t | coins | DKG in-process | DKG cluster | ratio | DKG bytes/node in-process | DKG bytes/node cluster | sign p50 / p99 in-process | sign p50 / p99 cluster | sig/s in-process | sig/s cluster | ratio | failed | idle RSS/node (median, max) | peak RSS/node | bytes sent/node (whole run) |\n\
-         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| n | t | coins | DKG in-process | DKG cluster | ratio | DKG CPU cluster (all nodes) | DKG bytes/node in-process | DKG bytes/node cluster | sign p50 / p99 in-process | sign p50 / p99 cluster | sig/s in-process | sig/s cluster | ratio | failed | idle RSS/node (median, max; private max) | peak RSS/node | bytes sent/node (whole run) |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2} s | {:.2} s | {:.2}x | {} | {} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} | {:.1} | {:.2}x | {} | {:.1}, {:.1} MiB | {:.1} MiB | {} |",
+            "| {} | {} | {} | {:.2} s | {:.2} s | {:.2}x | {:.2} s ({:.1}x) | {} | {} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} | {:.1} | {:.2}x | {} | {:.1}, {:.1}; {:.1} MiB | {:.1} MiB | {} |",
             r.n,
             r.t,
             r.coins.join(" "),
             r.inproc_dkg_s,
             r.cluster_dkg_s,
             ratio(r.cluster_dkg_s, r.inproc_dkg_s),
+            r.cluster_dkg_cpu_s,
+            ratio(r.cluster_dkg_cpu_s, r.inproc_dkg_s),
             bytes(r.inproc_dkg_bytes_per_node),
             bytes(r.cluster_dkg_bytes_per_node),
             r.inproc_sign_p50_ms,
@@ -80,6 +82,7 @@ pub fn table(rows: &[Row]) -> String {
             r.cluster_sign_failed,
             r.idle_rss_median_mib,
             r.idle_rss_max_mib,
+            r.idle_anon_max_mib,
             r.peak_rss_max_mib,
             bytes(r.cluster_total_bytes_per_node),
         );

@@ -75,6 +75,9 @@ const ANNOUNCE_FAST: Duration = Duration::from_secs(5);
 const ANNOUNCE_MIN_GAP: Duration = Duration::from_secs(1);
 /// Re-announce period once every vault is active.
 const ANNOUNCE_SLOW: Duration = Duration::from_secs(30);
+/// How long an announcement replay is retried (a peer that reconnects later subscribes again
+/// and gets a new one).
+const REPLAY_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Called once with the listen addresses, when the first one is known.
 pub type OnListening = Box<dyn FnOnce(&[Multiaddr]) + Send>;
@@ -618,7 +621,8 @@ impl Coordinator {
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
-                // Deliver what waits for this peer now, and let it see our announcements.
+                // Deliver what waits for this peer now (our announcements follow its
+                // subscriptions: see `replay_announcements`).
                 if let Some(v) = self.validators.get(&peer_id).cloned() {
                     let now = Instant::now();
                     for ((to, _), e) in self.outbox.iter_mut() {
@@ -629,7 +633,6 @@ impl Coordinator {
                     }
                     self.outbox_dirty = true;
                 }
-                self.announce_now = true;
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -721,7 +724,7 @@ impl Coordinator {
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 debug!(peer = %peer_id, %topic, "peer subscribed");
-                self.announce_now = true;
+                self.replay_announcements(peer_id, &topic);
             }
             _ => {}
         }
@@ -799,6 +802,17 @@ impl Coordinator {
         }
         let coin = *self.topic_coins.get(topic).ok_or("unknown topic")?;
         let msg: GeneralMessage = messages::decode(data).map_err(|e| e.to_string())?;
+        self.on_general(from, coin, msg).await
+    }
+
+    /// A message of the general partition from validator `from` on `coin`'s topic (gossiped,
+    /// or replayed to us directly).
+    async fn on_general(
+        &mut self,
+        from: ValidatorId,
+        coin: Coin,
+        msg: GeneralMessage,
+    ) -> Result<&'static str, String> {
         if msg.coin().is_some_and(|c| c != coin) {
             return Err(format!("{} message on the {coin} topic", msg.kind()));
         }
@@ -842,7 +856,11 @@ impl Coordinator {
         let before = rec.clone();
         f(&mut rec);
         if rec != before {
-            self.store.put::<Peers>(v, &rec)?;
+            // Peers announce their keys again (and replay them when we subscribe): not worth a
+            // disk sync per announcement.
+            let mut b = Batch::new();
+            b.put::<Peers>(v, &rec)?;
+            self.store.write_lazy(b)?;
             self.peer_records.insert(v.clone(), rec);
         }
         Ok(())
@@ -1009,26 +1027,39 @@ impl Coordinator {
     }
 
     fn announce(&mut self) {
-        let anns: Vec<(Coin, &'static str, GeneralMessage)> = self
+        let anns: Vec<(Coin, GeneralMessage)> = self
             .announcements
             .iter()
-            .map(|((coin, kind, _), v)| (*coin, *kind, v.clone()))
+            .map(|((coin, _, _), v)| (*coin, v.clone()))
             .collect();
-        for (coin, kind, msg) in anns {
-            let Some(topic) = self.gossip_topics.get(&coin).cloned() else {
-                continue;
-            };
-            let bytes = match messages::encode(&msg) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!(%coin, kind, error = %e, "cannot encode announcement");
-                    continue;
-                }
-            };
-            let len = bytes.len();
-            match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                Ok(_) => self.metrics.sent("gossip", kind, len),
-                Err(e) => debug!(%coin, kind, error = %e, "publish deferred"),
+        for (coin, msg) in anns {
+            self.publish(coin, msg);
+        }
+    }
+
+    /// A validator subscribed to one of our coin topics: it missed what we gossiped there
+    /// before, so it gets our announcements for that coin directly, once (later ones reach it
+    /// by gossip). Cheaper than gossiping them all again to everyone.
+    fn replay_announcements(&mut self, peer: PeerId, topic: &TopicHash) {
+        let (Some(&coin), Some(to)) = (self.topic_coins.get(topic), self.validators.get(&peer))
+        else {
+            return;
+        };
+        let to = to.clone();
+        let messages: Vec<GeneralMessage> = self
+            .announcements
+            .iter()
+            .filter(|((c, _, _), _)| *c == coin)
+            .map(|(_, m)| m.clone())
+            .collect();
+        for (part, chunk) in messages.chunks(MAX_REPLAY_MESSAGES).enumerate() {
+            let req = DirectRequest::AnnouncementReplay(AnnouncementReplay {
+                coin,
+                part: u16::try_from(part).unwrap_or(u16::MAX),
+                messages: chunk.to_vec(),
+            });
+            if let Err(e) = self.enqueue_volatile(to.clone(), req, REPLAY_LIFETIME) {
+                warn!(%coin, validator = %to, error = %e, "cannot replay announcements");
             }
         }
     }
@@ -1115,11 +1146,13 @@ impl Coordinator {
             }
             BusMessage::EncryptedPreprocessOut(m) => {
                 let to = m.to.clone();
-                self.enqueue_volatile(to, DirectRequest::EncryptedPreprocessOut(m))?;
+                let lifetime = self.sign_timeout * 2;
+                self.enqueue_volatile(to, DirectRequest::EncryptedPreprocessOut(m), lifetime)?;
             }
             BusMessage::EncryptedSignatureShareOut(m) => {
                 let to = m.to.clone();
-                self.enqueue_volatile(to, DirectRequest::EncryptedSignatureShareOut(m))?;
+                let lifetime = self.sign_timeout * 2;
+                self.enqueue_volatile(to, DirectRequest::EncryptedSignatureShareOut(m), lifetime)?;
             }
             other => {
                 warn!(%coin, kind = other.kind(), "processor emitted an input message; ignored")
@@ -1162,15 +1195,20 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Signing traffic: delivered with retries until its ceremony is over, not stored (an
-    /// attempt cut by a restart is abandoned).
-    fn enqueue_volatile(&mut self, to: ValidatorId, req: DirectRequest) -> Result<(), NodeError> {
+    /// Signing traffic and announcement replays: delivered with retries for `lifetime`, not
+    /// stored (an attempt cut by a restart is abandoned; announcements are replayed again).
+    fn enqueue_volatile(
+        &mut self,
+        to: ValidatorId,
+        req: DirectRequest,
+        lifetime: Duration,
+    ) -> Result<(), NodeError> {
         let kind = req.kind();
         let bytes = messages::encode(&req)?;
         let key = OutboxKey::for_request(to, &req);
         self.insert_outbox(key.to.clone(), key.slot.clone(), bytes, kind);
         if let Some(e) = self.outbox.get_mut(&(key.to, key.slot)) {
-            e.expires = Some(Instant::now() + self.sign_timeout * 2);
+            e.expires = Some(Instant::now() + lifetime);
         }
         Ok(())
     }
@@ -1294,7 +1332,7 @@ impl Coordinator {
                 to: key.0.clone(),
                 slot: key.1.clone(),
             });
-            if let Err(err) = self.store.write(b) {
+            if let Err(err) = self.store.write_lazy(b) {
                 warn!(error = %err, "could not clear delivered request");
             }
             self.metrics.outbox_len.set(self.outbox.len() as i64);
@@ -1484,6 +1522,30 @@ impl Coordinator {
                     }),
                 )
                 .await?
+            }
+            DirectRequest::AnnouncementReplay(r) => {
+                if !self.def.coins.contains(&r.coin) {
+                    return Err(format!("{} has no vault in this network", r.coin));
+                }
+                if r.messages.len() > MAX_REPLAY_MESSAGES {
+                    return Err(format!(
+                        "{} announcements in one replay (at most {MAX_REPLAY_MESSAGES})",
+                        r.messages.len()
+                    ));
+                }
+                // Each is judged like the same message gossiped by `from`; the first refusal
+                // is the answer, after the others were taken.
+                let mut refused = None;
+                for msg in r.messages {
+                    let kind = msg.kind();
+                    if let Err(reason) = self.on_general(from.clone(), r.coin, msg).await {
+                        refused.get_or_insert(format!("{kind}: {reason}"));
+                    }
+                }
+                if let Some(reason) = refused {
+                    return Err(reason);
+                }
+                DirectResponse::Accepted
             }
         };
         Ok((kind, response))

@@ -287,8 +287,11 @@ impl LocalNetwork {
             DirectRequest::EncryptedSignatureShareOut(msg) => {
                 BusMessage::EncryptedSignatureShareIn(EncryptedSignatureShareIn { from, msg })
             }
-            DirectRequest::ProcessorPublicKeyList(_) => {
-                return Err(ProtocolError::Malformed("unexpected key list".into()))
+            DirectRequest::ProcessorPublicKeyList(_) | DirectRequest::AnnouncementReplay(_) => {
+                return Err(ProtocolError::Malformed(format!(
+                    "unexpected {} between processors",
+                    request.kind()
+                )))
             }
         };
         self.queue.push_back((to, coin, m));

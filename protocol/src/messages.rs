@@ -379,6 +379,25 @@ pub struct ProcessorPublicKeyList {
     pub keys: Vec<ProcessorPublicKey>,
 }
 
+/// Most announcements in one [`AnnouncementReplay`].
+pub const MAX_REPLAY_MESSAGES: usize = 32;
+
+/// A validator's current announcements on one coin's topic of the general partition, sent
+/// directly to a peer that has just subscribed to it (the peer missed whatever was gossiped
+/// before): the same messages the author would gossip, authenticated by the connection instead
+/// of a gossip signature. Longer lists go in several replays of at most
+/// [`MAX_REPLAY_MESSAGES`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncementReplay {
+    /// The topic's coin: every message concerns it (or no coin, like the coordinator's key).
+    pub coin: Coin,
+    /// Which part of a longer list this is (0 for the first).
+    pub part: u16,
+    /// The announcements.
+    pub messages: Vec<GeneralMessage>,
+}
+
 /// Step 9: sealed to the external processor; carries the sender's processor signature key.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -483,6 +502,9 @@ pub enum DirectRequest {
     EncryptedPreprocessOut(EncryptedPreprocessOut),
     /// Signing, round 2.
     EncryptedSignatureShareOut(EncryptedSignatureShareOut),
+    /// The general partition's announcements for a peer that subscribed after they were
+    /// gossiped.
+    AnnouncementReplay(AnnouncementReplay),
 }
 
 impl DirectRequest {
@@ -495,6 +517,7 @@ impl DirectRequest {
             DirectRequest::EncryptedKeyShareOut(_) => "EncryptedKeyShareOut",
             DirectRequest::EncryptedPreprocessOut(_) => "EncryptedPreprocessOut",
             DirectRequest::EncryptedSignatureShareOut(_) => "EncryptedSignatureShareOut",
+            DirectRequest::AnnouncementReplay(_) => "AnnouncementReplay",
         }
     }
 }

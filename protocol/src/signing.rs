@@ -127,6 +127,8 @@ struct Origination {
     slow: BTreeMap<ValidatorId, String>,
     /// `None` while queued.
     deadline: Option<u64>,
+    /// When the current attempt started.
+    attempt_started: u64,
 }
 
 /// The signing half of a processor.
@@ -221,6 +223,7 @@ impl Processor {
                     slow: record.left_out.iter().cloned().collect(),
                     record,
                     deadline: None,
+                    attempt_started: 0,
                 },
             );
             self.signing.queue.push_back(id);
@@ -354,6 +357,7 @@ impl Processor {
                 cheaters: BTreeMap::new(),
                 slow: BTreeMap::new(),
                 deadline: None,
+                attempt_started: 0,
             },
         );
         self.signing.queue.push_back(r.id);
@@ -409,6 +413,25 @@ impl Processor {
         }
         if let Some(o) = self.signing.originated.get_mut(&id) {
             o.slow.extend(slow);
+        }
+    }
+
+    /// An originated attempt made progress (a preprocess or a share was taken): its deadline
+    /// becomes a full attempt timeout from now, up to three timeouts after it started. Under
+    /// load an attempt that still advances is not abandoned (and its work redone by a new
+    /// attempt) only for being slow; a silent signer stops the progress and the attempt times
+    /// out as before, and the cap bounds what a set of slow signers can delay.
+    fn extend_deadline(&mut self, id: [u8; 32], attempt: u32) {
+        let (now, timeout) = (self.signing.now, self.signing.config.attempt_timeout_ms);
+        let Some(o) = self.signing.originated.get_mut(&id) else {
+            return;
+        };
+        if o.record.attempt != attempt {
+            return;
+        }
+        let cap = o.attempt_started.saturating_add(timeout.saturating_mul(3));
+        if let Some(d) = o.deadline.as_mut() {
+            *d = (*d).max(now.saturating_add(timeout).min(cap));
         }
     }
 
@@ -503,6 +526,7 @@ impl Processor {
         o.record.signers = signers;
         o.record.left_out = left_out;
         o.deadline = Some(deadline);
+        o.attempt_started = self.signing.now;
         let record = o.record.clone();
         let mut sends = Vec::new();
         match self.join(&request, &mut sends) {
@@ -841,6 +865,7 @@ impl Processor {
 
     /// Move a ceremony on as far as its inputs allow.
     fn advance(&mut self, id: [u8; 32], attempt: u32, out: &mut Vec<Output>) {
+        self.extend_deadline(id, attempt);
         let me = self.me.clone();
         let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) else {
             return;

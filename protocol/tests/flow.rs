@@ -19,6 +19,7 @@ use rand_core::{RngCore, SeedableRng};
 
 /// Tampering with what leaves a node: (sending node, message, cluster).
 type Tamper = Box<dyn FnMut(usize, &mut BusMessage, &Cluster)>;
+type Hold = Box<dyn Fn(usize, &BusMessage) -> bool>;
 
 struct Cluster {
     def: NetworkDefinition,
@@ -50,6 +51,10 @@ struct Cluster {
     votes: BTreeMap<(usize, Coin), Vec<KeyGenExclusionVote>>,
     /// Messages a node rejected (node, error).
     rejected: Vec<(usize, String)>,
+    /// Which messages (recipient, message) are held back instead of delivered.
+    hold: Option<Hold>,
+    /// What `hold` kept, in order.
+    held: VecDeque<(usize, Coin, BusMessage)>,
 }
 
 fn hop<T: serde::Serialize + serde::de::DeserializeOwned>(m: &T) -> T {
@@ -97,6 +102,8 @@ impl Cluster {
             sabotage: BTreeMap::new(),
             rejected: Vec::new(),
             votes: BTreeMap::new(),
+            hold: None,
+            held: VecDeque::new(),
         };
         for node in 0..n {
             for &coin in coins {
@@ -297,9 +304,26 @@ impl Cluster {
     }
 
     fn deliver(&mut self, to: usize, coin: Coin, m: BusMessage) {
-        if !self.down.contains(&to) {
+        if self.down.contains(&to) {
+            return;
+        }
+        if self.hold.as_ref().is_some_and(|h| h(to, &m)) {
+            self.held.push_back((to, coin, m));
+        } else {
             self.queue.push_back((to, coin, m));
         }
+    }
+
+    /// Deliver the oldest held message that `which` picks now.
+    fn release_first(&mut self, which: impl Fn(&BusMessage) -> bool) {
+        let i = self
+            .held
+            .iter()
+            .position(|(_, _, m)| which(m))
+            .expect("a held message");
+        let m = self.held.remove(i).expect("in range");
+        self.queue.push_back(m);
+        self.run();
     }
 
     /// Every live node's clock moves to `now`; each sees the other live nodes as reachable.
@@ -1012,6 +1036,64 @@ fn a_silent_signer_is_replaced_and_too_few_signers_fail_naming_the_missing() {
     let reason = r.reason.clone().unwrap();
     assert!(reason.contains("only 2 of the 3"), "{reason}");
     assert!(reason.contains(&c.ids[2].to_string()) && reason.contains(&c.ids[3].to_string()));
+}
+
+#[test]
+fn a_slow_attempt_that_still_progresses_is_not_abandoned_at_its_first_deadline() {
+    let coin = Coin::Btc;
+    let mut c = sign_cluster(&[coin], 21);
+    // The originator's signature shares arrive late, one at a time (a loaded set), and so does
+    // the other signers' announcement of the signature.
+    let share = |m: &BusMessage| matches!(m, BusMessage::EncryptedSignatureShareIn(_));
+    let late = move |to: usize, m: &BusMessage| {
+        to == 0
+            && (share(m)
+                || matches!(
+                    m,
+                    BusMessage::GeneralIn(GeneralIn {
+                        msg: GeneralMessage::SignatureAvailable(_),
+                        ..
+                    })
+                ))
+    };
+    c.hold = Some(Box::new(late));
+    let msgs = messages_for(coin, 1, 9);
+    let id = c.request(0, coin, msgs.clone()); // at 1 000 ms: deadline 11 000
+    assert_eq!(
+        c.held.iter().filter(|(_, _, m)| share(m)).count(),
+        2,
+        "the two other signers' shares are held"
+    );
+    c.tick(9_000, &[coin]);
+    c.release_first(share); // progress at 9 000: the deadline moves to 19 000
+    c.tick(12_000, &[coin]);
+    let r = &c.records[&(0, coin, id)];
+    assert_eq!(r.status, SignStatus::Pending);
+    assert_eq!(
+        r.attempt, 0,
+        "the attempt was abandoned although it progressed"
+    );
+    assert!(!c.requests.contains_key(&(id, 1)));
+    c.release_first(share);
+    c.hold = None;
+    while !c.held.is_empty() {
+        c.release_first(|_| true);
+    }
+    let r = assert_signed(&c, coin, id, &msgs);
+    assert_eq!(r.attempt, 0);
+
+    // Without progress the deadline holds: shares that never come end the attempt.
+    c.hold = Some(Box::new(late));
+    let msgs = messages_for(coin, 1, 10);
+    let id = c.request(0, coin, msgs.clone()); // at 12 000 ms: deadline 22 000
+    c.tick(21_000, &[coin]);
+    assert_eq!(c.records[&(0, coin, id)].attempt, 0);
+    c.tick(22_000, &[coin]);
+    assert_eq!(
+        c.records[&(0, coin, id)].attempt,
+        1,
+        "no new attempt at the deadline"
+    );
 }
 
 #[test]

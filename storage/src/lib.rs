@@ -293,6 +293,9 @@ impl OutboxKey {
             DirectRequest::EncryptedSignatureShareOut(m) => {
                 [&[5, m.coin.id()][..], &m.id, &m.attempt.to_be_bytes()].concat()
             }
+            DirectRequest::AnnouncementReplay(r) => {
+                [&[6, r.coin.id()][..], &r.part.to_be_bytes()].concat()
+            }
         };
         OutboxKey { to, slot }
     }
@@ -662,6 +665,19 @@ impl Store {
 
     /// Apply a batch atomically, with the WAL synced to disk.
     pub fn write(&self, batch: Batch) -> Result<()> {
+        self.write_opt(batch, true)
+    }
+
+    /// Apply a batch atomically without waiting for the disk: it survives the process being
+    /// killed (the WAL is written), and the next [`Store::write`] makes it durable, but a power
+    /// failure before that may lose it. Only for state whose loss is harmless: a delivered
+    /// request's removal (resent, the peer answers that it has it) or what peers announce
+    /// again.
+    pub fn write_lazy(&self, batch: Batch) -> Result<()> {
+        self.write_opt(batch, false)
+    }
+
+    fn write_opt(&self, batch: Batch, sync: bool) -> Result<()> {
         let mut wb = WriteBatch::default();
         for op in &batch.ops {
             let cf = self.cf(op.cf)?;
@@ -674,7 +690,7 @@ impl Store {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         self.db.write_opt(wb, &wo)?;
         Ok(())
     }
