@@ -186,6 +186,8 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
     for name in [
         "vaultd_validators_missing 0",
         "vaultd_sent_bytes_total{protocol=\"direct\",kind=\"EncryptedKeyShareOut\"}",
+        // Peers that subscribed after node 0 announced got its announcements replayed.
+        "vaultd_messages_sent_total{protocol=\"direct\",kind=\"AnnouncementReplay\"}",
         "vaultd_received_bytes_total{protocol=\"gossip\",kind=\"KeyGenCommitmentsDigest\"}",
         "vaultd_dkg_duration_seconds_count{coin=\"BTC\"} 1",
         "vaultd_dkg_outcomes_total{coin=\"SOL\",outcome=\"active\"} 1",
