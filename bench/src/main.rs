@@ -137,6 +137,39 @@ pub struct Row {
     pub cluster_total_bytes_per_node: u64,
     pub latency_requests: usize,
     pub throughput_requests: usize,
+    /// Why the cluster run failed (its figures are then NaN).
+    #[serde(default)]
+    pub cluster_error: Option<String>,
+}
+
+impl Row {
+    fn failed(n: usize, error: String) -> Row {
+        Row {
+            n,
+            t: 0,
+            coins: Vec::new(),
+            inproc_dkg_s: f64::NAN,
+            cluster_dkg_s: f64::NAN,
+            cluster_dkg_cpu_s: f64::NAN,
+            inproc_dkg_bytes_per_node: 0,
+            cluster_dkg_bytes_per_node: 0,
+            inproc_sign_p50_ms: f64::NAN,
+            inproc_sign_p99_ms: f64::NAN,
+            inproc_sign_per_s: f64::NAN,
+            cluster_sign_p50_ms: f64::NAN,
+            cluster_sign_p99_ms: f64::NAN,
+            cluster_sign_per_s: f64::NAN,
+            cluster_sign_failed: 0,
+            idle_rss_median_mib: f64::NAN,
+            idle_rss_max_mib: f64::NAN,
+            idle_anon_max_mib: f64::NAN,
+            peak_rss_max_mib: f64::NAN,
+            cluster_total_bytes_per_node: 0,
+            latency_requests: 0,
+            throughput_requests: 0,
+            cluster_error: Some(error),
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -160,7 +193,7 @@ fn main() -> Result<()> {
             _ if args.quick => 10,
             0..=16 => 50,
             17..=32 => 20,
-            _ => 6,
+            _ => 4,
         })
     };
     let throughput_requests = |n: usize| {
@@ -168,7 +201,7 @@ fn main() -> Result<()> {
             _ if args.quick => 40,
             0..=16 => 200,
             17..=32 => 60,
-            _ => 24,
+            _ => 12,
         })
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -202,7 +235,9 @@ fn main() -> Result<()> {
             };
             run += 1;
             let dir = args.work.join(format!("n{n}-{}", names.join("-")));
-            let row = runtime
+            // A cluster that fails (a DKG past its deadline, a node that exits) is a result
+            // too: it is reported, and the other sizes still run.
+            let row = match runtime
                 .block_on(cluster_run(
                     &args,
                     &dir,
@@ -212,7 +247,14 @@ fn main() -> Result<()> {
                     latency_requests,
                     throughput_requests,
                 ))
-                .with_context(|| format!("cluster run, n = {n} (logs in {})", dir.display()))?;
+                .with_context(|| format!("logs in {}", dir.display()))
+            {
+                Ok(row) => row,
+                Err(e) => {
+                    eprintln!("    cluster run failed: {e:#}");
+                    Row::failed(n, format!("{e:#}"))
+                }
+            };
             let row = Row {
                 n,
                 t: protocol::network::default_threshold(n),
@@ -296,5 +338,6 @@ async fn cluster_run(
         cluster_total_bytes_per_node: total_bytes,
         latency_requests,
         throughput_requests,
+        cluster_error: None,
     })
 }

@@ -87,6 +87,16 @@ pub fn table(rows: &[Row]) -> String {
             bytes(r.cluster_total_bytes_per_node),
         );
     }
+    for r in rows {
+        if let Some(e) = &r.cluster_error {
+            let _ = writeln!(
+                s,
+                "\nn = {}, {}: **the cluster run failed** (its figures are NaN): {e}",
+                r.n,
+                r.coins.join(" ")
+            );
+        }
+    }
     s
 }
 
@@ -135,6 +145,7 @@ pub fn targets(rows: &[Row]) -> String {
     if let Some(max) = rows
         .iter()
         .map(|r| r.idle_rss_max_mib)
+        .filter(|m| m.is_finite())
         .max_by(f64::total_cmp)
     {
         line(

@@ -65,16 +65,18 @@ const CONNECTION_BURST: u32 = 10;
 const REDIAL_FIRST: Duration = Duration::from_secs(2);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
 
-/// Re-announce period while a vault is not active yet. Every re-announcement reaches every
-/// validator (and is signature-checked by each, duplicates included): at n = 64 one round costs
-/// the set seconds of CPU, so it is a safety net, not the way messages normally travel (new
-/// announcements are published at once).
-const ANNOUNCE_FAST: Duration = Duration::from_secs(5);
+/// Longest re-announce period while a vault is not active yet (it is also at most a third of
+/// the DKG timeout, so a lost announcement gets two more chances before anyone votes over it).
+/// Every re-announcement reaches every validator and is signature-checked by each, duplicates
+/// included: a round costs the set O(n²) verifications (at n = 64 about 6 s of CPU), so it is
+/// a safety net, not the way messages travel. New announcements are published at once, and a
+/// validator that subscribes gets ours replayed directly.
+const ANNOUNCE_FAST: Duration = Duration::from_secs(20);
 /// Least time between two re-announcements asked for by events (peers connecting or
 /// subscribing): the peers that arrive within it are served by one round.
 const ANNOUNCE_MIN_GAP: Duration = Duration::from_secs(1);
 /// Re-announce period once every vault is active.
-const ANNOUNCE_SLOW: Duration = Duration::from_secs(30);
+const ANNOUNCE_SLOW: Duration = Duration::from_secs(300);
 /// How long an announcement replay is retried (a peer that reconnects later subscribes again
 /// and gets a new one).
 const REPLAY_LIFETIME: Duration = Duration::from_secs(60);
@@ -164,6 +166,8 @@ pub struct Coordinator {
     peer_records: BTreeMap<ValidatorId, PeerRecord>,
     listen_addrs: Vec<Multiaddr>,
     announce_now: bool,
+    /// Re-announce period while a vault is not active.
+    announce_fast: Duration,
     /// Outbox entries wait to be sent: flushed right after the event that queued them.
     outbox_dirty: bool,
     last_seq: u64,
@@ -250,6 +254,7 @@ impl Coordinator {
             peer_records,
             listen_addrs: Vec::new(),
             announce_now: true,
+            announce_fast: ANNOUNCE_FAST,
             outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
@@ -262,6 +267,13 @@ impl Coordinator {
             retiring,
             last_seq: 0,
         })
+    }
+
+    /// The DKG timeout the processors use: re-announcements while a DKG runs come at least
+    /// three times within it.
+    pub fn with_dkg_timeout(mut self, dkg_timeout: Duration) -> Self {
+        self.announce_fast = (dkg_timeout / 3).clamp(Duration::from_secs(1), ANNOUNCE_FAST);
+        self
     }
 
     /// The event loop, until `shutdown` resolves.
@@ -311,7 +323,7 @@ impl Coordinator {
 
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_announce = Instant::now() - ANNOUNCE_SLOW;
+        let mut last_announce: Option<Instant> = None; // the first tick announces
         let mut last_dial = Instant::now();
         let mut last_kad = Instant::now();
         let mut last_size = Instant::now() - Duration::from_secs(10);
@@ -333,12 +345,12 @@ impl Coordinator {
                 Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    let period = if self.all_active() { ANNOUNCE_SLOW } else { ANNOUNCE_FAST };
-                    let since = now.duration_since(last_announce);
+                    let period = if self.all_active() { ANNOUNCE_SLOW } else { self.announce_fast };
+                    let since = last_announce.map_or(Duration::MAX, |t| now.duration_since(t));
                     if (self.announce_now && since >= ANNOUNCE_MIN_GAP) || since >= period {
                         self.announce();
                         self.announce_now = false;
-                        last_announce = now;
+                        last_announce = Some(now);
                     }
                     if now.duration_since(last_dial) >= Duration::from_secs(2) {
                         self.dial_missing();

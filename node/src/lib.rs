@@ -377,7 +377,8 @@ pub async fn run(
         sign_rx,
         signing,
         retiring,
-    )?;
+    )?
+    .with_dkg_timeout(cfg.dkg_timeout);
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
     result
