@@ -36,6 +36,13 @@ pub enum ControlRequest {
         /// Delay.
         #[serde(default)]
         delay_ms: u64,
+        /// PeerIds whose first gossip message of kind `lose_kind` is lost (as a full send queue
+        /// or a dropped connection can lose one).
+        #[serde(default)]
+        lose_from: Vec<String>,
+        /// The general-partition message kind (`PublicAddressAvailable`, ...) to lose once.
+        #[serde(default)]
+        lose_kind: Option<String>,
     },
 }
 
@@ -124,7 +131,9 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<ControlCommand>) -> s
             cut,
             delayed,
             delay_ms,
-        }) => links(&commands, &cut, &delayed, delay_ms).await,
+            lose_from,
+            lose_kind,
+        }) => links(&commands, &cut, &delayed, delay_ms, &lose_from, lose_kind).await,
         Err(e) => fail(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -138,20 +147,24 @@ async fn links(
     cut: &[String],
     delayed: &[String],
     delay_ms: u64,
+    lose_from: &[String],
+    lose_kind: Option<String>,
 ) -> ControlResponse {
     let parse = |ids: &[String]| -> Result<std::collections::BTreeSet<libp2p::PeerId>, String> {
         ids.iter()
             .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
             .collect()
     };
-    let (cut, delayed) = match (parse(cut), parse(delayed)) {
-        (Ok(c), Ok(d)) => (c, d),
-        (Err(e), _) | (_, Err(e)) => return fail(e),
+    let (cut, delayed, lose_from) = match (parse(cut), parse(delayed), parse(lose_from)) {
+        (Ok(c), Ok(d), Ok(l)) => (c, d, l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
     };
     let cmd = ControlCommand::LinkFaults {
         cut,
         delayed,
         delay: std::time::Duration::from_millis(delay_ms),
+        lose_from,
+        lose_kind,
     };
     match commands.send(cmd).await {
         Ok(()) => ControlResponse {
@@ -170,6 +183,8 @@ async fn links(
     _: &[String],
     _: &[String],
     _: u64,
+    _: &[String],
+    _: Option<String>,
 ) -> ControlResponse {
     fail("link faults exist only in a test build (feature fault-injection)".into())
 }

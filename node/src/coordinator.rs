@@ -118,6 +118,10 @@ pub enum ControlCommand {
         delayed: BTreeSet<PeerId>,
         /// By how long.
         delay: Duration,
+        /// Peers whose first gossip message of kind `lose_kind` is lost.
+        lose_from: BTreeSet<PeerId>,
+        /// That kind.
+        lose_kind: Option<String>,
     },
 }
 
@@ -576,9 +580,12 @@ impl Coordinator {
                 cut,
                 delayed,
                 delay,
+                lose_from,
+                lose_kind,
             } => {
-                warn!(cut = ?cut, delayed = ?delayed, ?delay, "test-only link faults set");
+                warn!(cut = ?cut, delayed = ?delayed, ?delay, lose_from = ?lose_from, lose_kind = ?lose_kind, "test-only link faults set");
                 self.link_faults.set(cut, delayed, delay);
+                self.link_faults.lose_once(lose_from, lose_kind);
                 self.announce_now = true; // a healed peer hears what it missed
             }
         }
@@ -774,6 +781,16 @@ impl Coordinator {
                     self.ignore_gossip(&message_id, &propagation_source);
                     return;
                 }
+                #[cfg(feature = "fault-injection")]
+                if let (Some(a), Ok(m)) =
+                    (author, messages::decode::<GeneralMessage>(&message.data))
+                {
+                    if self.link_faults.lose(&a, m.kind()) {
+                        warn!(peer = %a, kind = m.kind(), "test-only: losing this gossip message");
+                        self.ignore_gossip(&message_id, &propagation_source);
+                        return;
+                    }
+                }
                 let verdict = self.on_gossip(author, &message.topic, &message.data).await;
                 let acceptance = match verdict {
                     Ok(kind) => {
@@ -848,6 +865,15 @@ impl Coordinator {
             | GeneralMessage::PublicAddressAvailable(_)
             | GeneralMessage::KeyGenExclusionVote(_)
             | GeneralMessage::KeyGenBlame(_)) => {
+                if let GeneralMessage::KeyGenExclusionVote(v) = &msg {
+                    if v.exclude.contains(&self.me) && !self.announce_now {
+                        // Someone has not heard from us: gossip may have lost an announcement
+                        // (a dropped connection, a full send queue), and the periodic round can
+                        // be minutes away. Everything we announced goes out again now.
+                        info!(%coin, voter = %from, attempt = v.attempt, "a vote names us as silent; re-announcing");
+                        self.announce_now = true;
+                    }
+                }
                 self.place(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
                     .await?;
             }

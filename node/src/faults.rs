@@ -35,6 +35,9 @@ pub(crate) struct LinkFaults {
     delay: BTreeMap<PeerId, Duration>,
     held_gossip: VecDeque<(Instant, HeldGossip)>,
     held_requests: VecDeque<(Instant, HeldRequest)>,
+    /// Authors whose next gossip message of kind `lose_kind` is lost (each once).
+    lose_from: BTreeSet<PeerId>,
+    lose_kind: Option<String>,
 }
 
 /// Most messages held back at once (older ones are dropped, as a lossy link would).
@@ -50,6 +53,17 @@ impl LinkFaults {
     ) {
         self.cut = cut;
         self.delay = delayed.into_iter().map(|p| (p, delay)).collect();
+    }
+
+    /// Lose the next gossip message of `kind` from each of `from` (replacing an earlier rule).
+    pub(crate) fn lose_once(&mut self, from: BTreeSet<PeerId>, kind: Option<String>) {
+        self.lose_from = from;
+        self.lose_kind = kind;
+    }
+
+    /// Whether this gossip message (of `kind`, by `author`) is to be lost; each rule fires once.
+    pub(crate) fn lose(&mut self, author: &PeerId, kind: &str) -> bool {
+        self.lose_kind.as_deref() == Some(kind) && self.lose_from.remove(author)
     }
 
     /// Whether the link to `peer` is cut.

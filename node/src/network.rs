@@ -66,6 +66,15 @@ pub struct DirectCodec;
 async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, cap: u64) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     io.take(cap + 1).read_to_end(&mut buf).await?;
+    if buf.is_empty() {
+        // No envelope is empty. A stream closed before its first byte is a request or answer
+        // the other side gave up on (its timeout fired under load, its connection went away):
+        // an I/O failure, retried like one, not a malformed message from a hostile peer.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "stream closed before any byte",
+        ));
+    }
     if buf.len() as u64 > cap {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

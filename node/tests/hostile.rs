@@ -195,8 +195,9 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         tokio::time::timeout(Duration::from_secs(60), async {
             while ended < wave.len() {
                 match swarm.select_next_some().await {
-                    // A request left unanswered ends with an empty response (the stream closes
-                    // before any byte) or an outbound failure.
+                    // A request left unanswered ends with an outbound failure (the stream
+                    // closes before any byte: the codec reads that as an I/O error), or with
+                    // an empty response from a codec that does not.
                     SwarmEvent::Behaviour(BehaviourEvent::Direct(
                         request_response::Event::Message {
                             message:

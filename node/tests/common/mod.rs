@@ -158,6 +158,21 @@ impl Node {
             cut: cut.iter().map(|s| s.to_string()).collect(),
             delayed: delayed.iter().map(|s| s.to_string()).collect(),
             delay_ms,
+            lose_from: Vec::new(),
+            lose_kind: None,
+        };
+        let reply = vaultd::control::request(&self.dir, &req).await.unwrap();
+        assert!(reply.ok, "{:?}", reply.error);
+    }
+
+    /// Test-only fault: lose the next gossip message of `kind` authored by each of `from`.
+    pub async fn lose_first(&self, from: &[&str], kind: &str) {
+        let req = vaultd::control::ControlRequest::Links {
+            cut: Vec::new(),
+            delayed: Vec::new(),
+            delay_ms: 0,
+            lose_from: from.iter().map(|s| s.to_string()).collect(),
+            lose_kind: Some(kind.to_string()),
         };
         let reply = vaultd::control::request(&self.dir, &req).await.unwrap();
         assert!(reply.ok, "{:?}", reply.error);
