@@ -4,8 +4,8 @@
 # docs/BENCHMARKS.svg and docs/BENCHMARKS.json.
 #
 # Usage: scripts/bench.sh [--dev] [--quick] [vaultd-bench options]
-#   --dev     use the dev build the tests share (dependencies optimised, vaultd's own code not);
-#             default: a release build
+#   --dev     use the dev build the tests share (everything optimised, debug assertions on, no
+#             second build of RocksDB); default: a release build
 #   --quick   sizes 4 and 7, few requests (about a minute)
 #   vaultd-bench options: --sizes 4,16 --out FILE --work DIR --base-port PORT
 #             --latency-requests N --throughput-requests N   (see: vaultd-bench --help)
