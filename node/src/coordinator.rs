@@ -80,6 +80,8 @@ const ANNOUNCE_SLOW: Duration = Duration::from_secs(300);
 /// How long an announcement replay is retried (a peer that reconnects later subscribes again
 /// and gets a new one).
 const REPLAY_LIFETIME: Duration = Duration::from_secs(60);
+/// Least time between two warnings about gossip abandoned on its way to slow peers.
+const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
 
 /// Called once with the listen addresses, when the first one is known.
 pub type OnListening = Box<dyn FnOnce(&[Multiaddr]) + Send>;
@@ -172,6 +174,8 @@ pub struct Coordinator {
     announce_now: bool,
     /// Re-announce period while a vault is not active.
     announce_fast: Duration,
+    /// When gossip abandoned to a slow peer was last logged.
+    slow_peer_warned: Option<Instant>,
     /// Outbox entries wait to be sent: flushed right after the event that queued them.
     outbox_dirty: bool,
     last_seq: u64,
@@ -259,6 +263,7 @@ impl Coordinator {
             listen_addrs: Vec::new(),
             announce_now: true,
             announce_fast: ANNOUNCE_FAST,
+            slow_peer_warned: None,
             outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
@@ -744,6 +749,24 @@ impl Coordinator {
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 debug!(peer = %peer_id, %topic, "peer subscribed");
                 self.replay_announcements(peer_id, &topic);
+            }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                // Not re-announced here: under overload that would feed the queues that
+                // overflowed. A validator that misses an announcement votes, and the vote
+                // brings it (see on_general).
+                let dropped = failed_messages.priority + failed_messages.non_priority;
+                self.metrics.gossip_dropped.inc_by(dropped as u64);
+                let now = Instant::now();
+                if self
+                    .slow_peer_warned
+                    .is_none_or(|t| now.duration_since(t) >= SLOW_PEER_WARN_GAP)
+                {
+                    self.slow_peer_warned = Some(now);
+                    warn!(peer = %peer_id, dropped, "gossip messages to a slow peer were abandoned (vaultd_gossip_dropped_total counts them all)");
+                }
             }
             _ => {}
         }

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub dkg_attempt: Family<Labels, Gauge>,
     /// Messages dropped by the per-peer rate limits, by protocol.
     pub rate_limited: Family<Labels, Counter>,
+    /// Gossip messages gossipsub abandoned on their way to a slow peer (queue full or waited
+    /// too long).
+    pub gossip_dropped: Counter,
 }
 
 fn kind(kind: &str) -> Labels {
@@ -82,6 +85,7 @@ impl Default for Metrics {
             dkg_excluded: Family::default(),
             dkg_attempt: Family::default(),
             rate_limited: Family::default(),
+            gossip_dropped: Counter::default(),
             dkg_duration: Family::new_with_constructor(duration_histogram),
             sign_duration: Family::new_with_constructor(duration_histogram),
             dkg_outcomes: Family::default(),
@@ -189,6 +193,11 @@ impl Metrics {
             "rate_limited",
             "Messages or connections dropped by the per-peer rate limits, by protocol (gossip, direct, connection)",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "gossip_dropped",
+            "Gossip messages abandoned on their way to a slow peer (its send queue was full, or they waited too long)",
+            m.gossip_dropped.clone(),
         );
         r.register(
             "dkg_attempt",
