@@ -109,7 +109,8 @@ impl Cluster {
                 .arg(&network)
                 .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", p2p(i))])
                 .args(["--api", &format!("127.0.0.1:{}", api(i))])
-                .env("RUST_LOG", "info")
+                // The node's own default filter, as an operator runs it.
+                .env_remove("RUST_LOG")
                 .stdout(Stdio::null())
                 .stderr(file)
                 .spawn()
