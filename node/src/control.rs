@@ -37,7 +37,7 @@ pub enum ControlRequest {
         #[serde(default)]
         delay_ms: u64,
         /// PeerIds whose first gossip message of kind `lose_kind` is lost (as a full send queue
-        /// or a dropped connection can lose one).
+        /// or a dropped connection can lose one); a PeerId listed k times loses k messages.
         #[serde(default)]
         lose_from: Vec<String>,
         /// The general-partition message kind (`PublicAddressAvailable`, ...) to lose once.
@@ -155,7 +155,11 @@ async fn links(
             .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
             .collect()
     };
-    let (cut, delayed, lose_from) = match (parse(cut), parse(delayed), parse(lose_from)) {
+    let lose_from: Result<Vec<libp2p::PeerId>, String> = lose_from
+        .iter()
+        .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
+        .collect();
+    let (cut, delayed, lose_from) = match (parse(cut), parse(delayed), lose_from) {
         (Ok(c), Ok(d), Ok(l)) => (c, d, l),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
     };

@@ -80,6 +80,12 @@ const ANNOUNCE_SLOW: Duration = Duration::from_secs(300);
 /// How long an announcement replay is retried (a peer that reconnects later subscribes again
 /// and gets a new one).
 const REPLAY_LIFETIME: Duration = Duration::from_secs(60);
+/// Our `PublicAddressAvailable` is gossiped once more `announce_fast / this` after it was first
+/// (5 s by default). It completes everyone's vault, and it is published while most of the set
+/// is still busy with the DKG: at n = 64 on 2 cores gossipsub abandoned it in slow send queues
+/// for one to seven validators per run, which then waited `--dkg-timeout` (60 s) to vote over
+/// it while every other vault was active. A second copy costs one message.
+const CONFIRMATION_REPEAT_DIVISOR: u32 = 4;
 /// Least time between two warnings about gossip abandoned on its way to slow peers.
 const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
 
@@ -120,8 +126,8 @@ pub enum ControlCommand {
         delayed: BTreeSet<PeerId>,
         /// By how long.
         delay: Duration,
-        /// Peers whose first gossip message of kind `lose_kind` is lost.
-        lose_from: BTreeSet<PeerId>,
+        /// Peers whose first gossip message of kind `lose_kind` is lost (one per occurrence).
+        lose_from: Vec<PeerId>,
         /// That kind.
         lose_kind: Option<String>,
     },
@@ -178,6 +184,8 @@ pub struct Coordinator {
     slow_peer_warned: Option<Instant>,
     /// When we last published every announcement (the first tick does).
     last_announce: Option<Instant>,
+    /// Our `PublicAddressAvailable` per coin, to be gossiped once more at the instant given.
+    confirmation_repeats: BTreeMap<Coin, (Instant, GeneralMessage)>,
     /// Outbox entries wait to be sent: flushed right after the event that queued them.
     outbox_dirty: bool,
     last_seq: u64,
@@ -267,6 +275,7 @@ impl Coordinator {
             announce_fast: ANNOUNCE_FAST,
             slow_peer_warned: None,
             last_announce: None,
+            confirmation_repeats: BTreeMap::new(),
             outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
@@ -363,6 +372,7 @@ impl Coordinator {
                         self.announce_now = false;
                         self.last_announce = Some(now);
                     }
+                    self.repeat_confirmations(now);
                     if now.duration_since(last_dial) >= Duration::from_secs(2) {
                         self.dial_missing();
                         last_dial = now;
@@ -1096,6 +1106,23 @@ impl Coordinator {
         self.last_seq
     }
 
+    /// Gossip each confirmation once more when its time has come (see
+    /// `CONFIRMATION_REPEAT_DIVISOR`).
+    fn repeat_confirmations(&mut self, now: Instant) {
+        let due: Vec<Coin> = self
+            .confirmation_repeats
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(coin, _)| *coin)
+            .collect();
+        for coin in due {
+            if let Some((_, msg)) = self.confirmation_repeats.remove(&coin) {
+                debug!(%coin, "gossiping our PublicAddressAvailable once more");
+                self.publish(coin, msg);
+            }
+        }
+    }
+
     /// Time since our last announcement round (`Duration::MAX` before the first).
     fn since_announce(&self, now: Instant) -> Duration {
         self.last_announce
@@ -1189,12 +1216,10 @@ impl Coordinator {
                 );
             }
             BusMessage::PublicAddressAvailable(a) => {
-                self.add_announcement(
-                    coin,
-                    "PublicAddressAvailable",
-                    Vec::new(),
-                    GeneralMessage::PublicAddressAvailable(a),
-                );
+                let msg = GeneralMessage::PublicAddressAvailable(a);
+                let at = Instant::now() + self.announce_fast / CONFIRMATION_REPEAT_DIVISOR;
+                self.confirmation_repeats.insert(coin, (at, msg.clone()));
+                self.add_announcement(coin, "PublicAddressAvailable", Vec::new(), msg);
             }
             BusMessage::KeyGenExclusionVote(v) => {
                 info!(%coin, attempt = v.attempt, round = v.round, exclude = ?v.exclude.iter().map(|x| x.to_string()).collect::<Vec<_>>(), reasons = ?v.reasons, "DKG: voting to leave participants out of the next attempt");

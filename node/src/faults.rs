@@ -35,8 +35,8 @@ pub(crate) struct LinkFaults {
     delay: BTreeMap<PeerId, Duration>,
     held_gossip: VecDeque<(Instant, HeldGossip)>,
     held_requests: VecDeque<(Instant, HeldRequest)>,
-    /// Authors whose next gossip message of kind `lose_kind` is lost (each once).
-    lose_from: BTreeSet<PeerId>,
+    /// Authors whose next gossip messages of kind `lose_kind` are lost: one per occurrence.
+    lose_from: Vec<PeerId>,
     lose_kind: Option<String>,
 }
 
@@ -55,15 +55,25 @@ impl LinkFaults {
         self.delay = delayed.into_iter().map(|p| (p, delay)).collect();
     }
 
-    /// Lose the next gossip message of `kind` from each of `from` (replacing an earlier rule).
-    pub(crate) fn lose_once(&mut self, from: BTreeSet<PeerId>, kind: Option<String>) {
+    /// Lose the next gossip message of `kind` from each of `from`, as many as an author is
+    /// listed (replacing an earlier rule).
+    pub(crate) fn lose_once(&mut self, from: Vec<PeerId>, kind: Option<String>) {
         self.lose_from = from;
         self.lose_kind = kind;
     }
 
     /// Whether this gossip message (of `kind`, by `author`) is to be lost; each rule fires once.
     pub(crate) fn lose(&mut self, author: &PeerId, kind: &str) -> bool {
-        self.lose_kind.as_deref() == Some(kind) && self.lose_from.remove(author)
+        if self.lose_kind.as_deref() != Some(kind) {
+            return false;
+        }
+        match self.lose_from.iter().position(|p| p == author) {
+            Some(i) => {
+                self.lose_from.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether the link to `peer` is cut.

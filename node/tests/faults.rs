@@ -176,18 +176,20 @@ async fn a_silent_validator_is_voted_out_after_the_dkg_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vote_naming_an_active_validator_silent_makes_it_announce_again() {
-    // Validator 3 loses validator 0's PublicAddressAvailable (gossip can drop one: a full send
-    // queue, a connection that went down). 0, 1 and 2 complete; 0, active, would re-announce
-    // only every 5 minutes. 3 waits for its DKG timeout and votes 0 silent; the vote makes 0
-    // announce again at once, and 3 completes the same attempt with the same key.
+    // Validator 3 loses validator 0's PublicAddressAvailable and its one repeat (gossip can
+    // drop them: a full send queue, a connection that went down). 0, 1 and 2 complete; 0,
+    // active, would re-announce only every 5 minutes. 3 waits for its DKG timeout and votes 0
+    // silent; the vote makes 0 announce again at once, and 3 completes the same attempt with
+    // the same key.
     let coins = ["ETH"];
     let mut c = Cluster::new(4, &coins);
     for i in 0..4 {
         c.start(i, &["--dkg-timeout", "3"]).await;
     }
     // Before 3 has taken part in the key exchange nobody can have a PublicAddressAvailable.
+    let id0 = c.ids[0].clone();
     c.node(3)
-        .lose_first(&[c.ids[0].as_str()], "PublicAddressAvailable")
+        .lose_first(&[id0.as_str(), id0.as_str()], "PublicAddressAvailable")
         .await;
     let first: Vec<&Node> = (0..3).map(|i| c.node(i)).collect();
     wait_vault_status(&first, "ETH", "active", Duration::from_secs(60)).await;
@@ -208,6 +210,37 @@ async fn a_vote_naming_an_active_validator_silent_makes_it_announce_again() {
         .node(0)
         .log()
         .contains("a vote names us as silent; re-announcing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_confirmation_is_repeated_before_anyone_votes() {
+    // Validator 3 loses validator 0's PublicAddressAvailable once. 0 gossips it once more a
+    // quarter of a re-announce period later, so 3 completes without waiting for its DKG
+    // timeout and without a vote. The timeout is long (30 s) so that a vote could not come
+    // before the deadline of the wait below.
+    let coins = ["ETH"];
+    let mut c = Cluster::new(4, &coins);
+    for i in 0..4 {
+        c.start(i, &["--dkg-timeout", "30"]).await;
+    }
+    c.node(3)
+        .lose_first(&[c.ids[0].as_str()], "PublicAddressAvailable")
+        .await;
+    wait_all_active(&c.live(), 1, Duration::from_secs(25)).await;
+    assert!(c
+        .node(3)
+        .log()
+        .contains("test-only: losing this gossip message"));
+    for n in c.live() {
+        assert!(!n.log().contains("voting to leave participants out"));
+    }
+    let s0 = status(c.node(0)).await;
+    let s3 = status(c.node(3)).await;
+    assert_eq!(vault(&s3, "ETH")["attempt"], 0);
+    assert_eq!(
+        vault(&s3, "ETH")["group_key"],
+        vault(&s0, "ETH")["group_key"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
