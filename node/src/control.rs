@@ -150,16 +150,11 @@ async fn links(
     lose_from: &[String],
     lose_kind: Option<String>,
 ) -> ControlResponse {
-    let parse = |ids: &[String]| -> Result<std::collections::BTreeSet<libp2p::PeerId>, String> {
-        ids.iter()
-            .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
-            .collect()
-    };
-    let lose_from: Result<Vec<libp2p::PeerId>, String> = lose_from
-        .iter()
-        .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
-        .collect();
-    let (cut, delayed, lose_from) = match (parse(cut), parse(delayed), lose_from) {
+    let (cut, delayed, lose_from) = match (
+        parse_peers(cut),
+        parse_peers(delayed),
+        parse_peers(lose_from),
+    ) {
         (Ok(c), Ok(d), Ok(l)) => (c, d, l),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
     };
@@ -179,6 +174,14 @@ async fn links(
         },
         Err(_) => fail("node is shutting down".into()),
     }
+}
+
+/// PeerIds from their text, into a set (cut, delayed) or a list that keeps repeats (lose_from).
+#[cfg(feature = "fault-injection")]
+fn parse_peers<C: FromIterator<libp2p::PeerId>>(ids: &[String]) -> Result<C, String> {
+    ids.iter()
+        .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
+        .collect()
 }
 
 #[cfg(not(feature = "fault-injection"))]

@@ -181,30 +181,11 @@ async fn a_vote_naming_an_active_validator_silent_makes_it_announce_again() {
     // active, would re-announce only every 5 minutes. 3 waits for its DKG timeout and votes 0
     // silent; the vote makes 0 announce again at once, and 3 completes the same attempt with
     // the same key.
-    let coins = ["ETH"];
-    let mut c = Cluster::new(4, &coins);
-    for i in 0..4 {
-        c.start(i, &["--dkg-timeout", "3"]).await;
-    }
-    // Before 3 has taken part in the key exchange nobody can have a PublicAddressAvailable.
-    let id0 = c.ids[0].clone();
-    c.node(3)
-        .lose_first(&[id0.as_str(), id0.as_str()], "PublicAddressAvailable")
-        .await;
+    let c = four_where_3_loses_confirmations_of_0(2, "3").await;
     let first: Vec<&Node> = (0..3).map(|i| c.node(i)).collect();
     wait_vault_status(&first, "ETH", "active", Duration::from_secs(60)).await;
     wait_all_active(&c.live(), 1, Duration::from_secs(60)).await;
-    let s0 = status(c.node(0)).await;
-    let s3 = status(c.node(3)).await;
-    assert_eq!(vault(&s3, "ETH")["attempt"], 0);
-    assert_eq!(
-        vault(&s3, "ETH")["group_key"],
-        vault(&s0, "ETH")["group_key"]
-    );
-    assert!(c
-        .node(3)
-        .log()
-        .contains("test-only: losing this gossip message"));
+    assert_3_lost_then_joined_attempt_0(&c).await;
     assert!(c.node(3).log().contains("voting to leave participants out"));
     assert!(c
         .node(0)
@@ -218,22 +199,33 @@ async fn a_lost_confirmation_is_repeated_before_anyone_votes() {
     // quarter of a re-announce period later, so 3 completes without waiting for its DKG
     // timeout and without a vote. The timeout is long (30 s) so that a vote could not come
     // before the deadline of the wait below.
-    let coins = ["ETH"];
-    let mut c = Cluster::new(4, &coins);
-    for i in 0..4 {
-        c.start(i, &["--dkg-timeout", "30"]).await;
-    }
-    c.node(3)
-        .lose_first(&[c.ids[0].as_str()], "PublicAddressAvailable")
-        .await;
+    let c = four_where_3_loses_confirmations_of_0(1, "30").await;
     wait_all_active(&c.live(), 1, Duration::from_secs(25)).await;
+    assert_3_lost_then_joined_attempt_0(&c).await;
+    for n in c.live() {
+        assert!(!n.log().contains("voting to leave participants out"));
+    }
+}
+
+/// Four validators running an ETH DKG with `--dkg-timeout TIMEOUT`; validator 3 loses the
+/// next `losses` gossip `PublicAddressAvailable` messages of validator 0 (test-only fault). It
+/// is set before 3 has taken part in the key exchange, when nobody can have one yet.
+async fn four_where_3_loses_confirmations_of_0(losses: usize, timeout: &str) -> Cluster {
+    let mut c = Cluster::new(4, &["ETH"]);
+    for i in 0..4 {
+        c.start(i, &["--dkg-timeout", timeout]).await;
+    }
+    let from = vec![c.ids[0].as_str(); losses];
+    c.node(3).lose_first(&from, "PublicAddressAvailable").await;
+    c
+}
+
+/// Validator 3 lost a message of 0 and still holds 0's ETH vault: attempt 0, same group key.
+async fn assert_3_lost_then_joined_attempt_0(c: &Cluster) {
     assert!(c
         .node(3)
         .log()
         .contains("test-only: losing this gossip message"));
-    for n in c.live() {
-        assert!(!n.log().contains("voting to leave participants out"));
-    }
     let s0 = status(c.node(0)).await;
     let s3 = status(c.node(3)).await;
     assert_eq!(vault(&s3, "ETH")["attempt"], 0);
