@@ -4,9 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::messages::{
-    self, BusMessage, DirectRequest, DirectResponse, GeneralMessage, SignedGossip,
-};
+use protocol::messages::{self, BusMessage, DirectRequest, DirectResponse, GeneralMessage};
 use serde::{de::DeserializeOwned, Serialize};
 
 fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) {
@@ -19,7 +17,6 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[
 
 fuzz_target!(|data: &[u8]| {
     check::<GeneralMessage>(data);
-    check::<SignedGossip>(data);
     check::<DirectRequest>(data);
     check::<DirectResponse>(data);
     check::<BusMessage>(data);

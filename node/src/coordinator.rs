@@ -25,7 +25,6 @@ use libp2p::{
     Multiaddr, PeerId, Swarm,
 };
 use protocol::{
-    keys::CoordinatorSigner,
     messages::{self, *},
     network::NetworkDefinition,
     processor::Phase,
@@ -150,8 +149,6 @@ pub struct Coordinator {
     pub(crate) def: NetworkDefinition,
     pub(crate) me: ValidatorId,
     pub(crate) coordinator_key: [u8; 32],
-    /// Signs what this node gossips (`SignedGossip`).
-    gossip_signer: CoordinatorSigner,
     pub(crate) store: Arc<Store>,
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
@@ -212,7 +209,7 @@ impl Coordinator {
     pub fn new(
         def: NetworkDefinition,
         me: ValidatorId,
-        gossip_signer: CoordinatorSigner,
+        coordinator_key: [u8; 32],
         store: Arc<Store>,
         swarm: Swarm<Behaviour>,
         libp2p_metrics: libp2p::metrics::Metrics,
@@ -247,8 +244,7 @@ impl Coordinator {
         Ok(Coordinator {
             def,
             me,
-            coordinator_key: gossip_signer.public(),
-            gossip_signer,
+            coordinator_key,
             store,
             swarm,
             libp2p_metrics,
@@ -749,8 +745,7 @@ impl Coordinator {
                     message_id,
                     message,
                 }) = self.link_faults.hold_gossip(
-                    SignedGossip::claimed_author(&message.data)
-                        .and_then(|a| network::peer_id_of(&a).ok()),
+                    message.source,
                     crate::faults::HeldGossip {
                         propagation_source,
                         message_id,
@@ -803,82 +798,75 @@ impl Coordinator {
         message_id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        // gossipsub has dropped the copies it saw before: the signature is checked once per
-        // message, here, before anything else is trusted. A message that fails is blamed on
-        // the peer that forwarded it (honest peers forward only what they checked).
-        let (author, from, coin, msg) = match self.open_gossip(&message) {
-            Ok(opened) => opened,
-            Err(reason) => {
-                warn!(peer = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
-                self.metrics.rejected("gossip");
+        {
+            {
+                let author = message.source;
+                let limited_peer = author.unwrap_or(propagation_source);
+                let now = Instant::now();
+                if !self.gossip_limit.allow(&limited_peer, now) {
+                    self.metrics.limited("gossip");
+                    if self.gossip_limit.should_warn(&limited_peer, now) {
+                        warn!(peer = %limited_peer, "gossip rate limit exceeded; ignoring its messages for now");
+                    }
+                    self.ignore_gossip(&message_id, &propagation_source);
+                    return;
+                }
+                #[cfg(feature = "fault-injection")]
+                if author.is_some_and(|a| self.link_faults.is_cut(&a)) {
+                    self.ignore_gossip(&message_id, &propagation_source);
+                    return;
+                }
+                #[cfg(feature = "fault-injection")]
+                if let (Some(a), Ok(m)) =
+                    (author, messages::decode::<GeneralMessage>(&message.data))
+                {
+                    if self.link_faults.lose(&a, m.kind()) {
+                        warn!(peer = %a, kind = m.kind(), "test-only: losing this gossip message");
+                        self.ignore_gossip(&message_id, &propagation_source);
+                        return;
+                    }
+                }
+                let verdict = self.on_gossip(author, &message.topic, &message.data).await;
+                let acceptance = match verdict {
+                    Ok(kind) => {
+                        self.metrics.received("gossip", kind, message.data.len());
+                        MessageAcceptance::Accept
+                    }
+                    Err(reason) => {
+                        let peer = author
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| propagation_source.to_string());
+                        warn!(%peer, via = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
+                        self.metrics.rejected("gossip");
+                        MessageAcceptance::Reject
+                    }
+                };
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
-                    .report_message_validation_result(
-                        &message_id,
-                        &propagation_source,
-                        MessageAcceptance::Reject,
-                    );
-                return;
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-        };
-        let now = Instant::now();
-        if !self.gossip_limit.allow(&author, now) {
-            self.metrics.limited("gossip");
-            if self.gossip_limit.should_warn(&author, now) {
-                warn!(peer = %author, "gossip rate limit exceeded; ignoring its messages for now");
-            }
-            self.ignore_gossip(&message_id, &propagation_source);
-            return;
         }
-        #[cfg(feature = "fault-injection")]
-        if self.link_faults.is_cut(&author) {
-            self.ignore_gossip(&message_id, &propagation_source);
-            return;
-        }
-        #[cfg(feature = "fault-injection")]
-        if self.link_faults.lose(&author, msg.kind()) {
-            warn!(peer = %author, kind = msg.kind(), "test-only: losing this gossip message");
-            self.ignore_gossip(&message_id, &propagation_source);
-            return;
-        }
-        let acceptance = match self.on_general(from.clone(), coin, msg).await {
-            Ok(kind) => {
-                self.metrics.received("gossip", kind, message.data.len());
-                MessageAcceptance::Accept
-            }
-            Err(reason) => {
-                warn!(peer = %from, via = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
-                self.metrics.rejected("gossip");
-                MessageAcceptance::Reject
-            }
-        };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&message_id, &propagation_source, acceptance);
     }
 
-    /// Check a gossip message: it came on one of our coins' topics, its signature holds, and
-    /// its author is another validator. Gives the author (as PeerId and as validator).
-    fn open_gossip(
-        &self,
-        message: &gossipsub::Message,
-    ) -> Result<(PeerId, ValidatorId, Coin, GeneralMessage), String> {
-        let coin = *self
-            .topic_coins
-            .get(&message.topic)
-            .ok_or("unknown topic")?;
-        let (from, msg) =
-            SignedGossip::open(message.topic.as_str(), &message.data).map_err(|e| e.to_string())?;
-        let author = network::peer_id_of(&from).map_err(|e| e.to_string())?;
-        if !self.validators.contains_key(&author) {
-            return Err(format!("author {from} is not a validator"));
-        }
+    async fn on_gossip(
+        &mut self,
+        author: Option<PeerId>,
+        topic: &TopicHash,
+        data: &[u8],
+    ) -> Result<&'static str, String> {
+        let author = author.ok_or("unsigned message")?;
+        let from = self
+            .validators
+            .get(&author)
+            .cloned()
+            .ok_or("author is not a validator")?;
         if from == self.me {
             return Err("message claims to be ours".into());
         }
-        Ok((author, from, coin, msg))
+        let coin = *self.topic_coins.get(topic).ok_or("unknown topic")?;
+        let msg: GeneralMessage = messages::decode(data).map_err(|e| e.to_string())?;
+        self.on_general(from, coin, msg).await
     }
 
     /// A message of the general partition from validator `from` on `coin`'s topic (gossiped,
@@ -1345,15 +1333,13 @@ impl Coordinator {
             return;
         };
         let kind = msg.kind();
-        let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
-        let bytes =
-            match SignedGossip::seal(&self.gossip_signer, topic.hash().as_str(), nonce, &msg) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!(%coin, kind, error = %e, "cannot encode announcement");
-                    return;
-                }
-            };
+        let bytes = match messages::encode(&msg) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(%coin, kind, error = %e, "cannot encode announcement");
+                return;
+            }
+        };
         let len = bytes.len();
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) => self.metrics.sent("gossip", kind, len),

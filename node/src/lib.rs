@@ -362,7 +362,7 @@ pub async fn run(
     let coordinator = coordinator::Coordinator::new(
         def,
         me,
-        keys.coordinator_signer(),
+        keys.coordinator_public(),
         store,
         swarm,
         libp2p_metrics,

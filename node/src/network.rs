@@ -2,18 +2,14 @@
 //! request-response, identify, Kademlia, ping) over TCP + Noise + Yamux, and the codec of the
 //! direct (request-response) protocol.
 //!
-//! * General-partition announcements travel on gossipsub, one topic per network and coin:
-//!   `/vaultd/{network}/{coin}/general/2`. Each is a `SignedGossip`, signed by its author and
-//!   checked once per message by the coordinator; gossipsub's own signing and per-copy check
-//!   are off (anonymous mode), and a message's id is the hash of its bytes.
+//! * General-partition announcements travel on gossipsub with signed messages (strict
+//!   validation), one topic per network and coin: `/vaultd/{network}/{coin}/general/1`.
 //! * Every Out-to-In forward of steps 7 to 18 travels on the request-response protocol
 //!   `/vaultd/{network}/direct/1`, whose payloads are themselves sealed with snow.
 //! * Only the validators of the network definition may keep a connection (allow-list, checked
 //!   after the Noise handshake authenticates the PeerId).
 
 use std::{io, time::Duration};
-
-use sha2::{Digest, Sha256};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{
@@ -52,7 +48,7 @@ pub struct Behaviour {
 
 /// The gossip topic of a network's coin.
 pub fn coin_topic(network: &str, coin: Coin) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("/vaultd/{network}/{coin}/general/2"))
+    gossipsub::IdentTopic::new(format!("/vaultd/{network}/{coin}/general/1"))
 }
 
 /// The direct protocol name.
@@ -134,19 +130,6 @@ impl request_response::Codec for DirectCodec {
     }
 }
 
-/// A gossip message's id: the SHA-256 of its topic and its bytes (a `SignedGossip`, whose
-/// nonce makes each publication distinct). Only a hash of everything, signature included, is
-/// safe: a peer that could make a different message with a genuine message's id, and send it
-/// first, would have the genuine one dropped as a duplicate everywhere.
-fn gossip_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
-    let topic = message.topic.as_str().as_bytes();
-    let mut hash = Sha256::new();
-    hash.update(u32::try_from(topic.len()).unwrap_or(u32::MAX).to_be_bytes());
-    hash.update(topic);
-    hash.update(&message.data);
-    gossipsub::MessageId::new(&hash.finalize())
-}
-
 /// Build the swarm for `network` with the validator's identity, allowing only `validators`.
 pub fn build_swarm(
     keypair: identity::Keypair,
@@ -157,9 +140,7 @@ pub fn build_swarm(
     let kad_protocol = StreamProtocol::try_from_owned(format!("/vaultd/{network}/kad/1"))
         .map_err(|e| NodeError::Config(format!("protocol name: {e}")))?;
     let gossip_config = gossipsub::ConfigBuilder::default()
-        // Messages carry their own signature (`SignedGossip`), checked once per message after
-        // gossipsub drops duplicates; gossipsub's signing would check every copy received.
-        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_MESSAGE_SIZE + 16 * 1024)
         .mesh_n(4)
@@ -169,7 +150,6 @@ pub fn build_swarm(
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
         .flood_publish(true)
-        .message_id_fn(gossip_message_id)
         // gossipsub abandons a message that waited in a connection's send queue for 5 s
         // (published) or 1 s (forwarded): kept. Letting them wait 60 s was measured at n = 64
         // on 2 cores: one coin went from 1.43x to 1.37-1.49x, but with three coins the queues
@@ -196,7 +176,7 @@ pub fn build_swarm(
                 );
                 kad.set_mode(Some(kad::Mode::Server));
                 let gossipsub = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Anonymous,
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
                 )?;
                 // gossipsub's own metrics have no help text (promtool rejects them); libp2p's

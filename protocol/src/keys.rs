@@ -165,13 +165,6 @@ impl NodeKeys {
         ValidatorId::from_ed25519(&self.coordinator_public())
     }
 
-    /// The coordinator key as a signer (gossip: see `messages::SignedGossip`).
-    pub fn coordinator_signer(&self) -> CoordinatorSigner {
-        CoordinatorSigner(ed25519_dalek::SigningKey::from_bytes(
-            &self.coordinator_secret,
-        ))
-    }
-
     /// The processor signature key.
     pub fn processor_signer(&self) -> ProcessorSigner {
         ProcessorSigner(ed25519_dalek::SigningKey::from_bytes(
@@ -216,29 +209,11 @@ impl ProcessorSigner {
 
     /// Sign `message` under a domain label.
     pub fn sign(&self, domain: &[u8], message: &[u8]) -> Vec<u8> {
-        sign_separated(&self.0, domain, message)
+        self.0
+            .sign(&domain_separated(domain, message))
+            .to_bytes()
+            .to_vec()
     }
-}
-
-/// The coordinator key (ed25519, the libp2p identity key) as a signer.
-pub struct CoordinatorSigner(ed25519_dalek::SigningKey);
-
-impl CoordinatorSigner {
-    /// Public key bytes.
-    pub fn public(&self) -> [u8; 32] {
-        self.0.verifying_key().to_bytes()
-    }
-
-    /// Sign `message` under a domain label.
-    pub fn sign(&self, domain: &[u8], message: &[u8]) -> Vec<u8> {
-        sign_separated(&self.0, domain, message)
-    }
-}
-
-fn sign_separated(key: &ed25519_dalek::SigningKey, domain: &[u8], message: &[u8]) -> Vec<u8> {
-    key.sign(&domain_separated(domain, message))
-        .to_bytes()
-        .to_vec()
 }
 
 /// Verify a processor signature made by [`ProcessorSigner::sign`].
@@ -248,20 +223,6 @@ pub fn verify_processor_signature(
     message: &[u8],
     signature: &[u8],
 ) -> bool {
-    verify_separated(public, domain, message, signature)
-}
-
-/// Verify a coordinator signature made by [`CoordinatorSigner::sign`].
-pub fn verify_coordinator_signature(
-    public: &[u8; 32],
-    domain: &[u8],
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    verify_separated(public, domain, message, signature)
-}
-
-fn verify_separated(public: &[u8; 32], domain: &[u8], message: &[u8], signature: &[u8]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public) else {
         return false;
     };

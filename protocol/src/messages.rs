@@ -3,7 +3,7 @@
 //! Three families:
 //! * [`GeneralMessage`]: the general partition. Announcements gossiped on the network
 //!   (`CoordinatorPublicKey`, `ProcessorPublicKey`, `SignerReady`, `KeyGenCommitmentsDigest`,
-//!   `PublicAddressAvailable`), each in a [`SignedGossip`] signed by its author.
+//!   `PublicAddressAvailable`).
 //! * [`DirectRequest`]: what one coordinator forwards to another over a request-response stream
 //!   (step 7's key list and the `...Out` messages of steps 10, 14 and 17) and [`DirectResponse`].
 //! * [`BusMessage`]: the local bus between a node's coordinator and its per-coin processors, on
@@ -17,7 +17,6 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::{
     error::{ProtocolError, Result},
     ids::{Coin, ValidatorId},
-    keys::{verify_coordinator_signature, CoordinatorSigner},
 };
 
 /// Envelope version byte.
@@ -369,88 +368,6 @@ impl GeneralMessage {
             GeneralMessage::KeyGenExclusionVote(_) => "KeyGenExclusionVote",
             GeneralMessage::KeyGenBlame(_) => "KeyGenBlame",
         }
-    }
-}
-
-/// Domain label of a [`SignedGossip`] signature.
-const GOSSIP_SIGNATURE_DOMAIN: &[u8] = b"gossip";
-
-/// A [`GeneralMessage`] as it is gossiped: signed by its author's coordinator key (the libp2p
-/// identity key, so the author is a PeerId). gossipsub can sign messages itself, but then it
-/// checks the signature of every copy a node receives (the author's and one per mesh peer
-/// that forwards it: at n = 64 that was 9 % of the cluster's CPU); this signature is checked
-/// once per message, after gossipsub has dropped the duplicates.
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedGossip {
-    /// The author's coordinator public key (ed25519).
-    pub author: [u8; 32],
-    /// Random for each publication: the same announcement published again (a repeat, a
-    /// re-announcement) is a new gossip message, not a duplicate.
-    pub nonce: u64,
-    /// The encoded [`GeneralMessage`] (its own envelope).
-    pub body: Vec<u8>,
-    /// The author's signature over the topic, the nonce and the body.
-    pub signature: Vec<u8>,
-}
-
-impl SignedGossip {
-    /// Encode `msg` for `topic`, signed by `signer`.
-    pub fn seal(
-        signer: &CoordinatorSigner,
-        topic: &str,
-        nonce: u64,
-        msg: &GeneralMessage,
-    ) -> Result<Vec<u8>> {
-        let body = encode(msg)?;
-        let signature = signer.sign(
-            GOSSIP_SIGNATURE_DOMAIN,
-            &Self::signed_bytes(topic, nonce, &body),
-        );
-        encode(&SignedGossip {
-            author: signer.public(),
-            nonce,
-            body,
-            signature,
-        })
-    }
-
-    /// Decode gossip received on `topic`: its author (checked against the signature) and its
-    /// message. Nothing is trusted before the signature is checked, and a signature that does
-    /// not hold blames nobody by name (anyone can claim an author); a well-signed body that is
-    /// not a message blames its author. The caller still checks that the author is a validator.
-    pub fn open(topic: &str, bytes: &[u8]) -> Result<(ValidatorId, GeneralMessage)> {
-        let signed: SignedGossip = decode(bytes)?;
-        let author = ValidatorId::from_ed25519(&signed.author);
-        if !verify_coordinator_signature(
-            &signed.author,
-            GOSSIP_SIGNATURE_DOMAIN,
-            &Self::signed_bytes(topic, signed.nonce, &signed.body),
-            &signed.signature,
-        ) {
-            return Err(ProtocolError::Malformed(format!(
-                "gossip signature does not hold for its claimed author {author}"
-            )));
-        }
-        let msg = decode(&signed.body).map_err(|e| ProtocolError::peer(&author, e.to_string()))?;
-        Ok((author, msg))
-    }
-
-    /// The author a gossip message claims, unchecked (for test-only fault rules that act
-    /// before the signature check).
-    pub fn claimed_author(bytes: &[u8]) -> Option<ValidatorId> {
-        decode::<SignedGossip>(bytes)
-            .ok()
-            .map(|s| ValidatorId::from_ed25519(&s.author))
-    }
-
-    fn signed_bytes(topic: &str, nonce: u64, body: &[u8]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(4 + topic.len() + 8 + body.len());
-        m.extend_from_slice(&u32::try_from(topic.len()).unwrap_or(u32::MAX).to_be_bytes());
-        m.extend_from_slice(topic.as_bytes());
-        m.extend_from_slice(&nonce.to_be_bytes());
-        m.extend_from_slice(body);
-        m
     }
 }
 
@@ -851,68 +768,6 @@ mod tests {
             decode::<GeneralMessage>(&huge),
             Err(ProtocolError::TooLarge { .. })
         ));
-    }
-
-    #[test]
-    fn signed_gossip_opens_only_unaltered_on_its_topic() {
-        let keys = crate::keys::NodeKeys::generate(&mut rand_core::OsRng).unwrap();
-        let other = crate::keys::NodeKeys::generate(&mut rand_core::OsRng).unwrap();
-        let msg = GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
-            pubkey: keys.coordinator_public(),
-        });
-        let topic = "/vaultd/test/BTC/general/2";
-        let bytes = SignedGossip::seal(&keys.coordinator_signer(), topic, 7, &msg).unwrap();
-        let (author, opened) = SignedGossip::open(topic, &bytes).unwrap();
-        assert_eq!(author, keys.validator_id());
-        assert_eq!(opened, msg);
-        assert_eq!(
-            SignedGossip::claimed_author(&bytes),
-            Some(keys.validator_id())
-        );
-
-        // Another topic (a replay onto another coin) is refused, blaming nobody by name: the
-        // author is only claimed.
-        let err = SignedGossip::open("/vaultd/test/ETH/general/2", &bytes).unwrap_err();
-        assert_eq!(err.culprit(), None);
-
-        let signed: SignedGossip = decode(&bytes).unwrap();
-        let reencode = |s: &SignedGossip| encode(s).unwrap();
-        // Each field is covered: nonce, body, signature, author.
-        let mut s = signed.clone();
-        s.nonce += 1;
-        assert!(SignedGossip::open(topic, &reencode(&s)).is_err());
-        let mut s = signed.clone();
-        s.body = encode(&GeneralMessage::CoordinatorPublicKey(
-            CoordinatorPublicKey { pubkey: [1; 32] },
-        ))
-        .unwrap();
-        assert!(SignedGossip::open(topic, &reencode(&s)).is_err());
-        let mut s = signed.clone();
-        s.signature[10] ^= 1;
-        assert!(SignedGossip::open(topic, &reencode(&s)).is_err());
-        let mut s = signed.clone();
-        s.signature.truncate(63);
-        assert!(SignedGossip::open(topic, &reencode(&s)).is_err());
-        // Claiming another author with this signature fails, and so does a body signed by the
-        // claimed author's key but not a valid message.
-        let mut s = signed.clone();
-        s.author = other.coordinator_public();
-        let err = SignedGossip::open(topic, &reencode(&s)).unwrap_err();
-        assert_eq!(err.culprit(), None);
-        let garbage = b"not an envelope".to_vec();
-        let sig = other.coordinator_signer().sign(
-            GOSSIP_SIGNATURE_DOMAIN,
-            &SignedGossip::signed_bytes(topic, 1, &garbage),
-        );
-        let s = SignedGossip {
-            author: other.coordinator_public(),
-            nonce: 1,
-            body: garbage,
-            signature: sig,
-        };
-        let err = SignedGossip::open(topic, &reencode(&s)).unwrap_err();
-        assert_eq!(err.culprit(), Some(&other.validator_id()));
-        assert!(SignedGossip::open(topic, b"\x01garbage").is_err());
     }
 
     #[test]

@@ -77,7 +77,6 @@ macro_rules! wire_props {
 
 wire_props!(
     general_message: GeneralMessage,
-    signed_gossip: SignedGossip,
     direct_request: DirectRequest,
     direct_response: DirectResponse,
     bus_message: BusMessage,
