@@ -43,8 +43,8 @@ use crate::{
     processor_task::Snapshots,
     rate::RateLimiter,
     status::{
-        CheaterView, ExclusionView, KeyStatus, SigningView, Status, ValidatorStatus, VaultStatus,
-        VoteView as StatusVote,
+        CheaterView, ExclusionView, KeyStatus, Names, SigningView, Status, ValidatorStatus,
+        VaultStatus, VoteView as StatusVote,
     },
 };
 
@@ -166,6 +166,8 @@ pub struct Coordinator {
     gossip_topics: BTreeMap<Coin, IdentTopic>,
     topic_coins: HashMap<TopicHash, Coin>,
     validators: BTreeMap<PeerId, ValidatorId>,
+    /// The validators' names for the status page.
+    names: Names,
     /// What we keep announcing, by (coin, kind, key within the kind): one message per kind,
     /// except votes and blame evidence (one per attempt and round, or per accused).
     announcements: BTreeMap<(Coin, &'static str, Vec<u8>), GeneralMessage>,
@@ -261,6 +263,7 @@ impl Coordinator {
             max_queued: signing.max_queued,
             gossip_topics,
             topic_coins,
+            names: Names::new(&validators),
             validators,
             announcements: BTreeMap::new(),
             local_keys: BTreeMap::new(),
@@ -1654,11 +1657,15 @@ impl Coordinator {
 
     // ---------------------------------------------------------------- status
 
-    fn refresh_status(&mut self) {
-        let snapshots = match self.snapshots.read() {
-            Ok(s) => s.clone(),
-            Err(_) => return,
+    /// Rebuild the status page's view (every 250 ms tick). At n = 64 this ran often enough to
+    /// matter: it reads the processors' snapshots in place rather than copying them, and
+    /// takes each validator's base58 name from `names` rather than encoding it again.
+    fn refresh_status(&self) {
+        let snapshots = self.snapshots.clone();
+        let Ok(snapshots) = snapshots.read() else {
+            return;
         };
+        let name = |v: &ValidatorId| self.names.name(v);
         let me = *self.swarm.local_peer_id();
         let validators = self
             .def
@@ -1693,7 +1700,7 @@ impl Coordinator {
                     .collect();
                 let peer = network::peer_id_of(v).ok();
                 ValidatorStatus {
-                    peer_id: v.to_string(),
+                    peer_id: name(v),
                     connected,
                     addr: peer
                         .and_then(|p| self.peer_addrs.get(&p))
@@ -1738,18 +1745,18 @@ impl Coordinator {
                     threshold: self.def.threshold,
                     attempt: snap.map(|s| s.attempt).unwrap_or_default(),
                     participants: snap
-                        .map(|s| s.participants.iter().map(|v| v.to_string()).collect())
+                        .map(|s| s.participants.iter().map(name).collect())
                         .unwrap_or_default(),
                     excluded: snap
                         .map(|s| {
                             s.excluded
                                 .iter()
                                 .map(|e| ExclusionView {
-                                    peer: e.validator.to_string(),
+                                    peer: name(&e.validator),
                                     attempt: e.attempt,
                                     reason: e.reason.label().to_string(),
                                     proven: e.reason.proven(),
-                                    voters: e.voters.iter().map(|v| v.to_string()).collect(),
+                                    voters: e.voters.iter().map(name).collect(),
                                 })
                                 .collect()
                         })
@@ -1759,12 +1766,12 @@ impl Coordinator {
                             s.votes
                                 .iter()
                                 .map(|v| StatusVote {
-                                    voter: v.voter.to_string(),
+                                    voter: name(&v.voter),
                                     round: v.round,
                                     exclude: v
                                         .exclude
                                         .iter()
-                                        .map(|(p, r)| format!("{p}: {}", r.label()))
+                                        .map(|(p, r)| format!("{}: {}", name(p), r.label()))
                                         .collect(),
                                 })
                                 .collect()
@@ -1788,7 +1795,7 @@ impl Coordinator {
                                 .cheaters
                                 .iter()
                                 .map(|c| CheaterView {
-                                    peer: c.peer.to_string(),
+                                    peer: name(&c.peer),
                                     request: hex::encode(c.id),
                                     attempt: c.attempt,
                                     reason: c.reason.clone(),
@@ -1813,7 +1820,7 @@ impl Coordinator {
                     group_key: hex::encode(&v.group_key),
                     address: v.address.clone(),
                     threshold: v.threshold,
-                    participants: v.participants.iter().map(|p| p.to_string()).collect(),
+                    participants: v.participants.iter().map(name).collect(),
                     excluded: Vec::new(),
                     ..Default::default()
                 }),
@@ -1823,7 +1830,7 @@ impl Coordinator {
             network: self.def.name.clone(),
             session: self.def.session,
             listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            peers: self.connected.iter().map(|p| p.to_string()).collect(),
+            peers: self.connected.iter().map(|p| self.names.peer(p)).collect(),
             validators,
             vaults,
         };
