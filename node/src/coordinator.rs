@@ -263,7 +263,7 @@ impl Coordinator {
             max_queued: signing.max_queued,
             gossip_topics,
             topic_coins,
-            names: Names::new(&validators),
+            names: Names::new(validators.values()),
             validators,
             announcements: BTreeMap::new(),
             local_keys: BTreeMap::new(),
@@ -1661,11 +1661,11 @@ impl Coordinator {
     /// matter: it reads the processors' snapshots in place rather than copying them, and
     /// takes each validator's base58 name from `names` rather than encoding it again.
     fn refresh_status(&self) {
-        let snapshots = self.snapshots.clone();
-        let Ok(snapshots) = snapshots.read() else {
+        let Ok(snapshots) = self.snapshots.read() else {
             return;
         };
         let name = |v: &ValidatorId| self.names.name(v);
+        let no_record = PeerRecord::default();
         let me = *self.swarm.local_peer_id();
         let validators = self
             .def
@@ -1673,10 +1673,9 @@ impl Coordinator {
             .iter()
             .filter(|v| **v != self.me)
             .map(|v| {
-                let rec = self.peer_records.get(v).cloned().unwrap_or_default();
-                let connected = network::peer_id_of(v)
-                    .map(|p| self.connected.contains(&p))
-                    .unwrap_or(false);
+                let rec = self.peer_records.get(v).unwrap_or(&no_record);
+                let peer = network::peer_id_of(v).ok();
+                let connected = peer.is_some_and(|p| self.connected.contains(&p));
                 let processor_keys = rec
                     .processor_keys
                     .iter()
@@ -1698,7 +1697,6 @@ impl Coordinator {
                         )
                     })
                     .collect();
-                let peer = network::peer_id_of(v).ok();
                 ValidatorStatus {
                     peer_id: name(v),
                     connected,
@@ -1830,7 +1828,11 @@ impl Coordinator {
             network: self.def.name.clone(),
             session: self.def.session,
             listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            peers: self.connected.iter().map(|p| self.names.peer(p)).collect(),
+            peers: self
+                .connected
+                .iter()
+                .map(|p| self.validators.get(p).map_or_else(|| p.to_string(), name))
+                .collect(),
             validators,
             vaults,
         };

@@ -2,42 +2,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use libp2p::PeerId;
 use protocol::ValidatorId;
 use serde::{Deserialize, Serialize};
 
 /// The validators' base58 names, encoded once: the status page lists them on every refresh
 /// (at n = 64, encoding them again each time was 3-5 % of the cluster's CPU samples).
 #[derive(Debug, Default)]
-pub(crate) struct Names {
-    by_id: HashMap<ValidatorId, String>,
-    by_peer: HashMap<PeerId, String>,
-}
+pub(crate) struct Names(HashMap<ValidatorId, String>);
 
 impl Names {
-    pub(crate) fn new<'a>(
-        validators: impl IntoIterator<Item = (&'a PeerId, &'a ValidatorId)>,
-    ) -> Self {
-        let mut names = Names::default();
-        for (p, v) in validators {
-            let name = v.to_string();
-            names.by_peer.insert(*p, name.clone());
-            names.by_id.insert(v.clone(), name);
-        }
-        names
+    pub(crate) fn new<'a>(validators: impl IntoIterator<Item = &'a ValidatorId>) -> Self {
+        Names(
+            validators
+                .into_iter()
+                .map(|v| (v.clone(), v.to_string()))
+                .collect(),
+        )
     }
 
     /// A validator's name (encoded now if it is not one of ours).
     pub(crate) fn name(&self, v: &ValidatorId) -> String {
-        self.by_id.get(v).cloned().unwrap_or_else(|| v.to_string())
-    }
-
-    /// A peer's name.
-    pub(crate) fn peer(&self, p: &PeerId) -> String {
-        self.by_peer
-            .get(p)
-            .cloned()
-            .unwrap_or_else(|| p.to_string())
+        self.0.get(v).cloned().unwrap_or_else(|| v.to_string())
     }
 }
 
@@ -291,13 +276,14 @@ mod tests {
     fn names_are_the_base58_ids_for_known_and_unknown_validators() {
         let known = ValidatorId::from_ed25519(&[3; 32]);
         let unknown = ValidatorId::from_ed25519(&[4; 32]);
-        let peer = PeerId::from_bytes(known.as_bytes()).unwrap();
-        let other_peer = PeerId::from_bytes(unknown.as_bytes()).unwrap();
-        let names = Names::new([(&peer, &known)]);
+        let names = Names::new([&known]);
         assert_eq!(names.name(&known), known.to_string());
-        assert_eq!(names.name(&known), peer.to_string());
-        assert_eq!(names.peer(&peer), peer.to_string());
+        assert_eq!(
+            names.name(&known),
+            libp2p::PeerId::from_bytes(known.as_bytes())
+                .unwrap()
+                .to_string()
+        );
         assert_eq!(names.name(&unknown), unknown.to_string());
-        assert_eq!(names.peer(&other_peer), other_peer.to_string());
     }
 }
