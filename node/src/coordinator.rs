@@ -188,6 +188,9 @@ pub struct Coordinator {
     last_announce: Option<Instant>,
     /// Our `PublicAddressAvailable` per coin, to be gossiped once more at the instant given.
     confirmation_repeats: BTreeMap<Coin, (Instant, GeneralMessage)>,
+    /// When each validator's last `AnnouncementRequest` per coin was answered (bounded by
+    /// validators × coins).
+    announcement_requests: HashMap<(ValidatorId, Coin), Instant>,
     /// Outbox entries wait to be sent: flushed right after the event that queued them.
     outbox_dirty: bool,
     last_seq: u64,
@@ -279,6 +282,7 @@ impl Coordinator {
             slow_peer_warned: None,
             last_announce: None,
             confirmation_repeats: BTreeMap::new(),
+            announcement_requests: HashMap::new(),
             outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
@@ -1151,7 +1155,11 @@ impl Coordinator {
         else {
             return;
         };
-        let to = to.clone();
+        self.replay_announcements_to(to.clone(), coin);
+    }
+
+    /// Our announcements for `coin`, directly to `to` (retried for [`REPLAY_LIFETIME`]).
+    fn replay_announcements_to(&mut self, to: ValidatorId, coin: Coin) {
         let messages: Vec<GeneralMessage> = self
             .announcements
             .iter()
@@ -1257,6 +1265,19 @@ impl Coordinator {
                 let to = m.to.clone();
                 let lifetime = self.sign_timeout * 2;
                 self.enqueue_volatile(to, DirectRequest::EncryptedSignatureShareOut(m), lifetime)?;
+            }
+            BusMessage::AnnouncementsWanted(w) => {
+                let from: Vec<ValidatorId> = w
+                    .from
+                    .into_iter()
+                    .filter(|v| *v != self.me && self.def.validators.contains(v))
+                    .collect();
+                info!(%coin, validators = from.len(), "DKG stalled on announcements: asking the validators it waits for to send theirs directly");
+                for v in from {
+                    debug!(%coin, validator = %v, "asking for announcements");
+                    let req = DirectRequest::AnnouncementRequest(AnnouncementRequest { coin });
+                    self.enqueue_volatile(v, req, REPLAY_LIFETIME)?;
+                }
             }
             other => {
                 warn!(%coin, kind = other.kind(), "processor emitted an input message; ignored")
@@ -1642,6 +1663,13 @@ impl Coordinator {
                 let mut refused = None;
                 for msg in r.messages {
                     let kind = msg.kind();
+                    #[cfg(feature = "fault-injection")]
+                    if let Ok(p) = network::peer_id_of(&from) {
+                        if self.link_faults.lose(&p, kind) {
+                            warn!(peer = %p, kind, "test-only: losing this replayed message");
+                            continue;
+                        }
+                    }
                     if let Err(reason) = self.on_general(from.clone(), r.coin, msg).await {
                         refused.get_or_insert(format!("{kind}: {reason}"));
                     }
@@ -1650,6 +1678,27 @@ impl Coordinator {
                     return Err(reason);
                 }
                 DirectResponse::Accepted
+            }
+            DirectRequest::AnnouncementRequest(r) => {
+                if !self.def.coins.contains(&r.coin) {
+                    return Err(format!("{} has no vault in this network", r.coin));
+                }
+                // One replay per asker and coin per ANNOUNCE_MIN_GAP: a validator asking in a
+                // loop gets no more than that (its outbox slot holds one replay at a time).
+                let now = Instant::now();
+                let key = (from.clone(), r.coin);
+                if self
+                    .announcement_requests
+                    .get(&key)
+                    .is_some_and(|t| now.duration_since(*t) < ANNOUNCE_MIN_GAP)
+                {
+                    DirectResponse::Duplicate
+                } else {
+                    self.announcement_requests.insert(key, now);
+                    debug!(coin = %r.coin, validator = %from, "replaying our announcements on request");
+                    self.replay_announcements_to(from, r.coin);
+                    DirectResponse::Accepted
+                }
             }
         };
         Ok((kind, response))

@@ -35,7 +35,8 @@ pub(crate) struct LinkFaults {
     delay: BTreeMap<PeerId, Duration>,
     held_gossip: VecDeque<(Instant, HeldGossip)>,
     held_requests: VecDeque<(Instant, HeldRequest)>,
-    /// Authors whose next gossip messages of kind `lose_kind` are lost: one per occurrence.
+    /// Authors whose next announcements of kind `lose_kind` (gossiped or replayed) are lost:
+    /// one per occurrence.
     lose_from: Vec<PeerId>,
     lose_kind: Option<String>,
 }
@@ -55,14 +56,14 @@ impl LinkFaults {
         self.delay = delayed.into_iter().map(|p| (p, delay)).collect();
     }
 
-    /// Lose the next gossip message of `kind` from each of `from`, as many as an author is
-    /// listed (replacing an earlier rule).
+    /// Lose the next announcement of `kind` (gossiped or replayed) from each of `from`, as many
+    /// as an author is listed (replacing an earlier rule).
     pub(crate) fn lose_once(&mut self, from: Vec<PeerId>, kind: Option<String>) {
         self.lose_from = from;
         self.lose_kind = kind;
     }
 
-    /// Whether this gossip message (of `kind`, by `author`) is to be lost; each rule fires once.
+    /// Whether this announcement (of `kind`, by `author`) is to be lost; each rule fires once.
     pub(crate) fn lose(&mut self, author: &PeerId, kind: &str) -> bool {
         if self.lose_kind.as_deref() != Some(kind) {
             return false;

@@ -176,12 +176,12 @@ async fn a_silent_validator_is_voted_out_after_the_dkg_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vote_naming_an_active_validator_silent_makes_it_announce_again() {
-    // Validator 3 loses validator 0's PublicAddressAvailable and its one repeat (gossip can
-    // drop them: a full send queue, a connection that went down). 0, 1 and 2 complete; 0,
-    // active, would re-announce only every 5 minutes. 3 waits for its DKG timeout and votes 0
-    // silent; the vote makes 0 announce again at once, and 3 completes the same attempt with
-    // the same key.
-    let c = four_where_3_loses_confirmations_of_0(2, "3").await;
+    // Validator 3 loses validator 0's PublicAddressAvailable, its one repeat and the three
+    // replays it asks for (a quarter of the timeout apart) before its timeout. 0, 1 and 2
+    // complete; 0, active, would re-announce only every 5 minutes. 3 votes 0 silent at its
+    // DKG timeout; the vote makes 0 announce again at once, and 3 completes the same attempt
+    // with the same key.
+    let c = four_where_3_loses_confirmations_of_0(5, "3").await;
     let first: Vec<&Node> = (0..3).map(|i| c.node(i)).collect();
     wait_vault_status(&first, "ETH", "active", Duration::from_secs(60)).await;
     wait_all_active(&c.live(), 1, Duration::from_secs(60)).await;
@@ -202,13 +202,35 @@ async fn a_lost_confirmation_is_repeated_before_anyone_votes() {
     let c = four_where_3_loses_confirmations_of_0(1, "30").await;
     wait_all_active(&c.live(), 1, Duration::from_secs(25)).await;
     assert_3_lost_then_joined_attempt_0(&c).await;
+    assert!(!c.node(3).log().contains("DKG stalled on announcements"));
+    for n in c.live() {
+        assert!(!n.log().contains("voting to leave participants out"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_confirmation_and_its_repeat_are_asked_for_before_anyone_votes() {
+    // Validator 3 loses validator 0's PublicAddressAvailable and its repeat. 0 is active and
+    // would re-announce only every 5 minutes; 3 asks 0 for its announcements after a quarter
+    // of its 30 s timeout without progress, gets them replayed directly, and completes attempt
+    // 0 long before it would vote.
+    let c = four_where_3_loses_confirmations_of_0(2, "30").await;
+    wait_all_active(&c.live(), 1, Duration::from_secs(25)).await;
+    assert_3_lost_then_joined_attempt_0(&c).await;
+    assert!(c
+        .node(3)
+        .log()
+        .contains("DKG stalled on announcements: asking the validators it waits for"));
+    let asked = "vaultd_messages_received_total{protocol=\"direct\",kind=\"AnnouncementRequest\"}";
+    assert!(c.node(0).metrics().await.contains(asked), "0 was not asked");
     for n in c.live() {
         assert!(!n.log().contains("voting to leave participants out"));
     }
 }
 
 /// Four validators running an ETH DKG with `--dkg-timeout TIMEOUT`; validator 3 loses the
-/// next `losses` gossip `PublicAddressAvailable` messages of validator 0 (test-only fault). It
+/// next `losses` `PublicAddressAvailable` messages of validator 0, gossiped or replayed
+/// (test-only fault). It
 /// is set before 3 has taken part in the key exchange, when nobody can have one yet.
 async fn four_where_3_loses_confirmations_of_0(losses: usize, timeout: &str) -> Cluster {
     let mut c = Cluster::new(4, &["ETH"]);

@@ -177,6 +177,43 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     .await
     .expect("every request answered");
 
+    // Asking a node for its announcements: one request per second and coin is answered (with
+    // a replay, retried by its outbox); another one within that second gets `Duplicate`.
+    let ask = messages::encode(&DirectRequest::AnnouncementRequest(AnnouncementRequest {
+        coin: Coin::Btc,
+    }))
+    .unwrap();
+    let asks: BTreeSet<_> = (0..2)
+        .map(|_| swarm.behaviour_mut().direct.send_request(&p1, ask.clone()))
+        .collect();
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while answers.len() < asks.len() {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                },
+            )) = swarm.select_next_some().await
+            {
+                if asks.contains(&request_id) {
+                    answers.push(messages::decode::<DirectResponse>(&response).unwrap());
+                }
+            }
+        }
+    })
+    .await
+    .expect("both asks answered");
+    answers.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        answers,
+        vec![DirectResponse::Accepted, DirectResponse::Duplicate]
+    );
+
     // A flood from the same validator identity: past its burst (2000) it gets no answer; the
     // node says so, naming it, and keeps running.
     let (p1, _) = targets[0];

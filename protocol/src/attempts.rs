@@ -30,7 +30,10 @@ use crate::{
     error::{ProtocolError, Result},
     ids::ValidatorId,
     keys::verify_processor_signature,
-    messages::{BlameEvidence, BusMessage, ExclusionReason, KeyGenBlame, KeyGenExclusionVote},
+    messages::{
+        AnnouncementsWanted, BlameEvidence, BusMessage, ExclusionReason, KeyGenBlame,
+        KeyGenExclusionVote,
+    },
     processor::{
         payload_body, DkgState, Handled, Output, Persist, Phase, Processor, COMMITMENT_DOMAIN,
         SHARE_DOMAIN,
@@ -40,6 +43,12 @@ use crate::{
 
 /// Default DKG timeout: how long a phase may make no progress before a participant votes.
 pub const DEFAULT_DKG_TIMEOUT_MS: u64 = 60_000;
+/// A phase that waits for gossiped announcements (the commitment echo, the confirmations) and
+/// made no progress for this fraction of the DKG timeout asks the validators it waits for to
+/// send their announcements directly ([`AnnouncementsWanted`]), again after each further
+/// fraction: three times before the vote at the timeout (15 s, 30 s and 45 s with the default
+/// 60 s).
+pub const ANNOUNCEMENT_REQUESTS_PER_TIMEOUT: u64 = 4;
 /// Most voting rounds per attempt (a node's inbound log keeps 8 messages per sender and slot).
 pub const MAX_VOTE_ROUNDS: u32 = 8;
 /// Most signed copies of one participant's commitments kept as evidence.
@@ -67,6 +76,8 @@ pub(crate) struct Faults {
     published: BTreeSet<u16>,
     /// Current attempt: when the phase last progressed, and the progress counter then.
     last_progress: Option<(u64, usize)>,
+    /// Current attempt: announcement requests made since the phase last progressed.
+    requests: u64,
     timed_out: bool,
     /// Current attempt: when we last voted.
     last_vote_at: Option<u64>,
@@ -85,6 +96,7 @@ impl Default for Faults {
             copies: BTreeMap::new(),
             published: BTreeSet::new(),
             last_progress: None,
+            requests: 0,
             timed_out: false,
             last_vote_at: None,
             #[cfg(feature = "fault-injection")]
@@ -111,6 +123,7 @@ impl Faults {
         self.copies.clear();
         self.published.clear();
         self.last_progress = None;
+        self.requests = 0;
         self.timed_out = false;
         self.last_vote_at = None;
     }
@@ -254,15 +267,45 @@ impl Processor {
             Some((_, m)) if m == mark => {}
             _ => {
                 self.faults.last_progress = Some((now, mark));
+                self.faults.requests = 0;
                 self.faults.timed_out = false;
             }
         }
         let since = self.faults.last_progress.map_or(now, |(t, _)| t);
-        if now.saturating_sub(since) >= self.faults.timeout_ms {
+        let stalled = now.saturating_sub(since);
+        if stalled >= self.faults.timeout_ms {
             self.faults.timed_out = true;
+        }
+        if !self.faults.timed_out {
+            self.request_announcements(stalled, out);
         }
         if self.faults.timed_out || !self.faults.proven.is_empty() {
             self.cast_vote(now, out);
+        }
+    }
+
+    /// A phase that waits for gossiped announcements and has been stalled for `stalled` ms:
+    /// once per [`ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`]th of the timeout, ask the validators it
+    /// waits for (the phases fed by direct messages need not: their senders retry until we
+    /// answer).
+    fn request_announcements(&mut self, stalled: u64, out: &mut Vec<Output>) {
+        if !matches!(self.phase(), Phase::CommitmentEcho | Phase::Confirming) {
+            return;
+        }
+        let every = (self.faults.timeout_ms / ANNOUNCEMENT_REQUESTS_PER_TIMEOUT).max(1);
+        let due = stalled / every;
+        if due <= self.faults.requests {
+            return;
+        }
+        self.faults.requests = due;
+        let (from, _) = self.missing();
+        if !from.is_empty() {
+            out.push(Output::Bus(BusMessage::AnnouncementsWanted(
+                AnnouncementsWanted {
+                    coin: self.coin(),
+                    from,
+                },
+            )));
         }
     }
 

@@ -209,6 +209,8 @@ impl LocalNetwork {
                 BusMessage::SignatureAvailable(a) => Some(GeneralMessage::SignatureAvailable(a)),
                 // Local-only signal (the node answers it with the signer list of step 6).
                 BusMessage::SignerReady(_) => None,
+                // In-process delivery loses nothing, so nothing is asked for again.
+                BusMessage::AnnouncementsWanted(_) => None,
                 direct => {
                     self.direct(from_i, coin, direct)?;
                     continue;
@@ -287,7 +289,9 @@ impl LocalNetwork {
             DirectRequest::EncryptedSignatureShareOut(msg) => {
                 BusMessage::EncryptedSignatureShareIn(EncryptedSignatureShareIn { from, msg })
             }
-            DirectRequest::ProcessorPublicKeyList(_) | DirectRequest::AnnouncementReplay(_) => {
+            DirectRequest::ProcessorPublicKeyList(_)
+            | DirectRequest::AnnouncementReplay(_)
+            | DirectRequest::AnnouncementRequest(_) => {
                 return Err(ProtocolError::Malformed(format!(
                     "unexpected {} between processors",
                     request.kind()

@@ -398,6 +398,18 @@ pub struct AnnouncementReplay {
     pub messages: Vec<GeneralMessage>,
 }
 
+/// A validator asks another for its current announcements on one coin's topic, answered with
+/// an [`AnnouncementReplay`]. Sent when a DKG phase that waits for gossiped announcements (the
+/// commitment echo, the confirmations) has made no progress for a while, to the validators it
+/// still waits for: gossip may have abandoned their message in a full send queue, and asking
+/// costs one request where waiting costs the DKG timeout and a vote.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncementRequest {
+    /// The topic's coin.
+    pub coin: Coin,
+}
+
 /// Step 9: sealed to the external processor; carries the sender's processor signature key.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,6 +517,8 @@ pub enum DirectRequest {
     /// The general partition's announcements for a peer that subscribed after they were
     /// gossiped.
     AnnouncementReplay(AnnouncementReplay),
+    /// A request for the recipient's announcements on one coin's topic.
+    AnnouncementRequest(AnnouncementRequest),
 }
 
 impl DirectRequest {
@@ -518,6 +532,7 @@ impl DirectRequest {
             DirectRequest::EncryptedPreprocessOut(_) => "EncryptedPreprocessOut",
             DirectRequest::EncryptedSignatureShareOut(_) => "EncryptedSignatureShareOut",
             DirectRequest::AnnouncementReplay(_) => "AnnouncementReplay",
+            DirectRequest::AnnouncementRequest(_) => "AnnouncementRequest",
         }
     }
 }
@@ -627,6 +642,18 @@ pub struct SignatureRequested {
     pub messages: Vec<Vec<u8>>,
 }
 
+/// The processor's DKG waits for announcements of these validators and made no progress for a
+/// while: the coordinator asks each of them for its announcements directly (local only; see
+/// [`AnnouncementRequest`]).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncementsWanted {
+    /// Coin.
+    pub coin: Coin,
+    /// The validators whose announcements the DKG still waits for.
+    pub from: Vec<ValidatorId>,
+}
+
 /// A general-partition message from another validator, placed for the processor.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -685,6 +712,9 @@ pub enum BusMessage {
     EncryptedSignatureShareIn(EncryptedSignatureShareIn),
     /// A request from this node's API, encrypted partition (local only).
     SignatureRequested(SignatureRequested),
+    // processor -> coordinator
+    /// The DKG waits for these validators' announcements: ask them (local only).
+    AnnouncementsWanted(AnnouncementsWanted),
 }
 
 impl BusMessage {
@@ -727,6 +757,7 @@ impl BusMessage {
             BusMessage::EncryptedPreprocessIn(_) => "EncryptedPreprocessIn",
             BusMessage::EncryptedSignatureShareIn(_) => "EncryptedSignatureShareIn",
             BusMessage::SignatureRequested(_) => "SignatureRequested",
+            BusMessage::AnnouncementsWanted(_) => "AnnouncementsWanted",
         }
     }
 }

@@ -55,6 +55,8 @@ struct Cluster {
     hold: Option<Hold>,
     /// What `hold` kept, in order.
     held: VecDeque<(usize, Coin, BusMessage)>,
+    /// Announcement requests a node's processor asked its coordinator for: (node, coin, whom).
+    wanted: Vec<(usize, Coin, Vec<ValidatorId>)>,
 }
 
 fn hop<T: serde::Serialize + serde::de::DeserializeOwned>(m: &T) -> T {
@@ -104,6 +106,7 @@ impl Cluster {
             votes: BTreeMap::new(),
             hold: None,
             held: VecDeque::new(),
+            wanted: Vec::new(),
         };
         for node in 0..n {
             for &coin in coins {
@@ -193,6 +196,10 @@ impl Cluster {
                             }
                         }
                         BusMessage::SignerReady(_) => {}
+                        BusMessage::AnnouncementsWanted(w) => {
+                            assert_eq!(w.coin, coin);
+                            self.wanted.push((node, coin, w.from));
+                        }
                         BusMessage::EncryptedPublicKeyOut(m) => {
                             let to = self.index(&m.to);
                             let DirectRequest::EncryptedPublicKeyOut(m) =
@@ -612,6 +619,55 @@ fn with_fewer_than_t_answering_nobody_is_left_out_and_the_dkg_waits() {
             "{votes:?}"
         );
     }
+}
+
+#[test]
+fn a_lost_confirmation_is_asked_for_three_times_before_the_vote() {
+    let coin = Coin::Eth;
+    let mut c = Cluster::new(4, &[coin], 35);
+    // Validator 3 does not receive validator 0's PublicAddressAvailable (gossip lost it).
+    let author = c.ids[0].clone();
+    c.hold = Some(Box::new(move |to, m| {
+        to == 3
+            && matches!(m, BusMessage::GeneralIn(GeneralIn {
+                from,
+                msg: GeneralMessage::PublicAddressAvailable(_),
+            }) if *from == author)
+    }));
+    c.run();
+    for n in 0..3 {
+        assert_eq!(c.procs[&(n, coin)].phase(), Phase::Active);
+    }
+    assert_eq!(c.procs[&(3, coin)].phase(), Phase::Confirming);
+    // Default timeout 60 s: a request for 0's announcements after each 15 s without progress.
+    c.tick(1_000, &[coin]);
+    c.tick(15_999, &[coin]);
+    assert!(c.wanted.is_empty());
+    let asked = (3, coin, vec![c.ids[0].clone()]);
+    c.tick(16_000, &[coin]);
+    assert_eq!(c.wanted, vec![asked.clone()]);
+    c.tick(30_999, &[coin]);
+    assert_eq!(c.wanted.len(), 1, "once per quarter of the timeout");
+    c.tick(31_000, &[coin]);
+    c.tick(46_000, &[coin]);
+    assert_eq!(c.wanted, vec![asked.clone(); 3]);
+    assert!(c.procs[&(3, coin)].votes().is_empty());
+    // Still nothing at the timeout: the vote names 0, and no request comes with it.
+    c.tick(61_000, &[coin]);
+    let votes = c.procs[&(3, coin)].votes();
+    assert_eq!(votes.len(), 1);
+    assert_eq!(votes[0].exclude[0].0, c.ids[0]);
+    assert_eq!(c.wanted.len(), 3);
+    // The answer arrives (a replay, or the re-announcement the vote triggers): attempt 0
+    // completes with the same key, and nobody asks again.
+    c.hold = None;
+    c.release_first(|_| true);
+    let group_key = |n: usize| c.procs[&(n, coin)].vault().map(|v| v.group_key.clone());
+    assert_eq!(c.procs[&(3, coin)].phase(), Phase::Active);
+    assert_eq!(c.procs[&(3, coin)].attempt(), 0);
+    assert_eq!(group_key(3), group_key(0));
+    c.tick(200_000, &[coin]);
+    assert_eq!(c.wanted.len(), 3);
 }
 
 #[test]

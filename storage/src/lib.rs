@@ -296,6 +296,7 @@ impl OutboxKey {
             DirectRequest::AnnouncementReplay(r) => {
                 [&[6, r.coin.id()][..], &r.part.to_be_bytes()].concat()
             }
+            DirectRequest::AnnouncementRequest(r) => vec![7, r.coin.id()],
         };
         OutboxKey { to, slot }
     }
