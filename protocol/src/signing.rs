@@ -822,6 +822,11 @@ impl Processor {
         }
         let key = (m.msg.id, m.msg.attempt);
         let Some(c) = self.signing.ceremonies.get(&key) else {
+            if self.signing.used.contains(&key) {
+                // Late: we took part in this attempt and have since dropped it (it expired
+                // under load, or a restart cut it). Nothing to do, and nobody to blame.
+                return Ok(());
+            }
             return Err(ProtocolError::peer(
                 from,
                 format!(

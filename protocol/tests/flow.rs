@@ -1153,6 +1153,40 @@ fn a_slow_attempt_that_still_progresses_is_not_abandoned_at_its_first_deadline()
 }
 
 #[test]
+fn a_late_share_for_an_attempt_a_signer_dropped_is_not_an_error() {
+    let coin = Coin::Btc;
+    let mut c = sign_cluster(&[coin], 22);
+    // Every signer but the originator gets the others' shares (and the signature) only after
+    // it dropped the attempt, three attempt timeouts after joining it.
+    let share = |m: &BusMessage| matches!(m, BusMessage::EncryptedSignatureShareIn(_));
+    c.hold = Some(Box::new(move |to, m| {
+        to != 0
+            && (share(m)
+                || matches!(
+                    m,
+                    BusMessage::GeneralIn(GeneralIn {
+                        msg: GeneralMessage::SignatureAvailable(_),
+                        ..
+                    })
+                ))
+    }));
+    let msgs = messages_for(coin, 1, 12);
+    let id = c.request(0, coin, msgs.clone());
+    assert_eq!(c.records[&(0, coin, id)].status, SignStatus::Done);
+    assert!(c.held.iter().any(|(_, _, m)| share(m)));
+    c.tick(40_000, &[coin]);
+    c.hold = None;
+    while c.held.iter().any(|(_, _, m)| share(m)) {
+        c.release_first(share);
+    }
+    while !c.held.is_empty() {
+        c.release_first(|_| true);
+    }
+    assert!(c.sign_errors.is_empty(), "{:?}", c.sign_errors);
+    assert_signed(&c, coin, id, &msgs);
+}
+
+#[test]
 fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
     let coin = Coin::Eth;
     let mut c = sign_cluster(&[coin], 13);
