@@ -65,12 +65,16 @@ const CONNECTION_BURST: u32 = 10;
 const REDIAL_FIRST: Duration = Duration::from_secs(2);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
 
-/// Longest re-announce period while a vault is not active yet (it is also at most a third of
-/// the DKG timeout, so a lost announcement gets two more chances before anyone votes over it).
-/// Every re-announcement reaches every validator and is signature-checked by each, duplicates
-/// included: a round costs the set O(n²) verifications (at n = 64 about 6 s of CPU), so it is
-/// a safety net, not the way messages travel. New announcements are published at once, and a
-/// validator that subscribes gets ours replayed directly.
+/// Longest re-announce period while a vault is not active yet (it is also at most the DKG
+/// timeout). Every re-announcement reaches every validator and is signature-checked by each,
+/// duplicates included: a round costs the set O(n²) verifications and most of it is wasted, so
+/// it is a safety net, not the way messages travel. New announcements are published at once, a
+/// validator that subscribes gets ours replayed directly, and one whose DKG misses an
+/// announcement asks for it (`AnnouncementRequest`). At n = 64 with three coins a round every
+/// 20 s was a third of the cluster's CPU (docs/BENCHMARKS.md, item 16).
+const ANNOUNCE_DKG: Duration = Duration::from_secs(60);
+/// Longest time between two re-announcements asked for by votes naming us, and four times the
+/// delay of our confirmation's repeat (it is also at most a third of the DKG timeout).
 const ANNOUNCE_FAST: Duration = Duration::from_secs(20);
 /// Least time between two re-announcements asked for by events (peers connecting or
 /// subscribing): the peers that arrive within it are served by one round.
@@ -181,6 +185,8 @@ pub struct Coordinator {
     listen_addrs: Vec<Multiaddr>,
     announce_now: bool,
     /// Re-announce period while a vault is not active.
+    announce_dkg: Duration,
+    /// Least time between our last round and one asked for by a vote (see `ANNOUNCE_FAST`).
     announce_fast: Duration,
     /// When gossip abandoned to a slow peer was last logged.
     slow_peer_warned: Option<Instant>,
@@ -278,6 +284,7 @@ impl Coordinator {
             peer_records,
             listen_addrs: Vec::new(),
             announce_now: true,
+            announce_dkg: ANNOUNCE_DKG,
             announce_fast: ANNOUNCE_FAST,
             slow_peer_warned: None,
             last_announce: None,
@@ -298,8 +305,9 @@ impl Coordinator {
     }
 
     /// The DKG timeout the processors use: re-announcements while a DKG runs come at least
-    /// three times within it.
+    /// once within it, and those asked for by votes at most three times.
     pub fn with_dkg_timeout(mut self, dkg_timeout: Duration) -> Self {
+        self.announce_dkg = dkg_timeout.clamp(Duration::from_secs(1), ANNOUNCE_DKG);
         self.announce_fast = (dkg_timeout / 3).clamp(Duration::from_secs(1), ANNOUNCE_FAST);
         self
     }
@@ -372,7 +380,7 @@ impl Coordinator {
                 Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    let period = if self.all_active() { ANNOUNCE_SLOW } else { self.announce_fast };
+                    let period = if self.all_active() { ANNOUNCE_SLOW } else { self.announce_dkg };
                     let since = self.since_announce(now);
                     if (self.announce_now && since >= ANNOUNCE_MIN_GAP) || since >= period {
                         self.announce();
