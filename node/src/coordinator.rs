@@ -73,8 +73,9 @@ const REDIAL_MAX: Duration = Duration::from_secs(60);
 /// announcement asks for it (`AnnouncementRequest`). At n = 64 with three coins a round every
 /// 20 s was a third of the cluster's CPU (docs/BENCHMARKS.md, item 16).
 const ANNOUNCE_DKG: Duration = Duration::from_secs(60);
-/// Longest time between two re-announcements asked for by votes naming us, and four times the
-/// delay of our confirmation's repeat (it is also at most a third of the DKG timeout).
+/// How recent our last round may be for a vote naming us as silent to bring another at once
+/// (one round answers all the votes of an attempt), and four times the delay of our
+/// confirmation's repeat. It is also at most a third of the DKG timeout.
 const ANNOUNCE_FAST: Duration = Duration::from_secs(20);
 /// Least time between two re-announcements asked for by events (peers connecting or
 /// subscribing): the peers that arrive within it are served by one round.

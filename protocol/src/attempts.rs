@@ -6,6 +6,10 @@
 //! without some of them by **signed votes** ([`KeyGenExclusionVote`]), gossiped on the general
 //! partition so that every validator can check them:
 //!
+//! * Before that, a phase fed by gossip (the commitment echo, the confirmations) that made no
+//!   progress for a quarter of the timeout asks whoever it still misses for their
+//!   announcements ([`AnnouncementsWanted`]): gossip may have lost one, and asking is cheaper
+//!   than a vote and a new attempt.
 //! * A participant votes when its phase made no progress for the DKG timeout (it names whoever
 //!   it still misses), or at once when it holds **evidence** ([`KeyGenBlame`]) that everyone
 //!   can verify: an invalid share judged by dkg-pedpop's blame proof (the sender if the share is
