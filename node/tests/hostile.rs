@@ -16,6 +16,25 @@ use vaultd::network::{self, BehaviourEvent};
 
 const COINS: [&str; 2] = ["BTC", "SOL"];
 
+/// The next answer the hostile swarm gets to one of its direct requests (other events pass).
+async fn next_response(
+    swarm: &mut libp2p::Swarm<network::Behaviour>,
+) -> (request_response::OutboundRequestId, DirectResponse) {
+    loop {
+        if let SwarmEvent::Behaviour(BehaviourEvent::Direct(request_response::Event::Message {
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        })) = swarm.select_next_some().await
+        {
+            return (request_id, messages::decode(&response).unwrap());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -150,27 +169,15 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     let mut accepted_bad_seal = false;
     tokio::time::timeout(Duration::from_secs(30), async {
         while rejected < expected.len() || !accepted_bad_seal {
-            if let SwarmEvent::Behaviour(BehaviourEvent::Direct(
-                request_response::Event::Message {
-                    message:
-                        request_response::Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                },
-            )) = swarm.select_next_some().await
-            {
-                let r: DirectResponse = messages::decode(&response).unwrap();
-                if request_id == bad_seal_id {
-                    // well-formed: the coordinator stores it; the processor rejects it
-                    assert_eq!(r, DirectResponse::Accepted);
-                    accepted_bad_seal = true;
-                } else {
-                    assert!(expected.contains(&request_id));
-                    assert!(matches!(r, DirectResponse::Rejected { .. }), "{r:?}");
-                    rejected += 1;
-                }
+            let (request_id, r) = next_response(&mut swarm).await;
+            if request_id == bad_seal_id {
+                // well-formed: the coordinator stores it; the processor rejects it
+                assert_eq!(r, DirectResponse::Accepted);
+                accepted_bad_seal = true;
+            } else {
+                assert!(expected.contains(&request_id));
+                assert!(matches!(r, DirectResponse::Rejected { .. }), "{r:?}");
+                rejected += 1;
             }
         }
     })
@@ -189,20 +196,9 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     let mut answers = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
         while answers.len() < asks.len() {
-            if let SwarmEvent::Behaviour(BehaviourEvent::Direct(
-                request_response::Event::Message {
-                    message:
-                        request_response::Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                },
-            )) = swarm.select_next_some().await
-            {
-                if asks.contains(&request_id) {
-                    answers.push(messages::decode::<DirectResponse>(&response).unwrap());
-                }
+            let (request_id, r) = next_response(&mut swarm).await;
+            if asks.contains(&request_id) {
+                answers.push(r);
             }
         }
     })
