@@ -814,55 +814,49 @@ impl Coordinator {
         message_id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        {
-            {
-                let author = message.source;
-                let limited_peer = author.unwrap_or(propagation_source);
-                let now = Instant::now();
-                if !self.gossip_limit.allow(&limited_peer, now) {
-                    self.metrics.limited("gossip");
-                    if self.gossip_limit.should_warn(&limited_peer, now) {
-                        warn!(peer = %limited_peer, "gossip rate limit exceeded; ignoring its messages for now");
-                    }
-                    self.ignore_gossip(&message_id, &propagation_source);
-                    return;
-                }
-                #[cfg(feature = "fault-injection")]
-                if author.is_some_and(|a| self.link_faults.is_cut(&a)) {
-                    self.ignore_gossip(&message_id, &propagation_source);
-                    return;
-                }
-                #[cfg(feature = "fault-injection")]
-                if let (Some(a), Ok(m)) =
-                    (author, messages::decode::<GeneralMessage>(&message.data))
-                {
-                    if self.link_faults.lose(&a, m.kind()) {
-                        warn!(peer = %a, kind = m.kind(), "test-only: losing this gossip message");
-                        self.ignore_gossip(&message_id, &propagation_source);
-                        return;
-                    }
-                }
-                let verdict = self.on_gossip(author, &message.topic, &message.data).await;
-                let acceptance = match verdict {
-                    Ok(kind) => {
-                        self.metrics.received("gossip", kind, message.data.len());
-                        MessageAcceptance::Accept
-                    }
-                    Err(reason) => {
-                        let peer = author
-                            .map(|a| a.to_string())
-                            .unwrap_or_else(|| propagation_source.to_string());
-                        warn!(%peer, via = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
-                        self.metrics.rejected("gossip");
-                        MessageAcceptance::Reject
-                    }
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        let author = message.source;
+        let limited_peer = author.unwrap_or(propagation_source);
+        let now = Instant::now();
+        if !self.gossip_limit.allow(&limited_peer, now) {
+            self.metrics.limited("gossip");
+            if self.gossip_limit.should_warn(&limited_peer, now) {
+                warn!(peer = %limited_peer, "gossip rate limit exceeded; ignoring its messages for now");
+            }
+            self.ignore_gossip(&message_id, &propagation_source);
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if author.is_some_and(|a| self.link_faults.is_cut(&a)) {
+            self.ignore_gossip(&message_id, &propagation_source);
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if let (Some(a), Ok(m)) = (author, messages::decode::<GeneralMessage>(&message.data)) {
+            if self.link_faults.lose(&a, m.kind()) {
+                warn!(peer = %a, kind = m.kind(), "test-only: losing this gossip message");
+                self.ignore_gossip(&message_id, &propagation_source);
+                return;
             }
         }
+        let verdict = self.on_gossip(author, &message.topic, &message.data).await;
+        let acceptance = match verdict {
+            Ok(kind) => {
+                self.metrics.received("gossip", kind, message.data.len());
+                MessageAcceptance::Accept
+            }
+            Err(reason) => {
+                let peer = author
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| propagation_source.to_string());
+                warn!(%peer, via = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
+                self.metrics.rejected("gossip");
+                MessageAcceptance::Reject
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, acceptance);
     }
 
     async fn on_gossip(
@@ -962,15 +956,22 @@ impl Coordinator {
         Ok(())
     }
 
+    /// A coin a peer's message names must be one of the network's.
+    fn known_coin(&self, coin: Coin) -> Result<(), String> {
+        if self.def.coins.contains(&coin) {
+            Ok(())
+        } else {
+            Err(format!("{coin} has no vault in this network"))
+        }
+    }
+
     /// Steps 4 and 8: a peer's processor key, from gossip or its step-7 list.
     async fn on_peer_processor_key(
         &mut self,
         from: &ValidatorId,
         k: ProcessorPublicKey,
     ) -> Result<(), String> {
-        if !self.def.coins.contains(&k.coin) {
-            return Err(format!("{} has no vault in this network", k.coin));
-        }
+        self.known_coin(k.coin)?;
         let known = self
             .peer_records
             .get(from)
@@ -1588,9 +1589,7 @@ impl Coordinator {
         let req: DirectRequest = messages::decode(bytes).map_err(|e| e.to_string())?;
         let kind = req.kind();
         let check = |coin: Coin, to: &ValidatorId| -> Result<(), String> {
-            if !self.def.coins.contains(&coin) {
-                return Err(format!("{coin} has no vault in this network"));
-            }
+            self.known_coin(coin)?;
             if *to != self.me {
                 return Err(format!("addressed to {to}, not to us"));
             }
@@ -1658,9 +1657,7 @@ impl Coordinator {
                 .await?
             }
             DirectRequest::AnnouncementReplay(r) => {
-                if !self.def.coins.contains(&r.coin) {
-                    return Err(format!("{} has no vault in this network", r.coin));
-                }
+                self.known_coin(r.coin)?;
                 if r.messages.len() > MAX_REPLAY_MESSAGES {
                     return Err(format!(
                         "{} announcements in one replay (at most {MAX_REPLAY_MESSAGES})",
@@ -1673,11 +1670,9 @@ impl Coordinator {
                 for msg in r.messages {
                     let kind = msg.kind();
                     #[cfg(feature = "fault-injection")]
-                    if let Ok(p) = network::peer_id_of(&from) {
-                        if self.link_faults.lose(&p, kind) {
-                            warn!(peer = %p, kind, "test-only: losing this replayed message");
-                            continue;
-                        }
+                    if self.link_faults.lose(&peer, kind) {
+                        warn!(%peer, kind, "test-only: losing this replayed message");
+                        continue;
                     }
                     if let Err(reason) = self.on_general(from.clone(), r.coin, msg).await {
                         refused.get_or_insert(format!("{kind}: {reason}"));
@@ -1689,9 +1684,7 @@ impl Coordinator {
                 DirectResponse::Accepted
             }
             DirectRequest::AnnouncementRequest(r) => {
-                if !self.def.coins.contains(&r.coin) {
-                    return Err(format!("{} has no vault in this network", r.coin));
-                }
+                self.known_coin(r.coin)?;
                 // One replay per asker and coin per ANNOUNCE_MIN_GAP: a validator asking in a
                 // loop gets no more than that (its outbox slot holds one replay at a time).
                 let now = Instant::now();
