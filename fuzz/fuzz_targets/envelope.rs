@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::messages::{self, BusMessage, DirectRequest, DirectResponse, GeneralMessage};
+use protocol::messages::{
+    self, CoordinatorMessage, DirectRequest, DirectResponse, GeneralMessage, ProcessorMessage,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) {
@@ -19,5 +21,6 @@ fuzz_target!(|data: &[u8]| {
     check::<GeneralMessage>(data);
     check::<DirectRequest>(data);
     check::<DirectResponse>(data);
-    check::<BusMessage>(data);
+    check::<CoordinatorMessage>(data);
+    check::<ProcessorMessage>(data);
 });

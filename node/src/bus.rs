@@ -1,13 +1,14 @@
 //! The local bus between the coordinator and the per-coin processors.
 //!
 //! Each coin has a topic named `{IDENTITY}{COIN}` with a general and an encrypted partition (the
-//! partition of a message is given by [`BusMessage::partition`]). Processors emit the `...Out`
-//! messages; the coordinator places the `...In` ones. Channels are bounded.
+//! partition of a message is given by its `partition()`). Processors emit
+//! [`ProcessorMessage`]s (the `...Out` messages); the coordinator places
+//! [`CoordinatorMessage`]s (the `...In` ones). Channels are bounded.
 
 use std::collections::BTreeMap;
 
 use protocol::{
-    messages::{bus_topic, BusMessage},
+    messages::{bus_topic, CoordinatorMessage, ProcessorMessage},
     processor::PeerView,
     vault::VaultRecord,
     Coin, ValidatorId,
@@ -60,19 +61,10 @@ impl Topic {
         &self.name
     }
 
-    /// Place an `...In` message on the topic (on the message's partition).
-    pub async fn place(&self, msg: BusMessage) -> Result<(), ProcessorGone> {
+    /// Place an `...In` message on the topic (on the message's partition). Waits while the
+    /// processor's queue is full.
+    pub async fn place(&self, msg: CoordinatorMessage) -> Result<(), ProcessorGone> {
         debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "placed");
-        self.to_processor
-            .send(ProcessorCommand::Input(Box::new(msg)))
-            .await
-            .map_err(|_| ProcessorGone)
-    }
-
-    /// Hand a message to the processor without storing it (signing traffic: an attempt cut by a
-    /// restart is abandoned, never replayed). Waits while the processor's queue is full.
-    pub async fn deliver(&self, msg: BusMessage) -> Result<(), ProcessorGone> {
-        debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "delivered");
         self.to_processor
             .send(ProcessorCommand::Input(Box::new(msg)))
             .await
@@ -101,7 +93,7 @@ impl Topic {
 /// What the coordinator sends a processor.
 pub enum ProcessorCommand {
     /// An `...In` message (already persisted in the inbound table).
-    Input(Box<BusMessage>),
+    Input(Box<CoordinatorMessage>),
     /// Step 4: rotate the messaging key; replies with the new public key and seq.
     Rotate(oneshot::Sender<Result<([u8; 32], u64), String>>),
     /// Time passes (monotonic milliseconds); `reachable` are the connected validators.
@@ -116,7 +108,7 @@ pub enum ProcessorCommand {
 /// What a processor sends the coordinator.
 pub enum ProcessorEvent {
     /// An `...Out` message on the coin's topic (its state is already persisted).
-    Out(Coin, Box<BusMessage>),
+    Out(Coin, Box<ProcessorMessage>),
     /// Storage failed: the node must stop rather than send unpersisted state.
     Fatal(String),
 }
@@ -164,31 +156,31 @@ pub enum SlotPolicy {
 }
 
 /// The inbound-table slot of an `...In` message (with `seq` 0).
-pub fn inbound_slot(coin: Coin, msg: &BusMessage) -> Option<(InboundKey, SlotPolicy)> {
+pub fn inbound_slot(coin: Coin, msg: &CoordinatorMessage) -> Option<(InboundKey, SlotPolicy)> {
     use protocol::messages::GeneralMessage as G;
     let (kind, from, context, policy) = match msg {
-        BusMessage::ExternalPublicKeyIn(m) => (
+        CoordinatorMessage::ExternalPublicKeyIn(m) => (
             InboundKind::ExternalPublicKey,
             &m.from,
             [0; 32],
             SlotPolicy::Replace,
         ),
-        BusMessage::EncryptedPublicKeyIn(m) => (
+        CoordinatorMessage::EncryptedPublicKeyIn(m) => (
             InboundKind::EncryptedPublicKey,
             &m.from,
             [0; 32],
             SlotPolicy::Log,
         ),
-        BusMessage::EncryptedKeyGenCommitmentIn(m) => (
+        CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => (
             InboundKind::Commitment,
             &m.from,
             m.msg.context,
             SlotPolicy::Log,
         ),
-        BusMessage::EncryptedKeyShareIn(m) => {
+        CoordinatorMessage::EncryptedKeyShareIn(m) => {
             (InboundKind::Share, &m.from, m.msg.context, SlotPolicy::Log)
         }
-        BusMessage::GeneralIn(g) => match &g.msg {
+        CoordinatorMessage::GeneralIn(g) => match &g.msg {
             G::KeyGenCommitmentsDigest(d) => {
                 (InboundKind::Digest, &g.from, d.context, SlotPolicy::Log)
             }

@@ -28,10 +28,11 @@ use protocol::{
     messages::{self, *},
     network::NetworkDefinition,
     processor::Phase,
+    routing::{self, AnnouncementSlot, Inbound, Outbound},
     vault::VaultStatus as ProtoVaultStatus,
     Coin, ValidatorId,
 };
-use storage::{Batch, Inbound, Outbox, OutboxKey, PeerRecord, Peers, Store};
+use storage::{Batch, Outbox, OutboxKey, PeerRecord, Peers, Store};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -175,7 +176,7 @@ pub struct Coordinator {
     names: Names,
     /// What we keep announcing, by (coin, kind, key within the kind): one message per kind,
     /// except votes and blame evidence (one per attempt and round, or per accused).
-    announcements: BTreeMap<(Coin, &'static str, Vec<u8>), GeneralMessage>,
+    announcements: BTreeMap<(Coin, AnnouncementSlot), GeneralMessage>,
     local_keys: BTreeMap<Coin, ProcessorPublicKey>,
     signer_ready: BTreeSet<Coin>,
     outbox: BTreeMap<(ValidatorId, Vec<u8>), OutboxEntry>,
@@ -328,7 +329,13 @@ impl Coordinator {
         // Step 2: the coordinator's key, on every coin topic.
         for coin in self.def.coins.clone() {
             self.announcements.insert(
-                (coin, "CoordinatorPublicKey", Vec::new()),
+                (
+                    coin,
+                    AnnouncementSlot {
+                        kind: "CoordinatorPublicKey",
+                        key: Vec::new(),
+                    },
+                ),
                 GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
                     pubkey: self.coordinator_key,
                 }),
@@ -526,7 +533,7 @@ impl Coordinator {
                 .ok_or_else(|| refuse(404, format!("no processor for {coin}")))?,
         };
         topic
-            .deliver(BusMessage::SignatureRequested(SignatureRequested {
+            .place(CoordinatorMessage::SignatureRequested(SignatureRequested {
                 id,
                 messages,
             }))
@@ -891,48 +898,42 @@ impl Coordinator {
             return Err(format!("{} message on the {coin} topic", msg.kind()));
         }
         let kind = msg.kind();
-        match msg {
-            GeneralMessage::CoordinatorPublicKey(k) => {
+        if let GeneralMessage::KeyGenExclusionVote(v) = &msg {
+            if v.exclude.contains(&self.me)
+                && !self.announce_now
+                && self.since_announce(Instant::now()) >= self.announce_fast
+            {
+                // Someone has not heard from us: gossip may have lost an announcement (a
+                // dropped connection, a full send queue), and the periodic round can be minutes
+                // away. Everything we announced goes out again now. The votes of an attempt
+                // come from many voters within seconds, and one round answers them all: at most
+                // one round per `announce_fast`.
+                info!(%coin, voter = %from, attempt = v.attempt, "a vote names us as silent; re-announcing");
+                self.announce_now = true;
+            }
+        }
+        match routing::general_in(from.clone(), coin, msg) {
+            Inbound::CoordinatorKey(k) => {
                 if ValidatorId::from_ed25519(&k.pubkey) != from {
                     return Err("coordinator key does not match the author".into());
                 }
                 self.update_peer(&from, |r| r.coordinator_key = Some(k.pubkey))
                     .map_err(|e| e.to_string())?;
             }
-            GeneralMessage::ProcessorPublicKey(k) => self.on_peer_processor_key(&from, k).await?,
-            GeneralMessage::SignerReady(s) => {
+            Inbound::ProcessorKey(k) => self.on_peer_processor_key(&from, k).await?,
+            Inbound::SignerReady(s) => {
                 self.update_peer(&from, |r| {
                     r.signer_ready.insert(s.coin, s.pubkey);
                 })
                 .map_err(|e| e.to_string())?;
             }
-            msg @ (GeneralMessage::KeyGenCommitmentsDigest(_)
-            | GeneralMessage::PublicAddressAvailable(_)
-            | GeneralMessage::KeyGenExclusionVote(_)
-            | GeneralMessage::KeyGenBlame(_)) => {
-                if let GeneralMessage::KeyGenExclusionVote(v) = &msg {
-                    if v.exclude.contains(&self.me)
-                        && !self.announce_now
-                        && self.since_announce(Instant::now()) >= self.announce_fast
-                    {
-                        // Someone has not heard from us: gossip may have lost an announcement
-                        // (a dropped connection, a full send queue), and the periodic round can
-                        // be minutes away. Everything we announced goes out again now. The
-                        // votes of an attempt come from many voters within seconds, and one
-                        // round answers them all: at most one round per `announce_fast` (at
-                        // n = 64 a round per vote, up to one a second, re-published everything
-                        // 6 258 times in one DKG and collapsed it).
-                        info!(%coin, voter = %from, attempt = v.attempt, "a vote names us as silent; re-announcing");
-                        self.announce_now = true;
-                    }
-                }
-                self.place(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
-                    .await?;
+            Inbound::Place(coin, msg) => {
+                self.place(coin, msg).await?;
             }
-            msg @ (GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_)) => {
-                self.deliver(coin, BusMessage::GeneralIn(GeneralIn { from, msg }))
-                    .await?;
+            Inbound::Deliver(coin, msg) => {
+                self.deliver(coin, msg).await?;
             }
+            other => return Err(format!("{kind} is not a general message ({other:?})")),
         }
         Ok(kind)
     }
@@ -994,20 +995,17 @@ impl Coordinator {
                 .map_err(|e| e.to_string())?;
             }
         }
-        let coin = k.coin;
-        self.place(
-            coin,
-            BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
-                from: from.clone(),
-                key: k,
-            }),
-        )
-        .await?;
+        let (coin, msg) = routing::external_key(from.clone(), k);
+        self.place(coin, msg).await?;
         Ok(())
     }
 
     /// Store an `...In` message, then hand it to the coin's processor.
-    async fn place(&mut self, coin: Coin, msg: BusMessage) -> Result<DirectResponse, String> {
+    async fn place(
+        &mut self,
+        coin: Coin,
+        msg: CoordinatorMessage,
+    ) -> Result<DirectResponse, String> {
         let Some((mut key, policy)) = inbound_slot(coin, &msg) else {
             return Err(format!("{} has no inbound slot", msg.kind()));
         };
@@ -1016,7 +1014,7 @@ impl Coordinator {
             SlotPolicy::Replace => {
                 if self
                     .store
-                    .get::<Inbound>(&key)
+                    .get::<storage::Inbound>(&key)
                     .map_err(|e| e.to_string())?
                     .as_ref()
                     == Some(&msg)
@@ -1041,15 +1039,16 @@ impl Coordinator {
         }
         let mut b = Batch::new();
         for old in &evict {
-            b.delete::<Inbound>(old);
+            b.delete::<storage::Inbound>(old);
         }
-        b.put::<Inbound>(&key, &msg).map_err(|e| e.to_string())?;
+        b.put::<storage::Inbound>(&key, &msg)
+            .map_err(|e| e.to_string())?;
         self.store.write(b).map_err(|e| e.to_string())?;
         // Key exchange also reaches the coin's retiring vaults whose participant sent it; the
         // current session's processor gets what comes from its own validators.
         let sender = match &msg {
-            BusMessage::ExternalPublicKeyIn(m) => Some(m.from.clone()),
-            BusMessage::EncryptedPublicKeyIn(m) => Some(m.from.clone()),
+            CoordinatorMessage::ExternalPublicKeyIn(m) => Some(m.from.clone()),
+            CoordinatorMessage::EncryptedPublicKeyIn(m) => Some(m.from.clone()),
             _ => None,
         };
         if let Some(from) = &sender {
@@ -1077,28 +1076,20 @@ impl Coordinator {
     }
 
     /// The retiring vault a signing message is for, if any (by the vault's DKG context).
-    fn retiring_topic(&self, msg: &BusMessage) -> Option<&bus::Topic> {
-        let vault = match msg {
-            BusMessage::GeneralIn(GeneralIn {
-                msg: GeneralMessage::SignRequest(r),
-                ..
-            }) => r.vault,
-            BusMessage::GeneralIn(GeneralIn {
-                msg: GeneralMessage::SignatureAvailable(a),
-                ..
-            }) => a.vault,
-            BusMessage::EncryptedPreprocessIn(m) => m.msg.request.vault,
-            BusMessage::EncryptedSignatureShareIn(m) => m.msg.vault,
-            _ => return None,
-        };
+    fn retiring_topic(&self, msg: &CoordinatorMessage) -> Option<&bus::Topic> {
+        let vault = routing::vault_of(msg)?;
         self.retiring
             .iter()
             .find(|r| r.record.context == vault)
             .map(|r| &r.topic)
     }
 
-    /// Hand signing traffic to the coin's processor (not stored: never replayed).
-    async fn deliver(&mut self, coin: Coin, msg: BusMessage) -> Result<DirectResponse, String> {
+    /// Hand signing traffic to the processor of its vault (not stored: never replayed).
+    async fn deliver(
+        &mut self,
+        coin: Coin,
+        msg: CoordinatorMessage,
+    ) -> Result<DirectResponse, String> {
         let topic = match self.retiring_topic(&msg) {
             Some(t) => t,
             None => self
@@ -1107,7 +1098,7 @@ impl Coordinator {
                 .ok_or_else(|| format!("no processor for {coin}"))?,
         };
         topic
-            .deliver(msg)
+            .place(msg)
             .await
             .map_err(|_| "processor stopped".to_string())?;
         Ok(DirectResponse::Accepted)
@@ -1150,7 +1141,7 @@ impl Coordinator {
         let anns: Vec<(Coin, GeneralMessage)> = self
             .announcements
             .iter()
-            .map(|((coin, _, _), v)| (*coin, v.clone()))
+            .map(|((coin, _), v)| (*coin, v.clone()))
             .collect();
         for (coin, msg) in anns {
             self.publish(coin, msg);
@@ -1173,7 +1164,7 @@ impl Coordinator {
         let messages: Vec<GeneralMessage> = self
             .announcements
             .iter()
-            .filter(|((c, _, _), _)| *c == coin)
+            .filter(|((c, _), _)| *c == coin)
             .map(|(_, m)| m.clone())
             .collect();
         for (part, chunk) in messages.chunks(MAX_REPLAY_MESSAGES).enumerate() {
@@ -1190,93 +1181,57 @@ impl Coordinator {
 
     // ---------------------------------------------------------------- processor out
 
-    fn on_processor(&mut self, coin: Coin, msg: BusMessage) -> Result<(), NodeError> {
+    fn on_processor(&mut self, coin: Coin, msg: ProcessorMessage) -> Result<(), NodeError> {
         if let Some(topic) = self.bus.get(&coin) {
             debug!(topic = topic.name(), kind = msg.kind(), partition = ?msg.partition(), "from processor");
         }
-        match msg {
-            BusMessage::ProcessorPublicKey(k) => {
-                self.local_keys.insert(coin, k.clone());
-                self.add_announcement(
-                    coin,
-                    "ProcessorPublicKey",
-                    Vec::new(),
-                    GeneralMessage::ProcessorPublicKey(k),
+        match routing::outbound(msg) {
+            Outbound::Announce { slot, msg } => {
+                match &msg {
+                    GeneralMessage::ProcessorPublicKey(k) => {
+                        self.local_keys.insert(coin, k.clone());
+                    }
+                    // Step 6: upon SignerReady, the signer list comes from the network
+                    // definition.
+                    GeneralMessage::SignerReady(_) => {
+                        self.signer_ready.insert(coin);
+                    }
+                    GeneralMessage::PublicAddressAvailable(_) => {
+                        let at = Instant::now() + self.announce_fast / CONFIRMATION_REPEAT_DIVISOR;
+                        self.confirmation_repeats.insert(coin, (at, msg.clone()));
+                    }
+                    GeneralMessage::KeyGenExclusionVote(v) => {
+                        info!(%coin, attempt = v.attempt, round = v.round, exclude = ?v.exclude.iter().map(|x| x.to_string()).collect::<Vec<_>>(), reasons = ?v.reasons, "DKG: voting to leave participants out of the next attempt");
+                    }
+                    GeneralMessage::KeyGenBlame(b) => {
+                        warn!(%coin, accused = %b.evidence.accused(), "DKG: publishing evidence against a participant");
+                    }
+                    _ => {}
+                }
+                let key_list = matches!(
+                    msg,
+                    GeneralMessage::ProcessorPublicKey(_) | GeneralMessage::SignerReady(_)
                 );
-                self.send_key_list()?;
+                self.add_announcement(coin, slot, msg);
+                if key_list {
+                    self.send_key_list()?;
+                }
             }
-            BusMessage::SignerReady(s) => {
-                // Step 6: upon SignerReady, the signer list comes from the network definition.
-                self.signer_ready.insert(coin);
-                self.add_announcement(
-                    coin,
-                    "SignerReady",
-                    Vec::new(),
-                    GeneralMessage::SignerReady(s),
-                );
-                self.send_key_list()?;
-            }
-            BusMessage::EncryptedPublicKeyOut(m) => {
-                let to = m.to.clone();
-                self.enqueue(to, DirectRequest::EncryptedPublicKeyOut(m))?;
-            }
-            BusMessage::EncryptedKeyGenCommitmentOut(m) => {
-                let to = m.to.clone();
-                self.enqueue(to, DirectRequest::EncryptedKeyGenCommitmentOut(m))?;
-            }
-            BusMessage::EncryptedKeyShareOut(m) => {
-                let to = m.to.clone();
-                self.enqueue(to, DirectRequest::EncryptedKeyShareOut(m))?;
-            }
-            BusMessage::KeyGenCommitmentsDigest(d) => {
-                self.add_announcement(
-                    coin,
-                    "KeyGenCommitmentsDigest",
-                    Vec::new(),
-                    GeneralMessage::KeyGenCommitmentsDigest(d),
-                );
-            }
-            BusMessage::PublicAddressAvailable(a) => {
-                let msg = GeneralMessage::PublicAddressAvailable(a);
-                let at = Instant::now() + self.announce_fast / CONFIRMATION_REPEAT_DIVISOR;
-                self.confirmation_repeats.insert(coin, (at, msg.clone()));
-                self.add_announcement(coin, "PublicAddressAvailable", Vec::new(), msg);
-            }
-            BusMessage::KeyGenExclusionVote(v) => {
-                info!(%coin, attempt = v.attempt, round = v.round, exclude = ?v.exclude.iter().map(|x| x.to_string()).collect::<Vec<_>>(), reasons = ?v.reasons, "DKG: voting to leave participants out of the next attempt");
-                let key = [&v.context[..], &v.round.to_be_bytes()].concat();
-                self.add_announcement(
-                    coin,
-                    "KeyGenExclusionVote",
-                    key,
-                    GeneralMessage::KeyGenExclusionVote(v),
-                );
-            }
-            BusMessage::KeyGenBlame(b) => {
-                let accused = b.evidence.accused().clone();
-                warn!(%coin, %accused, "DKG: publishing evidence against a participant");
-                let kind = [u8::from(matches!(
-                    b.evidence,
-                    protocol::messages::BlameEvidence::InvalidShare { .. }
-                ))];
-                let key = [&b.context[..], &kind, accused.as_bytes()].concat();
-                self.add_announcement(coin, "KeyGenBlame", key, GeneralMessage::KeyGenBlame(b));
-            }
-            BusMessage::SignRequest(r) => self.publish(coin, GeneralMessage::SignRequest(r)),
-            BusMessage::SignatureAvailable(a) => {
-                self.publish(coin, GeneralMessage::SignatureAvailable(a))
-            }
-            BusMessage::EncryptedPreprocessOut(m) => {
-                let to = m.to.clone();
+            Outbound::Publish(msg) => self.publish(coin, msg),
+            Outbound::Direct {
+                to,
+                request,
+                durable: true,
+            } => self.enqueue(to, request)?,
+            Outbound::Direct {
+                to,
+                request,
+                durable: false,
+            } => {
                 let lifetime = self.sign_timeout * 2;
-                self.enqueue_volatile(to, DirectRequest::EncryptedPreprocessOut(m), lifetime)?;
+                self.enqueue_volatile(to, request, lifetime)?;
             }
-            BusMessage::EncryptedSignatureShareOut(m) => {
-                let to = m.to.clone();
-                let lifetime = self.sign_timeout * 2;
-                self.enqueue_volatile(to, DirectRequest::EncryptedSignatureShareOut(m), lifetime)?;
-            }
-            BusMessage::AnnouncementsWanted(w) => {
+            Outbound::AskAnnouncements(w) => {
                 let from: Vec<ValidatorId> = w
                     .from
                     .into_iter()
@@ -1288,9 +1243,6 @@ impl Coordinator {
                     let req = DirectRequest::AnnouncementRequest(AnnouncementRequest { coin });
                     self.enqueue_volatile(v, req, REPLAY_LIFETIME)?;
                 }
-            }
-            other => {
-                warn!(%coin, kind = other.kind(), "processor emitted an input message; ignored")
             }
         }
         Ok(())
@@ -1350,14 +1302,8 @@ impl Coordinator {
 
     /// A new announcement: published at once, and re-announced with the others (for peers that
     /// connect later) until it is replaced.
-    fn add_announcement(
-        &mut self,
-        coin: Coin,
-        kind: &'static str,
-        key: Vec<u8>,
-        msg: GeneralMessage,
-    ) {
-        self.announcements.insert((coin, kind, key), msg.clone());
+    fn add_announcement(&mut self, coin: Coin, slot: AnnouncementSlot, msg: GeneralMessage) {
+        self.announcements.insert((coin, slot), msg.clone());
         self.publish(coin, msg);
     }
 
@@ -1588,15 +1534,13 @@ impl Coordinator {
             .ok_or("not a validator")?;
         let req: DirectRequest = messages::decode(bytes).map_err(|e| e.to_string())?;
         let kind = req.kind();
-        let check = |coin: Coin, to: &ValidatorId| -> Result<(), String> {
-            self.known_coin(coin)?;
+        if let Some(to) = routing::addressee(&req) {
             if *to != self.me {
                 return Err(format!("addressed to {to}, not to us"));
             }
-            Ok(())
-        };
-        let response = match req {
-            DirectRequest::ProcessorPublicKeyList(list) => {
+        }
+        let response = match routing::direct_in(from.clone(), req) {
+            Inbound::KeyList(list) => {
                 if list.keys.len() > self.def.coins.len() {
                     return Err("key list longer than the coin list".into());
                 }
@@ -1605,58 +1549,15 @@ impl Coordinator {
                 }
                 DirectResponse::Accepted
             }
-            DirectRequest::EncryptedPublicKeyOut(m) => {
-                check(m.coin, &m.to)?;
-                let coin = m.coin;
-                self.place(
-                    coin,
-                    BusMessage::EncryptedPublicKeyIn(EncryptedPublicKeyIn { from, msg: m }),
-                )
-                .await?
+            Inbound::Place(coin, msg) => {
+                self.known_coin(coin)?;
+                self.place(coin, msg).await?
             }
-            DirectRequest::EncryptedKeyGenCommitmentOut(m) => {
-                check(m.coin, &m.to)?;
-                let coin = m.coin;
-                self.place(
-                    coin,
-                    BusMessage::EncryptedKeyGenCommitmentIn(EncryptedKeyGenCommitmentIn {
-                        from,
-                        msg: m,
-                    }),
-                )
-                .await?
+            Inbound::Deliver(coin, msg) => {
+                self.known_coin(coin)?;
+                self.deliver(coin, msg).await?
             }
-            DirectRequest::EncryptedKeyShareOut(m) => {
-                check(m.coin, &m.to)?;
-                let coin = m.coin;
-                self.place(
-                    coin,
-                    BusMessage::EncryptedKeyShareIn(EncryptedKeyShareIn { from, msg: m }),
-                )
-                .await?
-            }
-            DirectRequest::EncryptedPreprocessOut(m) => {
-                check(m.request.coin, &m.to)?;
-                let coin = m.request.coin;
-                self.deliver(
-                    coin,
-                    BusMessage::EncryptedPreprocessIn(EncryptedPreprocessIn { from, msg: m }),
-                )
-                .await?
-            }
-            DirectRequest::EncryptedSignatureShareOut(m) => {
-                check(m.coin, &m.to)?;
-                let coin = m.coin;
-                self.deliver(
-                    coin,
-                    BusMessage::EncryptedSignatureShareIn(EncryptedSignatureShareIn {
-                        from,
-                        msg: m,
-                    }),
-                )
-                .await?
-            }
-            DirectRequest::AnnouncementReplay(r) => {
+            Inbound::AnnouncementReplay(r) => {
                 self.known_coin(r.coin)?;
                 if r.messages.len() > MAX_REPLAY_MESSAGES {
                     return Err(format!(
@@ -1683,7 +1584,7 @@ impl Coordinator {
                 }
                 DirectResponse::Accepted
             }
-            DirectRequest::AnnouncementRequest(r) => {
+            Inbound::AnnouncementRequest(r) => {
                 self.known_coin(r.coin)?;
                 // One replay per asker and coin per ANNOUNCE_MIN_GAP: a validator asking in a
                 // loop gets no more than that (its outbox slot holds one replay at a time).
@@ -1702,6 +1603,7 @@ impl Coordinator {
                     DirectResponse::Accepted
                 }
             }
+            other => return Err(format!("{kind} is not a direct request ({other:?})")),
         };
         Ok((kind, response))
     }

@@ -158,7 +158,7 @@ impl ProcessorTask {
 
     /// Hand one `...In` message to the processor; log and drop whatever it rejects (the message
     /// itself, or buffered ones it could check now). Returns what to persist and send.
-    fn input(&mut self, msg: protocol::messages::BusMessage) -> Vec<Output> {
+    fn input(&mut self, msg: protocol::messages::CoordinatorMessage) -> Vec<Output> {
         let result = self.processor.handle(msg.clone());
         let mut rejected = self.processor.take_rejected();
         let outputs = match result {
@@ -176,7 +176,7 @@ impl ProcessorTask {
 
     /// Log a rejected message and drop it from the inbound table: what failed its checks is not
     /// kept, and the sender's later valid message takes its place.
-    fn reject(&mut self, msg: protocol::messages::BusMessage, e: protocol::ProtocolError) {
+    fn reject(&mut self, msg: protocol::messages::CoordinatorMessage, e: protocol::ProtocolError) {
         let coin = self.processor.coin();
         let kind = msg.kind();
         let peer = e.culprit().map(|p| p.to_string()).unwrap_or_default();

@@ -35,8 +35,8 @@ use crate::{
     ids::ValidatorId,
     keys::verify_processor_signature,
     messages::{
-        AnnouncementsWanted, BlameEvidence, BusMessage, ExclusionReason, KeyGenBlame,
-        KeyGenExclusionVote,
+        AnnouncementsWanted, BlameEvidence, ExclusionReason, KeyGenBlame, KeyGenExclusionVote,
+        ProcessorMessage,
     },
     processor::{
         payload_body, DkgState, Handled, Output, Persist, Phase, Processor, COMMITMENT_DOMAIN,
@@ -304,7 +304,7 @@ impl Processor {
         self.faults.requests = due;
         let (from, _) = self.missing();
         if !from.is_empty() {
-            out.push(Output::Bus(BusMessage::AnnouncementsWanted(
+            out.push(Output::Bus(ProcessorMessage::AnnouncementsWanted(
                 AnnouncementsWanted {
                     coin: self.coin(),
                     from,
@@ -391,7 +391,7 @@ impl Processor {
             .or_default()
             .insert(self.me.clone(), vote.clone());
         out.push(Output::Persist(Persist::Vote(vote.clone())));
-        out.push(Output::Bus(BusMessage::KeyGenExclusionVote(vote)));
+        out.push(Output::Bus(ProcessorMessage::KeyGenExclusionVote(vote)));
         self.recompute_attempt(out);
     }
 
@@ -608,7 +608,7 @@ impl Processor {
             signature: Vec::new(),
         };
         blame.signature = self.signer.sign(BLAME_DOMAIN, &blame_body(&blame));
-        out.push(Output::Bus(BusMessage::KeyGenBlame(blame)));
+        out.push(Output::Bus(ProcessorMessage::KeyGenBlame(blame)));
     }
 
     /// Our share from `accused` failed: publish the evidence, and vote.

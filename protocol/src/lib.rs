@@ -15,6 +15,7 @@
 //! * [`sign`]: FROST signing in each chain's format, and independent verifiers;
 //! * [`signing`]: the processor's signing ceremonies (request, preprocess, shares, retries);
 //! * [`vault`]: vault, signature request and cheater records;
+//! * [`routing`]: the bus's routing: processor output to wire, wire to processor input;
 //! * [`local`]: N validators' processors joined in one process (the benchmarks' in-process limit).
 
 pub mod address;
@@ -27,6 +28,7 @@ pub mod local;
 pub mod messages;
 pub mod network;
 pub mod processor;
+pub mod routing;
 #[cfg(feature = "fault-injection")]
 pub mod sabotage;
 pub mod seal;

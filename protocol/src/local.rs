@@ -1,8 +1,9 @@
 //! N validators' processors joined in one process over plain maps: no network, no disk.
 //!
 //! What the coordinators would do, reduced to its essence: every message a processor emits is
-//! encoded as it would be on the wire (the gossip `GeneralMessage` or the pairwise
-//! `DirectRequest`), decoded, and placed on each recipient's bus in FIFO order. It is the
+//! routed as the node routes it ([`routing::carry`]): encoded as it would be on the wire (the
+//! gossip `GeneralMessage` or the pairwise `DirectRequest`), decoded, and placed on each
+//! recipient's bus in FIFO order. It is the
 //! in-process limit the benchmarks compare a cluster of real nodes with, and a harness for
 //! driving the sans-IO machines without a node.
 
@@ -10,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::{
     keys::NodeKeys,
-    messages::{self, *},
+    messages::*,
     network::NetworkDefinition,
     processor::{Output, Persist, Processor},
+    routing,
     vault::{SignRecord, VaultStatus},
     Coin, ProtocolError, Result, ValidatorId,
 };
@@ -38,7 +40,7 @@ pub struct LocalNetwork {
     def: NetworkDefinition,
     ids: Vec<ValidatorId>,
     procs: BTreeMap<(usize, Coin), Processor>,
-    queue: VecDeque<(usize, Coin, BusMessage)>,
+    queue: VecDeque<(usize, Coin, CoordinatorMessage)>,
     /// Encoded bytes each validator handed to the network: a pairwise message per recipient, a
     /// gossip message once (as the node's `vaultd_sent_bytes_total` counts them).
     bytes_sent: Vec<u64>,
@@ -137,7 +139,7 @@ impl LocalNetwork {
     ) -> Result<()> {
         let out = self
             .processor(origin, coin)?
-            .handle(BusMessage::SignatureRequested(SignatureRequested {
+            .handle(CoordinatorMessage::SignatureRequested(SignatureRequested {
                 id,
                 messages,
             }))?;
@@ -183,7 +185,7 @@ impl LocalNetwork {
     }
 
     /// The coordinators' part: persist (here: keep the records), then carry each message over
-    /// its wire encoding to its recipients.
+    /// its wire encoding to its recipients ([`routing::carry`]).
     fn route(&mut self, from_i: usize, coin: Coin, out: Vec<Output>) -> Result<()> {
         let from = self.ids[from_i].clone();
         for o in out {
@@ -195,110 +197,14 @@ impl LocalNetwork {
                 Output::Persist(_) => continue,
                 Output::Bus(m) => m,
             };
-            let gossip = match m {
-                BusMessage::ProcessorPublicKey(k) => Some(GeneralMessage::ProcessorPublicKey(k)),
-                BusMessage::KeyGenCommitmentsDigest(d) => {
-                    Some(GeneralMessage::KeyGenCommitmentsDigest(d))
-                }
-                BusMessage::PublicAddressAvailable(a) => {
-                    Some(GeneralMessage::PublicAddressAvailable(a))
-                }
-                BusMessage::KeyGenExclusionVote(v) => Some(GeneralMessage::KeyGenExclusionVote(v)),
-                BusMessage::KeyGenBlame(b) => Some(GeneralMessage::KeyGenBlame(b)),
-                BusMessage::SignRequest(r) => Some(GeneralMessage::SignRequest(r)),
-                BusMessage::SignatureAvailable(a) => Some(GeneralMessage::SignatureAvailable(a)),
-                // Local-only signal (the node answers it with the signer list of step 6).
-                BusMessage::SignerReady(_) => None,
-                // In-process delivery loses nothing, so nothing is asked for again.
-                BusMessage::AnnouncementsWanted(_) => None,
-                direct => {
-                    self.direct(from_i, coin, direct)?;
-                    continue;
-                }
-            };
-            if let Some(msg) = gossip {
-                let bytes = messages::encode(&msg)?;
-                self.bytes_sent[from_i] += bytes.len() as u64;
-                self.messages_sent[from_i] += 1;
-                for to in (0..self.ids.len()).filter(|to| *to != from_i) {
-                    let msg: GeneralMessage = messages::decode(&bytes)?;
-                    // Steps 2-3 and 7-8: a peer's messaging key reaches the processor as
-                    // ExternalPublicKeyIn; every other announcement as GeneralIn.
-                    let m = match msg {
-                        GeneralMessage::ProcessorPublicKey(key) => {
-                            BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
-                                from: from.clone(),
-                                key,
-                            })
-                        }
-                        msg => BusMessage::GeneralIn(GeneralIn {
-                            from: from.clone(),
-                            msg,
-                        }),
-                    };
-                    self.queue.push_back((to, coin, m));
-                }
+            let carried = routing::carry(&from, &self.ids, m)?;
+            self.bytes_sent[from_i] += carried.bytes;
+            self.messages_sent[from_i] += carried.messages;
+            for d in carried.deliveries {
+                let to = self.index(&d.to)?;
+                self.queue.push_back((to, d.coin, d.msg));
             }
         }
-        Ok(())
-    }
-
-    /// A pairwise message: over its `DirectRequest` encoding to the one recipient.
-    fn direct(&mut self, from_i: usize, coin: Coin, m: BusMessage) -> Result<()> {
-        let (to, request) = match m {
-            BusMessage::EncryptedPublicKeyOut(m) => {
-                (m.to.clone(), DirectRequest::EncryptedPublicKeyOut(m))
-            }
-            BusMessage::EncryptedKeyGenCommitmentOut(m) => {
-                (m.to.clone(), DirectRequest::EncryptedKeyGenCommitmentOut(m))
-            }
-            BusMessage::EncryptedKeyShareOut(m) => {
-                (m.to.clone(), DirectRequest::EncryptedKeyShareOut(m))
-            }
-            BusMessage::EncryptedPreprocessOut(m) => {
-                (m.to.clone(), DirectRequest::EncryptedPreprocessOut(m))
-            }
-            BusMessage::EncryptedSignatureShareOut(m) => {
-                (m.to.clone(), DirectRequest::EncryptedSignatureShareOut(m))
-            }
-            other => {
-                return Err(ProtocolError::Malformed(format!(
-                    "processor emitted an input: {}",
-                    other.kind()
-                )))
-            }
-        };
-        let to = self.index(&to)?;
-        let bytes = messages::encode(&request)?;
-        self.bytes_sent[from_i] += bytes.len() as u64;
-        self.messages_sent[from_i] += 1;
-        let from = self.ids[from_i].clone();
-        let m = match messages::decode::<DirectRequest>(&bytes)? {
-            DirectRequest::EncryptedPublicKeyOut(msg) => {
-                BusMessage::EncryptedPublicKeyIn(EncryptedPublicKeyIn { from, msg })
-            }
-            DirectRequest::EncryptedKeyGenCommitmentOut(msg) => {
-                BusMessage::EncryptedKeyGenCommitmentIn(EncryptedKeyGenCommitmentIn { from, msg })
-            }
-            DirectRequest::EncryptedKeyShareOut(msg) => {
-                BusMessage::EncryptedKeyShareIn(EncryptedKeyShareIn { from, msg })
-            }
-            DirectRequest::EncryptedPreprocessOut(msg) => {
-                BusMessage::EncryptedPreprocessIn(EncryptedPreprocessIn { from, msg })
-            }
-            DirectRequest::EncryptedSignatureShareOut(msg) => {
-                BusMessage::EncryptedSignatureShareIn(EncryptedSignatureShareIn { from, msg })
-            }
-            DirectRequest::ProcessorPublicKeyList(_)
-            | DirectRequest::AnnouncementReplay(_)
-            | DirectRequest::AnnouncementRequest(_) => {
-                return Err(ProtocolError::Malformed(format!(
-                    "unexpected {} between processors",
-                    request.kind()
-                )))
-            }
-        };
-        self.queue.push_back((to, coin, m));
         Ok(())
     }
 }

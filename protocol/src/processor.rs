@@ -38,7 +38,7 @@ pub(crate) const SHARE_DOMAIN: &[u8] = b"EncryptedKeyShare";
 #[derive(Debug)]
 pub enum Output {
     /// Put this on the bus for the coordinator (after persisting this call's `Persist`s).
-    Bus(BusMessage),
+    Bus(ProcessorMessage),
     /// Persist this.
     Persist(Persist),
 }
@@ -183,8 +183,8 @@ pub struct Processor {
     entropy: Zeroizing<[u8; 32]>,
     peers: BTreeMap<ValidatorId, PeerView>,
     pub(crate) dkg: DkgState,
-    pending: Vec<BusMessage>,
-    rejected: Vec<(BusMessage, ProtocolError)>,
+    pending: Vec<CoordinatorMessage>,
+    rejected: Vec<(CoordinatorMessage, ProtocolError)>,
     pub(crate) vault: Option<VaultRecord>,
     pub(crate) signing: Signing,
     /// The current DKG attempt's number and participants (sorted like the definition).
@@ -401,15 +401,17 @@ impl Processor {
             return Vec::new(); // the current session's processor announces this coin's keys
         }
         let mut out = vec![
-            Output::Bus(BusMessage::ProcessorPublicKey(self.processor_public_key())),
-            Output::Bus(BusMessage::SignerReady(SignerReady {
+            Output::Bus(ProcessorMessage::ProcessorPublicKey(
+                self.processor_public_key(),
+            )),
+            Output::Bus(ProcessorMessage::SignerReady(SignerReady {
                 coin: self.coin,
                 pubkey: self.signer.public(),
             })),
         ];
         if let Some(v) = self.vault.clone() {
             if matches!(v.status, VaultStatus::Pending | VaultStatus::Active) {
-                out.push(Output::Bus(BusMessage::PublicAddressAvailable(
+                out.push(Output::Bus(ProcessorMessage::PublicAddressAvailable(
                     self.address_message(&v),
                 )));
             }
@@ -446,7 +448,9 @@ impl Processor {
                 coin: self.coin,
                 key: new,
             }),
-            Output::Bus(BusMessage::ProcessorPublicKey(self.processor_public_key())),
+            Output::Bus(ProcessorMessage::ProcessorPublicKey(
+                self.processor_public_key(),
+            )),
         ];
         // Prove the new key to every peer whose key we know.
         let targets: Vec<ValidatorId> = self
@@ -463,13 +467,13 @@ impl Processor {
 
     /// Messages that waited in the buffer and were rejected once they could be checked. The
     /// node logs them and drops them from its inbound table.
-    pub fn take_rejected(&mut self) -> Vec<(BusMessage, ProtocolError)> {
+    pub fn take_rejected(&mut self) -> Vec<(CoordinatorMessage, ProtocolError)> {
         std::mem::take(&mut self.rejected)
     }
 
     /// Handle one `...In` message. Errors name the peer at fault; the processor's state is
     /// unchanged by a rejected message.
-    pub fn handle(&mut self, msg: BusMessage) -> Result<Vec<Output>> {
+    pub fn handle(&mut self, msg: CoordinatorMessage) -> Result<Vec<Output>> {
         let mut out = Vec::new();
         match self.dispatch(&msg, &mut out)? {
             Handled::Wait => {
@@ -517,7 +521,7 @@ impl Processor {
         }
     }
 
-    fn dispatch(&mut self, msg: &BusMessage, out: &mut Vec<Output>) -> Result<Handled> {
+    fn dispatch(&mut self, msg: &CoordinatorMessage, out: &mut Vec<Output>) -> Result<Handled> {
         if self.signing_only && sender_of(msg).is_some_and(|v| !self.def.is_validator(v)) {
             return Ok(Handled::Done); // not a participant of this (retiring) vault
         }
@@ -527,21 +531,22 @@ impl Processor {
         if self.signing_only
             && !matches!(
                 msg,
-                BusMessage::ExternalPublicKeyIn(_) | BusMessage::EncryptedPublicKeyIn(_)
+                CoordinatorMessage::ExternalPublicKeyIn(_)
+                    | CoordinatorMessage::EncryptedPublicKeyIn(_)
             )
         {
             return Ok(Handled::Done); // DKG traffic of the current session
         }
         match msg {
-            BusMessage::ExternalPublicKeyIn(m) => self.on_external_key(m, out),
-            BusMessage::EncryptedPublicKeyIn(m) => self.on_encrypted_public_key(m, out),
-            BusMessage::EncryptedKeyGenCommitmentIn(m) => self.on_commitment(m, out),
-            BusMessage::EncryptedKeyShareIn(m) => self.on_share(m, out),
-            BusMessage::GeneralIn(m) => self.on_general(m, out),
-            other => Err(ProtocolError::Malformed(format!(
-                "{} is not an input of the processor",
-                other.kind()
-            ))),
+            CoordinatorMessage::ExternalPublicKeyIn(m) => self.on_external_key(m, out),
+            CoordinatorMessage::EncryptedPublicKeyIn(m) => self.on_encrypted_public_key(m, out),
+            CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => self.on_commitment(m, out),
+            CoordinatorMessage::EncryptedKeyShareIn(m) => self.on_share(m, out),
+            CoordinatorMessage::GeneralIn(m) => self.on_general(m, out),
+            // Signing's inputs were taken by `dispatch_signing` above.
+            CoordinatorMessage::EncryptedPreprocessIn(_)
+            | CoordinatorMessage::EncryptedSignatureShareIn(_)
+            | CoordinatorMessage::SignatureRequested(_) => Ok(Handled::Done),
         }
     }
 
@@ -667,7 +672,7 @@ impl Processor {
         if let Some(p) = self.peers.get_mut(to) {
             p.sent_exchange_to = p.messaging_key.map(|(_, seq)| seq);
         }
-        Ok(vec![Output::Bus(BusMessage::EncryptedPublicKeyOut(
+        Ok(vec![Output::Bus(ProcessorMessage::EncryptedPublicKeyOut(
             EncryptedPublicKeyOut {
                 coin: self.coin,
                 to: to.clone(),
@@ -800,7 +805,7 @@ impl Processor {
         let mut sends = Vec::new();
         for v in &others {
             let sealed = self.seal_to(SealKind::KeyGenCommitment, v, &payload)?;
-            sends.push(Output::Bus(BusMessage::EncryptedKeyGenCommitmentOut(
+            sends.push(Output::Bus(ProcessorMessage::EncryptedKeyGenCommitmentOut(
                 EncryptedKeyGenCommitmentOut {
                     coin: self.coin,
                     to: v.clone(),
@@ -939,7 +944,7 @@ impl Processor {
         self.dkg.hashes.insert(self.params.i, hashes.clone());
         self.publish_differing_commitments(out);
         let body = digest_body(self.coin, &self.params.context, &digest);
-        out.push(Output::Bus(BusMessage::KeyGenCommitmentsDigest(
+        out.push(Output::Bus(ProcessorMessage::KeyGenCommitmentsDigest(
             KeyGenCommitmentsDigest {
                 coin: self.coin,
                 context: self.params.context,
@@ -1110,7 +1115,7 @@ impl Processor {
             })
             .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
             let sealed = self.seal_to(SealKind::KeyShare, &v, &payload)?;
-            sends.push(Output::Bus(BusMessage::EncryptedKeyShareOut(
+            sends.push(Output::Bus(ProcessorMessage::EncryptedKeyShareOut(
                 EncryptedKeyShareOut {
                     coin: self.coin,
                     to: v,
@@ -1228,7 +1233,7 @@ impl Processor {
             keys: output.keys,
         }));
         out.push(Output::Persist(Persist::Vault(vault.clone())));
-        out.push(Output::Bus(BusMessage::PublicAddressAvailable(
+        out.push(Output::Bus(ProcessorMessage::PublicAddressAvailable(
             self.address_message(&vault),
         )));
         self.dkg
@@ -1330,13 +1335,14 @@ impl Processor {
     }
 }
 
-fn sender_of(m: &BusMessage) -> Option<&ValidatorId> {
+/// The sender of a DKG input (signing inputs are checked by `signing`).
+fn sender_of(m: &CoordinatorMessage) -> Option<&ValidatorId> {
     match m {
-        BusMessage::ExternalPublicKeyIn(m) => Some(&m.from),
-        BusMessage::EncryptedPublicKeyIn(m) => Some(&m.from),
-        BusMessage::EncryptedKeyGenCommitmentIn(m) => Some(&m.from),
-        BusMessage::EncryptedKeyShareIn(m) => Some(&m.from),
-        BusMessage::GeneralIn(m) => Some(&m.from),
+        CoordinatorMessage::ExternalPublicKeyIn(m) => Some(&m.from),
+        CoordinatorMessage::EncryptedPublicKeyIn(m) => Some(&m.from),
+        CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => Some(&m.from),
+        CoordinatorMessage::EncryptedKeyShareIn(m) => Some(&m.from),
+        CoordinatorMessage::GeneralIn(m) => Some(&m.from),
         _ => None,
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::{
     dkg,
-    messages::{BlameEvidence, BusMessage, KeyGenPayload},
+    messages::{BlameEvidence, KeyGenPayload, ProcessorMessage},
     processor::{payload_body, Output, Processor, COMMITMENT_DOMAIN, SHARE_DOMAIN},
     seal::SealKind,
     ValidatorId,
@@ -65,7 +65,7 @@ impl Processor {
                 continue;
             };
             let msg = match (how, msg) {
-                (Sabotage::Equivocate, BusMessage::EncryptedKeyGenCommitmentOut(mut m))
+                (Sabotage::Equivocate, ProcessorMessage::EncryptedKeyGenCommitmentOut(mut m))
                     if Some(&m.to) == self.victim().as_ref() =>
                 {
                     if let Ok(other) =
@@ -81,9 +81,9 @@ impl Processor {
                             m.sealed = sealed;
                         }
                     }
-                    BusMessage::EncryptedKeyGenCommitmentOut(m)
+                    ProcessorMessage::EncryptedKeyGenCommitmentOut(m)
                 }
-                (Sabotage::BadShare, BusMessage::EncryptedKeyShareOut(mut m))
+                (Sabotage::BadShare, ProcessorMessage::EncryptedKeyShareOut(mut m))
                     if Some(&m.to) == self.victim().as_ref() =>
                 {
                     let shares = dkg::secret_shares(
@@ -102,17 +102,19 @@ impl Processor {
                             m.sealed = sealed;
                         }
                     }
-                    BusMessage::EncryptedKeyShareOut(m)
+                    ProcessorMessage::EncryptedKeyShareOut(m)
                 }
-                (Sabotage::Garbage, BusMessage::EncryptedKeyGenCommitmentOut(mut m)) => {
+                (Sabotage::Garbage, ProcessorMessage::EncryptedKeyGenCommitmentOut(mut m)) => {
                     m.sealed = garbage(&m.context, m.sealed.len());
-                    BusMessage::EncryptedKeyGenCommitmentOut(m)
+                    ProcessorMessage::EncryptedKeyGenCommitmentOut(m)
                 }
-                (Sabotage::Garbage, BusMessage::EncryptedKeyShareOut(mut m)) => {
+                (Sabotage::Garbage, ProcessorMessage::EncryptedKeyShareOut(mut m)) => {
                     m.sealed = garbage(&m.context, m.sealed.len());
-                    BusMessage::EncryptedKeyShareOut(m)
+                    ProcessorMessage::EncryptedKeyShareOut(m)
                 }
-                (Sabotage::FalseAccusation, BusMessage::PublicAddressAvailable(_)) => continue,
+                (Sabotage::FalseAccusation, ProcessorMessage::PublicAddressAvailable(_)) => {
+                    continue
+                }
                 (_, other) => other,
             };
             result.push(Output::Bus(msg));

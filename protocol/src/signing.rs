@@ -292,18 +292,18 @@ impl Processor {
     /// Signing messages of [`Processor::handle`].
     pub(crate) fn dispatch_signing(
         &mut self,
-        msg: &BusMessage,
+        msg: &CoordinatorMessage,
         out: &mut Vec<Output>,
     ) -> Option<Result<()>> {
         Some(match msg {
-            BusMessage::SignatureRequested(r) => self.on_requested(r, out),
-            BusMessage::EncryptedPreprocessIn(m) => self.on_preprocess(m, out),
-            BusMessage::EncryptedSignatureShareIn(m) => self.on_signature_share(m, out),
-            BusMessage::GeneralIn(GeneralIn {
+            CoordinatorMessage::SignatureRequested(r) => self.on_requested(r, out),
+            CoordinatorMessage::EncryptedPreprocessIn(m) => self.on_preprocess(m, out),
+            CoordinatorMessage::EncryptedSignatureShareIn(m) => self.on_signature_share(m, out),
+            CoordinatorMessage::GeneralIn(GeneralIn {
                 from,
                 msg: GeneralMessage::SignRequest(r),
             }) => self.on_sign_request(from, r, out),
-            BusMessage::GeneralIn(GeneralIn {
+            CoordinatorMessage::GeneralIn(GeneralIn {
                 from,
                 msg: GeneralMessage::SignatureAvailable(a),
             }) => self.on_signature_available(from, a, out),
@@ -532,7 +532,7 @@ impl Processor {
         match self.join(&request, &mut sends) {
             Ok(()) => {
                 out.push(Output::Persist(Persist::SignRecord(record)));
-                out.push(Output::Bus(BusMessage::SignRequest(request)));
+                out.push(Output::Bus(ProcessorMessage::SignRequest(request)));
                 out.extend(sends);
             }
             Err(e) => self.fail_request(id, format!("cannot start attempt {attempt}: {e}"), out),
@@ -678,7 +678,7 @@ impl Processor {
         let mut sends = Vec::new();
         for v in request.signers.iter().filter(|v| **v != self.me) {
             let sealed = self.seal_with(SealKind::Preprocess, v, session, &payload)?;
-            sends.push(Output::Bus(BusMessage::EncryptedPreprocessOut(
+            sends.push(Output::Bus(ProcessorMessage::EncryptedPreprocessOut(
                 EncryptedPreprocessOut {
                     to: v.clone(),
                     request: request.clone(),
@@ -912,16 +912,16 @@ impl Processor {
             };
             for v in targets {
                 match self.seal_with(SealKind::SignatureShare, &v, session, &payload) {
-                    Ok(sealed) => out.push(Output::Bus(BusMessage::EncryptedSignatureShareOut(
-                        EncryptedSignatureShareOut {
+                    Ok(sealed) => out.push(Output::Bus(
+                        ProcessorMessage::EncryptedSignatureShareOut(EncryptedSignatureShareOut {
                             coin: self.coin(),
                             vault: self.vault().map(|v| v.context).unwrap_or_default(),
                             to: v,
                             id,
                             attempt,
                             sealed,
-                        },
-                    ))),
+                        }),
+                    )),
                     Err(e) => {
                         self.ceremony_failed(id, attempt, SignError::Other(e.to_string()), out);
                         return;
@@ -965,7 +965,7 @@ impl Processor {
             signatures,
         };
         self.signature_done(&available, out);
-        out.push(Output::Bus(BusMessage::SignatureAvailable(available)));
+        out.push(Output::Bus(ProcessorMessage::SignatureAvailable(available)));
     }
 
     fn ceremony_failed(&mut self, id: [u8; 32], attempt: u32, e: SignError, out: &mut Vec<Output>) {

@@ -9,6 +9,7 @@ use protocol::{
     messages::{self, *},
     network::NetworkDefinition,
     processor::{Output, Persist, Phase, Processor},
+    routing,
     sabotage::Sabotage,
     seal::{self, SealContext, SealKind},
     vault::{CheaterReport, SignRecord, SignStatus, VaultStatus},
@@ -18,8 +19,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 /// Tampering with what leaves a node: (sending node, message, cluster).
-type Tamper = Box<dyn FnMut(usize, &mut BusMessage, &Cluster)>;
-type Hold = Box<dyn Fn(usize, &BusMessage) -> bool>;
+type Tamper = Box<dyn FnMut(usize, &mut ProcessorMessage, &Cluster)>;
+type Hold = Box<dyn Fn(usize, &CoordinatorMessage) -> bool>;
 
 struct Cluster {
     def: NetworkDefinition,
@@ -27,8 +28,8 @@ struct Cluster {
     ids: Vec<ValidatorId>,
     procs: BTreeMap<(usize, Coin), Processor>,
     /// Inbound log per (node, coin): what a coordinator would have stored.
-    inbound: BTreeMap<(usize, Coin), Vec<BusMessage>>,
-    queue: VecDeque<(usize, Coin, BusMessage)>,
+    inbound: BTreeMap<(usize, Coin), Vec<CoordinatorMessage>>,
+    queue: VecDeque<(usize, Coin, CoordinatorMessage)>,
     persisted: BTreeMap<(usize, Coin), Vec<String>>,
     rng: ChaCha20Rng,
     /// Optional tampering of what leaves a node.
@@ -54,7 +55,7 @@ struct Cluster {
     /// Which messages (recipient, message) are held back instead of delivered.
     hold: Option<Hold>,
     /// What `hold` kept, in order.
-    held: VecDeque<(usize, Coin, BusMessage)>,
+    held: VecDeque<(usize, Coin, CoordinatorMessage)>,
     /// Announcement requests a node's processor asked its coordinator for: (node, coin, whom).
     wanted: Vec<(usize, Coin, Vec<ValidatorId>)>,
 }
@@ -170,147 +171,27 @@ impl Cluster {
                         self.tamper = Some(t);
                     }
                     let m = hop(&m);
-                    let from = self.ids[node].clone();
-                    match m {
-                        BusMessage::ProcessorPublicKey(key) => {
-                            // steps 2-3 (gossip) and 7-8 (direct list): ExternalPublicKeyIn
-                            let list = hop(&DirectRequest::ProcessorPublicKeyList(
-                                ProcessorPublicKeyList { keys: vec![key] },
-                            ));
-                            let DirectRequest::ProcessorPublicKeyList(list) = list else {
-                                unreachable!()
-                            };
-                            for to in 0..self.ids.len() {
-                                if to != node {
-                                    for key in &list.keys {
-                                        self.deliver(
-                                            to,
-                                            key.coin,
-                                            BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
-                                                from: from.clone(),
-                                                key: key.clone(),
-                                            }),
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        BusMessage::SignerReady(_) => {}
-                        BusMessage::AnnouncementsWanted(w) => {
-                            assert_eq!(w.coin, coin);
-                            self.wanted.push((node, coin, w.from));
-                        }
-                        BusMessage::EncryptedPublicKeyOut(m) => {
-                            let to = self.index(&m.to);
-                            let DirectRequest::EncryptedPublicKeyOut(m) =
-                                hop(&DirectRequest::EncryptedPublicKeyOut(m))
-                            else {
-                                unreachable!()
-                            };
-                            self.deliver(
-                                to,
-                                coin,
-                                BusMessage::EncryptedPublicKeyIn(EncryptedPublicKeyIn {
-                                    from,
-                                    msg: m,
-                                }),
-                            );
-                        }
-                        BusMessage::EncryptedKeyGenCommitmentOut(m) => {
-                            let to = self.index(&m.to);
-                            let DirectRequest::EncryptedKeyGenCommitmentOut(m) =
-                                hop(&DirectRequest::EncryptedKeyGenCommitmentOut(m))
-                            else {
-                                unreachable!()
-                            };
-                            self.deliver(
-                                to,
-                                coin,
-                                BusMessage::EncryptedKeyGenCommitmentIn(
-                                    EncryptedKeyGenCommitmentIn { from, msg: m },
-                                ),
-                            );
-                        }
-                        BusMessage::EncryptedKeyShareOut(m) => {
-                            let to = self.index(&m.to);
-                            let DirectRequest::EncryptedKeyShareOut(m) =
-                                hop(&DirectRequest::EncryptedKeyShareOut(m))
-                            else {
-                                unreachable!()
-                            };
-                            self.deliver(
-                                to,
-                                coin,
-                                BusMessage::EncryptedKeyShareIn(EncryptedKeyShareIn {
-                                    from,
-                                    msg: m,
-                                }),
-                            );
-                        }
-                        BusMessage::KeyGenCommitmentsDigest(d) => {
-                            self.gossip(node, coin, GeneralMessage::KeyGenCommitmentsDigest(d))
-                        }
-                        BusMessage::PublicAddressAvailable(a) => {
-                            self.gossip(node, coin, GeneralMessage::PublicAddressAvailable(a))
-                        }
-                        BusMessage::SignRequest(r) => {
+                    match &m {
+                        ProcessorMessage::SignRequest(r) => {
                             self.requests.insert((r.id, r.attempt), r.clone());
-                            self.gossip(node, coin, GeneralMessage::SignRequest(r))
                         }
-                        BusMessage::SignatureAvailable(a) => {
-                            self.gossip(node, coin, GeneralMessage::SignatureAvailable(a))
+                        ProcessorMessage::AnnouncementsWanted(w) => {
+                            assert_eq!(w.coin, coin);
+                            self.wanted.push((node, coin, w.from.clone()));
                         }
-                        BusMessage::KeyGenExclusionVote(v) => {
-                            self.gossip(node, coin, GeneralMessage::KeyGenExclusionVote(v))
-                        }
-                        BusMessage::KeyGenBlame(b) => {
-                            self.gossip(node, coin, GeneralMessage::KeyGenBlame(b))
-                        }
-                        BusMessage::EncryptedPreprocessOut(m) => {
-                            let to = self.index(&m.to);
-                            let DirectRequest::EncryptedPreprocessOut(m) =
-                                hop(&DirectRequest::EncryptedPreprocessOut(m))
-                            else {
-                                unreachable!()
-                            };
-                            let msg = EncryptedPreprocessIn { from, msg: m };
-                            self.deliver(to, coin, BusMessage::EncryptedPreprocessIn(msg));
-                        }
-                        BusMessage::EncryptedSignatureShareOut(m) => {
-                            let to = self.index(&m.to);
-                            let DirectRequest::EncryptedSignatureShareOut(m) =
-                                hop(&DirectRequest::EncryptedSignatureShareOut(m))
-                            else {
-                                unreachable!()
-                            };
-                            let msg = EncryptedSignatureShareIn { from, msg: m };
-                            self.deliver(to, coin, BusMessage::EncryptedSignatureShareIn(msg));
-                        }
-                        other => panic!("processor emitted an input: {}", other.kind()),
+                        _ => {}
+                    }
+                    let from = self.ids[node].clone();
+                    for d in routing::carry(&from, &self.ids, m).unwrap().deliveries {
+                        let to = self.index(&d.to);
+                        self.deliver(to, d.coin, d.msg);
                     }
                 }
             }
         }
     }
 
-    fn gossip(&mut self, node: usize, coin: Coin, msg: GeneralMessage) {
-        let msg = hop(&msg);
-        for to in 0..self.ids.len() {
-            if to != node {
-                let from = self.ids[node].clone();
-                self.deliver(
-                    to,
-                    coin,
-                    BusMessage::GeneralIn(GeneralIn {
-                        from,
-                        msg: msg.clone(),
-                    }),
-                );
-            }
-        }
-    }
-
-    fn deliver(&mut self, to: usize, coin: Coin, m: BusMessage) {
+    fn deliver(&mut self, to: usize, coin: Coin, m: CoordinatorMessage) {
         if self.down.contains(&to) {
             return;
         }
@@ -322,7 +203,7 @@ impl Cluster {
     }
 
     /// Deliver the oldest held message that `which` picks now.
-    fn release_first(&mut self, which: impl Fn(&BusMessage) -> bool) {
+    fn release_first(&mut self, which: impl Fn(&CoordinatorMessage) -> bool) {
         let i = self
             .held
             .iter()
@@ -361,7 +242,7 @@ impl Cluster {
         self.rng.fill_bytes(&mut id);
         let p = self.procs.get_mut(&(origin, coin)).unwrap();
         let out = p
-            .handle(BusMessage::SignatureRequested(SignatureRequested {
+            .handle(CoordinatorMessage::SignatureRequested(SignatureRequested {
                 id,
                 messages,
             }))
@@ -386,9 +267,9 @@ impl Cluster {
             self.inbound.entry((to, coin)).or_default().push(m.clone());
             let signing = matches!(
                 m,
-                BusMessage::EncryptedPreprocessIn(_)
-                    | BusMessage::EncryptedSignatureShareIn(_)
-                    | BusMessage::GeneralIn(GeneralIn {
+                CoordinatorMessage::EncryptedPreprocessIn(_)
+                    | CoordinatorMessage::EncryptedSignatureShareIn(_)
+                    | CoordinatorMessage::GeneralIn(GeneralIn {
                         msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_),
                         ..
                     })
@@ -629,7 +510,7 @@ fn a_lost_confirmation_is_asked_for_three_times_before_the_vote() {
     let author = c.ids[0].clone();
     c.hold = Some(Box::new(move |to, m| {
         to == 3
-            && matches!(m, BusMessage::GeneralIn(GeneralIn {
+            && matches!(m, CoordinatorMessage::GeneralIn(GeneralIn {
                 from,
                 msg: GeneralMessage::PublicAddressAvailable(_),
             }) if *from == author)
@@ -783,14 +664,16 @@ fn rotated_messaging_key_replaces_the_old_one_everywhere() {
         .procs
         .get_mut(&(1, Coin::Sol))
         .unwrap()
-        .handle(BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
-            from,
-            key: ProcessorPublicKey {
-                coin: Coin::Sol,
-                pubkey: old,
-                seq: 0,
+        .handle(CoordinatorMessage::ExternalPublicKeyIn(
+            ExternalPublicKeyIn {
+                from,
+                key: ProcessorPublicKey {
+                    coin: Coin::Sol,
+                    pubkey: old,
+                    seq: 0,
+                },
             },
-        }))
+        ))
         .unwrap();
     assert!(out.is_empty());
     assert_eq!(
@@ -814,40 +697,46 @@ fn forged_and_malformed_inputs_are_rejected_and_name_the_peer() {
     let p = c.procs.get_mut(&(0, Coin::Btc)).unwrap();
     // garbage sealed bytes
     let e = p
-        .handle(BusMessage::EncryptedKeyShareIn(EncryptedKeyShareIn {
-            from: from.clone(),
-            msg: EncryptedKeyShareOut {
-                coin: Coin::Btc,
-                to: me.clone(),
-                context: p.context(),
-                sealed: vec![1; 200],
+        .handle(CoordinatorMessage::EncryptedKeyShareIn(
+            EncryptedKeyShareIn {
+                from: from.clone(),
+                msg: EncryptedKeyShareOut {
+                    coin: Coin::Btc,
+                    to: me.clone(),
+                    context: p.context(),
+                    sealed: vec![1; 200],
+                },
             },
-        }))
+        ))
         .unwrap_err();
     assert_eq!(e.culprit(), Some(&from), "{e}");
     // an outsider
     let stranger = ValidatorId::from_ed25519(&[0xab; 32]);
     let e = p
-        .handle(BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
-            from: stranger.clone(),
-            key: ProcessorPublicKey {
-                coin: Coin::Btc,
-                pubkey: [1; 32],
-                seq: 9,
+        .handle(CoordinatorMessage::ExternalPublicKeyIn(
+            ExternalPublicKeyIn {
+                from: stranger.clone(),
+                key: ProcessorPublicKey {
+                    coin: Coin::Btc,
+                    pubkey: [1; 32],
+                    seq: 9,
+                },
             },
-        }))
+        ))
         .unwrap_err();
     assert_eq!(e.culprit(), Some(&stranger));
     // a message that claims another coin
     let e = p
-        .handle(BusMessage::ExternalPublicKeyIn(ExternalPublicKeyIn {
-            from: from.clone(),
-            key: ProcessorPublicKey {
-                coin: Coin::Eth,
-                pubkey: [1; 32],
-                seq: 9,
+        .handle(CoordinatorMessage::ExternalPublicKeyIn(
+            ExternalPublicKeyIn {
+                from: from.clone(),
+                key: ProcessorPublicKey {
+                    coin: Coin::Eth,
+                    pubkey: [1; 32],
+                    seq: 9,
+                },
             },
-        }))
+        ))
         .unwrap_err();
     assert_eq!(e.culprit(), Some(&from));
     // nothing was taken in: the DKG still completes
@@ -997,13 +886,13 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
     let seen = cheater.clone();
     c.tamper = Some(Box::new(move |node, m, c| {
         // It also announces its own (valid) aggregate in garbled form, so the request needs a retry.
-        if let BusMessage::SignatureAvailable(a) = m {
+        if let ProcessorMessage::SignatureAvailable(a) = m {
             if Some(node) == seen.get() && a.attempt == 0 {
                 a.signatures[0][40] ^= 1;
             }
             return;
         }
-        let BusMessage::EncryptedSignatureShareOut(out) = m else {
+        let ProcessorMessage::EncryptedSignatureShareOut(out) = m else {
             return;
         };
         let Some(r) = c.requests.get(&(out.id, out.attempt)) else {
@@ -1100,13 +989,14 @@ fn a_slow_attempt_that_still_progresses_is_not_abandoned_at_its_first_deadline()
     let mut c = sign_cluster(&[coin], 21);
     // The originator's signature shares arrive late, one at a time (a loaded set), and so does
     // the other signers' announcement of the signature.
-    let share = |m: &BusMessage| matches!(m, BusMessage::EncryptedSignatureShareIn(_));
-    let late = move |to: usize, m: &BusMessage| {
+    let share =
+        |m: &CoordinatorMessage| matches!(m, CoordinatorMessage::EncryptedSignatureShareIn(_));
+    let late = move |to: usize, m: &CoordinatorMessage| {
         to == 0
             && (share(m)
                 || matches!(
                     m,
-                    BusMessage::GeneralIn(GeneralIn {
+                    CoordinatorMessage::GeneralIn(GeneralIn {
                         msg: GeneralMessage::SignatureAvailable(_),
                         ..
                     })
@@ -1158,13 +1048,14 @@ fn a_late_share_for_an_attempt_a_signer_dropped_is_not_an_error() {
     let mut c = sign_cluster(&[coin], 22);
     // Every signer but the originator gets the others' shares (and the signature) only after
     // it dropped the attempt, three attempt timeouts after joining it.
-    let share = |m: &BusMessage| matches!(m, BusMessage::EncryptedSignatureShareIn(_));
+    let share =
+        |m: &CoordinatorMessage| matches!(m, CoordinatorMessage::EncryptedSignatureShareIn(_));
     c.hold = Some(Box::new(move |to, m| {
         to != 0
             && (share(m)
                 || matches!(
                     m,
-                    BusMessage::GeneralIn(GeneralIn {
+                    CoordinatorMessage::GeneralIn(GeneralIn {
                         msg: GeneralMessage::SignatureAvailable(_),
                         ..
                     })
@@ -1206,11 +1097,11 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
     for m in c.inbound[&(signer, coin)].clone() {
         if !matches!(
             m,
-            BusMessage::GeneralIn(GeneralIn {
+            CoordinatorMessage::GeneralIn(GeneralIn {
                 msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_),
                 ..
-            }) | BusMessage::EncryptedPreprocessIn(_)
-                | BusMessage::EncryptedSignatureShareIn(_)
+            }) | CoordinatorMessage::EncryptedPreprocessIn(_)
+                | CoordinatorMessage::EncryptedSignatureShareIn(_)
         ) {
             let _ = p.handle(m);
         }
@@ -1218,7 +1109,7 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
     assert!(p.can_sign());
     p.restore_signing([(id, 0)], Vec::new(), Vec::new());
     let err = p
-        .handle(BusMessage::GeneralIn(GeneralIn {
+        .handle(CoordinatorMessage::GeneralIn(GeneralIn {
             from: c.ids[0].clone(),
             msg: GeneralMessage::SignRequest(request),
         }))
@@ -1230,7 +1121,7 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
     next.attempt = 1;
     next.signature = Vec::new();
     let err = p
-        .handle(BusMessage::GeneralIn(GeneralIn {
+        .handle(CoordinatorMessage::GeneralIn(GeneralIn {
             from: c.ids[0].clone(),
             msg: GeneralMessage::SignRequest(next),
         }))

@@ -79,7 +79,8 @@ wire_props!(
     general_message: GeneralMessage,
     direct_request: DirectRequest,
     direct_response: DirectResponse,
-    bus_message: BusMessage,
+    coordinator_message: CoordinatorMessage,
+    processor_message: ProcessorMessage,
     public_key_payload: PublicKeyPayload,
     keygen_payload: KeyGenPayload,
     preprocess_payload: PreprocessPayload,
@@ -105,7 +106,8 @@ proptest! {
         bytes.push(v as u8);
         bytes.extend_from_slice(&[7; 64]);
         hostile::<GeneralMessage>(&bytes)?;
-        hostile::<BusMessage>(&bytes)?;
+        hostile::<CoordinatorMessage>(&bytes)?;
+        hostile::<ProcessorMessage>(&bytes)?;
         hostile::<DirectRequest>(&bytes)?;
     }
 
