@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use storage::{RequestId, SignRequests, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{coordinator::SignCommand, status::Status};
+use crate::{
+    coordinator::{SignCommand, SignRefusal},
+    status::Status,
+};
 
 /// Shared state of the endpoint.
 #[derive(Clone)]
@@ -159,14 +162,24 @@ async fn sign(
             Json(serde_json::json!({ "id": hex::encode(id) })),
         )
             .into_response(),
-        Ok(Ok(Err(refusal))) => error(
-            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
-            refusal.reason,
-        ),
+        Ok(Ok(Err(refusal))) => error(refusal_status(&refusal), refusal.to_string()),
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the node did not answer in time",
         ),
+    }
+}
+
+/// The HTTP status of each reason to refuse a signature request.
+fn refusal_status(refusal: &SignRefusal) -> StatusCode {
+    match refusal {
+        SignRefusal::UnknownCoin(_) | SignRefusal::UnknownSession { .. } => StatusCode::NOT_FOUND,
+        SignRefusal::NotActive(_) => StatusCode::CONFLICT,
+        SignRefusal::InvalidMessages(_) => StatusCode::BAD_REQUEST,
+        SignRefusal::Queued { .. } | SignRefusal::Busy(_) | SignRefusal::Stopped(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        SignRefusal::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -17,14 +17,42 @@ use storage::{InboundKey, InboundKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-/// Capacity of each direction of a topic.
+/// Default capacity of each direction of a topic.
 pub const BUS_CAPACITY: usize = 4096;
 
-/// The coordinator's end of one `{IDENTITY}{COIN}` topic.
+/// What became of a message placed on a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// In the processor's queue.
+    Queued,
+    /// The queue was full. A stored message waits in the inbound table and reaches the
+    /// processor once there is room ([`Topic::drain`]); a volatile one was not taken.
+    Full,
+    /// The processor has stopped.
+    Gone,
+}
+
+/// Stored messages that found the processor's queue full: they wait in the inbound table, and
+/// everything stored after them waits there too, so the processor still gets them in arrival
+/// order.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Arrival range (`InboundKey::seq`) of the `Log` entries that wait.
+    seqs: Option<(u64, u64)>,
+    /// The latest message of each `Replace` slot that waits (one per validator and kind).
+    latest: BTreeMap<Vec<u8>, CoordinatorMessage>,
+    /// How many messages wait (for the log and the gauge).
+    count: u64,
+}
+
+/// The coordinator's end of one `{IDENTITY}{COIN}` topic. Nothing here waits: a full queue is
+/// reported to the caller, never a stall of the event loop (which also serves every other coin,
+/// gossip, ping and request-response).
 pub struct Topic {
     name: String,
     coin: Coin,
     to_processor: mpsc::Sender<ProcessorCommand>,
+    backlog: Option<Backlog>,
 }
 
 /// A vault of an earlier validator-set session, still signing: its processor's topic and
@@ -38,10 +66,6 @@ pub struct RetiringVault {
     pub snapshots: crate::processor_task::Snapshots,
 }
 
-/// The processor behind a topic has stopped.
-#[derive(Debug)]
-pub struct ProcessorGone;
-
 impl Topic {
     /// A topic of `identity` for `coin`, whose processor reads `to_processor`.
     pub fn new(
@@ -53,6 +77,7 @@ impl Topic {
             name: bus_topic(identity, coin),
             coin,
             to_processor,
+            backlog: None,
         }
     }
 
@@ -61,39 +86,138 @@ impl Topic {
         &self.name
     }
 
-    /// Place an `...In` message on the topic (on the message's partition). Waits while the
-    /// processor's queue is full.
-    pub async fn place(&self, msg: CoordinatorMessage) -> Result<(), ProcessorGone> {
+    /// How many stored messages wait in the inbound table for room in the queue.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.as_ref().map_or(0, |b| b.count)
+    }
+
+    /// Whether the queue can take one more command now.
+    pub fn has_room(&self) -> bool {
+        self.to_processor.capacity() > 0
+    }
+
+    /// Place a message that is already stored in the inbound table under `key` (with `policy`).
+    /// [`Placed::Full`] means it waits there until [`Topic::drain`] finds room.
+    pub fn place_stored(
+        &mut self,
+        msg: CoordinatorMessage,
+        key: &InboundKey,
+        policy: SlotPolicy,
+    ) -> Placed {
         debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "placed");
-        self.to_processor
-            .send(ProcessorCommand::Input(Box::new(msg)))
-            .await
-            .map_err(|_| ProcessorGone)
+        if self.backlog.is_none() {
+            match self.send(ProcessorCommand::Input(Box::new(msg))) {
+                Err(mpsc::error::TrySendError::Full(ProcessorCommand::Input(msg))) => {
+                    self.backlog = Some(Backlog::default());
+                    self.wait_on_disk(*msg, key, policy);
+                    return Placed::Full;
+                }
+                Err(_) => return Placed::Gone,
+                Ok(()) => return Placed::Queued,
+            }
+        }
+        self.wait_on_disk(msg, key, policy);
+        Placed::Full
+    }
+
+    fn wait_on_disk(&mut self, msg: CoordinatorMessage, key: &InboundKey, policy: SlotPolicy) {
+        let Some(b) = self.backlog.as_mut() else {
+            return;
+        };
+        b.count += 1;
+        match policy {
+            SlotPolicy::Replace => {
+                b.latest.insert(key.slot_prefix(), msg);
+            }
+            SlotPolicy::Log => {
+                let (from, _) = b.seqs.unwrap_or((key.seq, key.seq));
+                b.seqs = Some((from.min(key.seq), key.seq));
+            }
+        }
+    }
+
+    /// Hand a message that is not stored to the processor (signing traffic, this node's own
+    /// requests): queued, or not taken when the queue is full.
+    pub fn place_volatile(&self, msg: CoordinatorMessage) -> Placed {
+        debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "delivered");
+        match self.send(ProcessorCommand::Input(Box::new(msg))) {
+            Ok(()) => Placed::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Placed::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Placed::Gone,
+        }
+    }
+
+    /// Once the queue has room, hand the processor what waited in the inbound table (one
+    /// command: the processor reads it from there). Returns how many messages that was.
+    pub fn drain(&mut self) -> Option<u64> {
+        let b = self.backlog.as_ref()?;
+        if !self.has_room() {
+            return None;
+        }
+        let count = b.count;
+        let b = self.backlog.take()?;
+        let cmd = ProcessorCommand::Replay {
+            latest: b.latest.into_values().collect(),
+            seqs: b.seqs,
+        };
+        if let Err(e) = self.to_processor.try_send(cmd) {
+            // Only we send on this channel, and it had room: the processor has stopped.
+            debug!(topic = %self.name, error = %e, "backlog not handed over");
+        }
+        Some(count)
+    }
+
+    fn send(
+        &self,
+        cmd: ProcessorCommand,
+    ) -> Result<(), mpsc::error::TrySendError<ProcessorCommand>> {
+        self.to_processor.try_send(cmd)
     }
 
     /// A clock tick; dropped when the processor is busy (the next one carries the time).
     pub fn tick(&self, now_ms: u64, reachable: std::collections::BTreeSet<ValidatorId>) {
-        let _ = self
-            .to_processor
-            .try_send(ProcessorCommand::Tick { now_ms, reachable });
+        let _ = self.send(ProcessorCommand::Tick { now_ms, reachable });
     }
 
-    /// Ask the processor to rotate its messaging key (step 4).
-    pub async fn rotate(
-        &self,
-        reply: oneshot::Sender<Result<([u8; 32], u64), String>>,
-    ) -> Result<(), ProcessorGone> {
-        self.to_processor
-            .send(ProcessorCommand::Rotate(reply))
-            .await
-            .map_err(|_| ProcessorGone)
+    /// Ask the processor to rotate its messaging key (step 4); refused when its queue is full.
+    pub fn rotate(&self, reply: oneshot::Sender<Result<([u8; 32], u64), String>>) -> Placed {
+        match self.send(ProcessorCommand::Rotate(reply)) {
+            Ok(()) => Placed::Queued,
+            Err(mpsc::error::TrySendError::Full(ProcessorCommand::Rotate(reply))) => {
+                let _ = reply.send(Err(format!(
+                    "the {} processor is busy; try again",
+                    self.coin
+                )));
+                Placed::Full
+            }
+            Err(_) => Placed::Gone,
+        }
+    }
+
+    /// Test-only: the processor stops taking commands while `flag` is set.
+    #[cfg(feature = "fault-injection")]
+    pub fn stall(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Placed {
+        match self.send(ProcessorCommand::Stall(flag)) {
+            Ok(()) => Placed::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Placed::Full,
+            Err(_) => Placed::Gone,
+        }
     }
 }
 
 /// What the coordinator sends a processor.
 pub enum ProcessorCommand {
-    /// An `...In` message (already persisted in the inbound table).
+    /// An `...In` message (a stored one is already in the inbound table).
     Input(Box<CoordinatorMessage>),
+    /// Stored messages that waited in the inbound table for room in the queue: the latest
+    /// message of some `Replace` slots, and the `Log` entries of this coin that arrived in
+    /// `seqs` (inclusive), in arrival order.
+    Replay {
+        /// Latest messages of `Replace` slots.
+        latest: Vec<CoordinatorMessage>,
+        /// Arrival range of the `Log` entries.
+        seqs: Option<(u64, u64)>,
+    },
     /// Step 4: rotate the messaging key; replies with the new public key and seq.
     Rotate(oneshot::Sender<Result<([u8; 32], u64), String>>),
     /// Time passes (monotonic milliseconds); `reachable` are the connected validators.
@@ -103,6 +227,9 @@ pub enum ProcessorCommand {
         /// Connected validators.
         reachable: std::collections::BTreeSet<ValidatorId>,
     },
+    /// Test-only: take no command while the flag is set.
+    #[cfg(feature = "fault-injection")]
+    Stall(std::sync::Arc<std::sync::atomic::AtomicBool>),
 }
 
 /// What a processor sends the coordinator.

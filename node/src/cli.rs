@@ -103,6 +103,10 @@ pub enum Command {
         #[cfg(feature = "fault-injection")]
         #[arg(long, env = "VAULTD_SABOTAGE", hide = true)]
         sabotage: Option<protocol::sabotage::Sabotage>,
+        /// Test-only: capacity of each processor's queue (default 4096).
+        #[cfg(feature = "fault-injection")]
+        #[arg(long, hide = true, value_parser = clap::value_parser!(u16).range(1..))]
+        bus_capacity: Option<u16>,
     },
     /// Ask a running validator to sign messages with a coin's vault; waits and prints one
     /// signature (hex) per message.

@@ -44,6 +44,14 @@ pub enum ControlRequest {
         #[serde(default)]
         lose_kind: Option<String>,
     },
+    /// Test-only (feature `fault-injection`): a coin's processor takes no command while
+    /// `stalled` (its queue fills as a slow processor's would), until released.
+    StallProcessor {
+        /// Coin.
+        coin: Coin,
+        /// Stall (true) or release (false).
+        stalled: bool,
+    },
 }
 
 /// The answer.
@@ -134,6 +142,9 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<ControlCommand>) -> s
             lose_from,
             lose_kind,
         }) => links(&commands, &cut, &delayed, delay_ms, &lose_from, lose_kind).await,
+        Ok(ControlRequest::StallProcessor { coin, stalled }) => {
+            stall(&commands, coin, stalled).await
+        }
         Err(e) => fail(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -182,6 +193,38 @@ fn parse_peers<C: FromIterator<libp2p::PeerId>>(ids: &[String]) -> Result<C, Str
     ids.iter()
         .map(|s| s.parse().map_err(|e| format!("peer id {s:?}: {e}")))
         .collect()
+}
+
+#[cfg(feature = "fault-injection")]
+async fn stall(
+    commands: &mpsc::Sender<ControlCommand>,
+    coin: Coin,
+    stalled: bool,
+) -> ControlResponse {
+    let (reply, answer) = oneshot::channel();
+    let cmd = ControlCommand::StallProcessor {
+        coin,
+        stalled,
+        reply,
+    };
+    if commands.send(cmd).await.is_err() {
+        return fail("node is shutting down".into());
+    }
+    match answer.await {
+        Ok(Ok(())) => ControlResponse {
+            ok: true,
+            pubkey: None,
+            seq: None,
+            error: None,
+        },
+        Ok(Err(e)) => fail(e),
+        Err(_) => fail("node is shutting down".into()),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+async fn stall(_: &mpsc::Sender<ControlCommand>, _: Coin, _: bool) -> ControlResponse {
+    fail("processor stalls exist only in a test build (feature fault-injection)".into())
 }
 
 #[cfg(not(feature = "fault-injection"))]

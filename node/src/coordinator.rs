@@ -41,6 +41,7 @@ use crate::{
     error::NodeError,
     metrics::Metrics,
     network::{self, Behaviour, BehaviourEvent},
+    outbox::{self, Settled},
     processor_task::Snapshots,
     rate::RateLimiter,
     status::{
@@ -49,8 +50,6 @@ use crate::{
     },
 };
 
-/// Longest wait between two attempts to deliver a direct request.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Per-peer limits: gossip messages a validator may author, and requests it may send, per second
 /// and at once. A DKG or a burst of signing ceremonies stays well below them.
 const GOSSIP_PER_SECOND: u32 = 200;
@@ -98,13 +97,65 @@ const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
 /// Called once with the listen addresses, when the first one is known.
 pub type OnListening = Box<dyn FnOnce(&[Multiaddr]) + Send>;
 
-/// Why the node refused a signature request: an HTTP status and a reason.
+/// Why the node refused a signature request (`api.rs` maps each to its HTTP status).
+#[derive(Debug, thiserror::Error)]
+pub enum SignRefusal {
+    /// The coin is not one of the network's.
+    #[error("{0} has no vault in this network")]
+    UnknownCoin(Coin),
+    /// No vault of that session (current or retiring) here.
+    #[error("no {coin} vault of session {session} here")]
+    UnknownSession {
+        /// Coin.
+        coin: Coin,
+        /// Session asked for.
+        session: u32,
+    },
+    /// The vault's DKG has not finished.
+    #[error("the {0} vault is not active yet")]
+    NotActive(Coin),
+    /// The messages are not what the coin's format signs.
+    #[error("{0}")]
+    InvalidMessages(String),
+    /// Too many requests of this coin already wait.
+    #[error("{queued} {coin} requests already wait; try again later")]
+    Queued {
+        /// Coin.
+        coin: Coin,
+        /// How many wait.
+        queued: usize,
+    },
+    /// The coin's processor queue is full.
+    #[error("the {0} processor is busy; try again later")]
+    Busy(Coin),
+    /// The coin's processor has stopped.
+    #[error("the {0} processor has stopped")]
+    Stopped(Coin),
+    /// The request could not be stored.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+}
+
+/// Why a peer's message was not taken.
 #[derive(Debug)]
-pub struct SignRefusal {
-    /// HTTP status code.
-    pub status: u16,
-    /// Why.
-    pub reason: String,
+enum Refusal {
+    /// It is invalid: logged naming the peer, answered `Rejected` (gossip: rejected).
+    Invalid(String),
+    /// It is valid but the coin's processor queue is full and the message is not stored: not
+    /// answered (the sender retries), gossip ignored; counted in `vaultd_bus_full_total`.
+    Busy(Coin),
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Invalid(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal::Invalid(reason.to_string())
+    }
 }
 
 /// A signature request from the HTTP endpoint.
@@ -137,17 +188,16 @@ pub enum ControlCommand {
         /// That kind.
         lose_kind: Option<String>,
     },
-}
-
-struct OutboxEntry {
-    bytes: Vec<u8>,
-    kind: &'static str,
-    generation: u64,
-    next_attempt: Instant,
-    backoff: Duration,
-    in_flight: bool,
-    /// Signing traffic is not stored and gives up when its ceremony is over.
-    expires: Option<Instant>,
+    /// Test-only: stall (or release) a coin's processor.
+    #[cfg(feature = "fault-injection")]
+    StallProcessor {
+        /// Coin.
+        coin: Coin,
+        /// Stall or release.
+        stalled: bool,
+        /// Whether it worked.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// The coordinator's state.
@@ -179,9 +229,7 @@ pub struct Coordinator {
     announcements: BTreeMap<(Coin, AnnouncementSlot), GeneralMessage>,
     local_keys: BTreeMap<Coin, ProcessorPublicKey>,
     signer_ready: BTreeSet<Coin>,
-    outbox: BTreeMap<(ValidatorId, Vec<u8>), OutboxEntry>,
-    in_flight: HashMap<OutboundRequestId, ((ValidatorId, Vec<u8>), u64)>,
-    generation: u64,
+    outbox: outbox::Outbox<OutboundRequestId>,
     connected: BTreeSet<PeerId>,
     peer_records: BTreeMap<ValidatorId, PeerRecord>,
     listen_addrs: Vec<Multiaddr>,
@@ -192,6 +240,10 @@ pub struct Coordinator {
     announce_fast: Duration,
     /// When gossip abandoned to a slow peer was last logged.
     slow_peer_warned: Option<Instant>,
+    /// When a message turned away by a full processor queue was last logged.
+    busy_warned: Option<Instant>,
+    /// Topics whose backlog has been logged (once per backlog).
+    backlog_warned: BTreeSet<String>,
     /// When we last published every announcement (the first tick does).
     last_announce: Option<Instant>,
     /// Our `PublicAddressAvailable` per coin, to be gossiped once more at the instant given.
@@ -279,9 +331,7 @@ impl Coordinator {
             announcements: BTreeMap::new(),
             local_keys: BTreeMap::new(),
             signer_ready: BTreeSet::new(),
-            outbox: BTreeMap::new(),
-            in_flight: HashMap::new(),
-            generation: 0,
+            outbox: outbox::Outbox::default(),
             connected: BTreeSet::new(),
             peer_records,
             listen_addrs: Vec::new(),
@@ -289,6 +339,8 @@ impl Coordinator {
             announce_dkg: ANNOUNCE_DKG,
             announce_fast: ANNOUNCE_FAST,
             slow_peer_warned: None,
+            busy_warned: None,
+            backlog_warned: BTreeSet::new(),
             last_announce: None,
             confirmation_repeats: BTreeMap::new(),
             announcement_requests: HashMap::new(),
@@ -362,7 +414,7 @@ impl Coordinator {
         for (key, req) in self.store.outbox()? {
             let kind = req.kind();
             let bytes = messages::encode(&req)?;
-            self.insert_outbox(key.to, key.slot, bytes, kind);
+            self.insert_outbox(key, bytes, kind, None);
         }
 
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -378,14 +430,14 @@ impl Coordinator {
                     info!("shutting down");
                     return Ok(());
                 }
-                ev = self.swarm.select_next_some() => self.on_swarm_event(ev).await,
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 ev = self.from_processors.recv() => match ev {
                     Some(ProcessorEvent::Out(coin, msg)) => self.on_processor(coin, *msg)?,
                     Some(ProcessorEvent::Fatal(e)) => return Err(NodeError::Config(format!("processor storage failure: {e}"))),
                     None => return Err(NodeError::Config("every processor stopped".into())),
                 },
-                Some(cmd) = self.control.recv() => self.on_control(cmd).await,
-                Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd).await,
+                Some(cmd) = self.control.recv() => self.on_control(cmd),
+                Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd),
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let period = if self.all_active() { ANNOUNCE_SLOW } else { self.announce_dkg };
@@ -410,7 +462,8 @@ impl Coordinator {
                         last_kad = now;
                     }
                     #[cfg(feature = "fault-injection")]
-                    self.release_held().await;
+                    self.release_held();
+                    self.drain_backlogs();
                     self.tick_processors(start);
                     self.flush_outbox();
                     self.refresh_status();
@@ -450,20 +503,19 @@ impl Coordinator {
     }
 
     /// `POST /sign`: check, store the request, hand it to the coin's processor.
-    async fn on_sign(&mut self, cmd: SignCommand) {
-        let result = self.accept_sign(cmd.coin, cmd.messages, cmd.session).await;
+    fn on_sign(&mut self, cmd: SignCommand) {
+        let result = self.accept_sign(cmd.coin, cmd.messages, cmd.session);
         let _ = cmd.reply.send(result);
     }
 
-    async fn accept_sign(
+    fn accept_sign(
         &mut self,
         coin: Coin,
         messages: Vec<Vec<u8>>,
         session: Option<u32>,
     ) -> Result<[u8; 32], SignRefusal> {
-        let refuse = |status: u16, reason: String| SignRefusal { status, reason };
         if !self.def.coins.contains(&coin) {
-            return Err(refuse(404, format!("{coin} has no vault in this network")));
+            return Err(SignRefusal::UnknownCoin(coin));
         }
         // The current session's vault, or a retiring one.
         let retiring = match session.filter(|s| *s != self.def.session) {
@@ -472,7 +524,7 @@ impl Coordinator {
                 self.retiring
                     .iter()
                     .position(|r| r.record.coin == coin && r.record.session == s)
-                    .ok_or_else(|| refuse(404, format!("no {coin} vault of session {s} here")))?,
+                    .ok_or(SignRefusal::UnknownSession { coin, session: s })?,
             ),
         };
         let snapshots = match retiring {
@@ -485,14 +537,11 @@ impl Coordinator {
             .and_then(|s| s.get(&coin).map(|p| (p.can_sign, p.signing.queued)))
             .unwrap_or((false, 0));
         if !can_sign {
-            return Err(refuse(409, format!("the {coin} vault is not active yet")));
+            return Err(SignRefusal::NotActive(coin));
         }
-        protocol::signing::check_messages(coin, &messages).map_err(|e| refuse(400, e))?;
+        protocol::signing::check_messages(coin, &messages).map_err(SignRefusal::InvalidMessages)?;
         if queued >= self.max_queued {
-            return Err(refuse(
-                503,
-                format!("{queued} {coin} requests already wait; try again later"),
-            ));
+            return Err(SignRefusal::Queued { coin, queued });
         }
         let vault = match retiring {
             Some(i) => self.retiring[i].record.context,
@@ -501,11 +550,19 @@ impl Coordinator {
                 .get::<storage::Vaults>(&storage::VaultKey {
                     coin,
                     session: self.def.session,
-                })
-                .map_err(|e| refuse(500, format!("storage: {e}")))?
+                })?
                 .map(|v| v.context)
-                .ok_or_else(|| refuse(409, format!("the {coin} vault is not active yet")))?,
+                .ok_or(SignRefusal::NotActive(coin))?,
         };
+        let topic = match retiring {
+            Some(i) => &self.retiring[i].topic,
+            None => self.bus.get(&coin).ok_or(SignRefusal::Stopped(coin))?,
+        };
+        // Only this loop sends on the topic: room now is room after the write below.
+        if !topic.has_room() {
+            self.metrics.bus_full(coin);
+            return Err(SignRefusal::Busy(coin));
+        }
         let mut id = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
         // Stored before the id is returned: a request is never lost, even across a crash.
@@ -523,22 +580,12 @@ impl Coordinator {
             left_out: Vec::new(),
         };
         self.store
-            .put::<storage::SignRequests>(&storage::RequestId(id), &record)
-            .map_err(|e| refuse(500, format!("storage: {e}")))?;
-        let topic = match retiring {
-            Some(i) => &self.retiring[i].topic,
-            None => self
-                .bus
-                .get(&coin)
-                .ok_or_else(|| refuse(404, format!("no processor for {coin}")))?,
-        };
-        topic
-            .place(CoordinatorMessage::SignatureRequested(SignatureRequested {
-                id,
-                messages,
-            }))
-            .await
-            .map_err(|_| refuse(503, "processor stopped".into()))?;
+            .put::<storage::SignRequests>(&storage::RequestId(id), &record)?;
+        let request = CoordinatorMessage::SignatureRequested(SignatureRequested { id, messages });
+        if topic.place_volatile(request) == bus::Placed::Gone {
+            // Stored as pending: a restart resumes it.
+            return Err(SignRefusal::Stopped(coin));
+        }
         info!(%coin, request = %hex::encode(id), "signature requested");
         Ok(id)
     }
@@ -603,11 +650,11 @@ impl Coordinator {
         }
     }
 
-    async fn on_control(&mut self, cmd: ControlCommand) {
+    fn on_control(&mut self, cmd: ControlCommand) {
         match cmd {
             ControlCommand::RotateKey(coin, reply) => match self.bus.get(&coin) {
                 Some(topic) => {
-                    if topic.rotate(reply).await.is_err() {
+                    if topic.rotate(reply) == bus::Placed::Gone {
                         warn!(%coin, "processor stopped");
                     }
                 }
@@ -628,23 +675,34 @@ impl Coordinator {
                 self.link_faults.lose_once(lose_from, lose_kind);
                 self.announce_now = true; // a healed peer hears what it missed
             }
+            #[cfg(feature = "fault-injection")]
+            ControlCommand::StallProcessor {
+                coin,
+                stalled,
+                reply,
+            } => {
+                let result = match self.bus.get(&coin) {
+                    Some(topic) => self.link_faults.stall(coin, stalled, topic),
+                    None => Err(format!("{coin} has no vault in this network")),
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 
     /// Test-only: handle what the link faults held back and is due now.
     #[cfg(feature = "fault-injection")]
-    async fn release_held(&mut self) {
+    fn release_held(&mut self) {
         let (gossip, requests) = self.link_faults.due();
         for g in gossip {
-            self.on_gossip_message(g.propagation_source, g.message_id, g.message)
-                .await;
+            self.on_gossip_message(g.propagation_source, g.message_id, g.message);
         }
         for r in requests {
-            self.answer_request(r.peer, r.request, r.channel).await;
+            self.answer_request(r.peer, r.request, r.channel);
         }
     }
 
-    async fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         self.libp2p_metrics.record(&ev);
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -682,14 +740,8 @@ impl Coordinator {
                     .set(self.connected.len() as i64);
                 // Deliver what waits for this peer now (our announcements follow its
                 // subscriptions: see `replay_announcements`).
-                if let Some(v) = self.validators.get(&peer_id).cloned() {
-                    let now = Instant::now();
-                    for ((to, _), e) in self.outbox.iter_mut() {
-                        if *to == v && !e.in_flight {
-                            e.next_attempt = now;
-                            e.backoff = Duration::from_millis(500);
-                        }
-                    }
+                if let Some(v) = self.validators.get(&peer_id) {
+                    self.outbox.connected(v, Instant::now());
                     self.outbox_dirty = true;
                 }
             }
@@ -719,9 +771,9 @@ impl Coordinator {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => {
                 self.libp2p_metrics.record(&ev);
-                self.on_gossip_event(ev).await;
+                self.on_gossip_event(ev);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.on_direct_event(ev).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.on_direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(ev)) => {
                 self.libp2p_metrics.record(&ev);
                 if let identify::Event::Received { peer_id, info, .. } = ev {
@@ -755,7 +807,7 @@ impl Coordinator {
 
     // ---------------------------------------------------------------- gossip (general partition)
 
-    async fn on_gossip_event(&mut self, ev: gossipsub::Event) {
+    fn on_gossip_event(&mut self, ev: gossipsub::Event) {
         match ev {
             gossipsub::Event::Message {
                 propagation_source,
@@ -778,8 +830,7 @@ impl Coordinator {
                 else {
                     return;
                 };
-                self.on_gossip_message(propagation_source, message_id, message)
-                    .await;
+                self.on_gossip_message(propagation_source, message_id, message);
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 debug!(peer = %peer_id, %topic, "peer subscribed");
@@ -815,7 +866,7 @@ impl Coordinator {
             .report_message_validation_result(message_id, source, MessageAcceptance::Ignore);
     }
 
-    async fn on_gossip_message(
+    fn on_gossip_message(
         &mut self,
         propagation_source: PeerId,
         message_id: gossipsub::MessageId,
@@ -845,19 +896,24 @@ impl Coordinator {
                 return;
             }
         }
-        let verdict = self.on_gossip(author, &message.topic, &message.data).await;
+        let verdict = self.on_gossip(author, &message.topic, &message.data);
         let acceptance = match verdict {
             Ok(kind) => {
                 self.metrics.received("gossip", kind, message.data.len());
                 MessageAcceptance::Accept
             }
-            Err(reason) => {
+            Err(Refusal::Invalid(reason)) => {
                 let peer = author
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| propagation_source.to_string());
                 warn!(%peer, via = %propagation_source, topic = %message.topic, %reason, "rejected gossip message");
                 self.metrics.rejected("gossip");
                 MessageAcceptance::Reject
+            }
+            // Not the sender's fault: neither forwarded nor held against it.
+            Err(Refusal::Busy(coin)) => {
+                self.warn_busy(coin);
+                MessageAcceptance::Ignore
             }
         };
         self.swarm
@@ -866,12 +922,12 @@ impl Coordinator {
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
     }
 
-    async fn on_gossip(
+    fn on_gossip(
         &mut self,
         author: Option<PeerId>,
         topic: &TopicHash,
         data: &[u8],
-    ) -> Result<&'static str, String> {
+    ) -> Result<&'static str, Refusal> {
         let author = author.ok_or("unsigned message")?;
         let from = self
             .validators
@@ -883,19 +939,19 @@ impl Coordinator {
         }
         let coin = *self.topic_coins.get(topic).ok_or("unknown topic")?;
         let msg: GeneralMessage = messages::decode(data).map_err(|e| e.to_string())?;
-        self.on_general(from, coin, msg).await
+        self.on_general(from, coin, msg)
     }
 
     /// A message of the general partition from validator `from` on `coin`'s topic (gossiped,
     /// or replayed to us directly).
-    async fn on_general(
+    fn on_general(
         &mut self,
         from: ValidatorId,
         coin: Coin,
         msg: GeneralMessage,
-    ) -> Result<&'static str, String> {
+    ) -> Result<&'static str, Refusal> {
         if msg.coin().is_some_and(|c| c != coin) {
-            return Err(format!("{} message on the {coin} topic", msg.kind()));
+            return Err(format!("{} message on the {coin} topic", msg.kind()).into());
         }
         let kind = msg.kind();
         if let GeneralMessage::KeyGenExclusionVote(v) = &msg {
@@ -920,7 +976,7 @@ impl Coordinator {
                 self.update_peer(&from, |r| r.coordinator_key = Some(k.pubkey))
                     .map_err(|e| e.to_string())?;
             }
-            Inbound::ProcessorKey(k) => self.on_peer_processor_key(&from, k).await?,
+            Inbound::ProcessorKey(k) => self.on_peer_processor_key(&from, k)?,
             Inbound::SignerReady(s) => {
                 self.update_peer(&from, |r| {
                     r.signer_ready.insert(s.coin, s.pubkey);
@@ -928,12 +984,12 @@ impl Coordinator {
                 .map_err(|e| e.to_string())?;
             }
             Inbound::Place(coin, msg) => {
-                self.place(coin, msg).await?;
+                self.place(coin, msg)?;
             }
             Inbound::Deliver(coin, msg) => {
-                self.deliver(coin, msg).await?;
+                self.deliver(coin, msg)?;
             }
-            other => return Err(format!("{kind} is not a general message ({other:?})")),
+            _ => return Err(format!("{kind} is not a general message").into()),
         }
         Ok(kind)
     }
@@ -967,11 +1023,11 @@ impl Coordinator {
     }
 
     /// Steps 4 and 8: a peer's processor key, from gossip or its step-7 list.
-    async fn on_peer_processor_key(
+    fn on_peer_processor_key(
         &mut self,
         from: &ValidatorId,
         k: ProcessorPublicKey,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         self.known_coin(k.coin)?;
         let known = self
             .peer_records
@@ -981,7 +1037,7 @@ impl Coordinator {
         match known {
             Some(old) if old.seq > k.seq => return Ok(()), // stale
             Some(old) if old.seq == k.seq && old.pubkey != k.pubkey => {
-                return Err(format!("two {} processor keys with seq {}", k.coin, k.seq));
+                return Err(format!("two {} processor keys with seq {}", k.coin, k.seq).into());
             }
             Some(old) if old == k => {}
             _ => {
@@ -996,18 +1052,16 @@ impl Coordinator {
             }
         }
         let (coin, msg) = routing::external_key(from.clone(), k);
-        self.place(coin, msg).await?;
+        self.place(coin, msg)?;
         Ok(())
     }
 
-    /// Store an `...In` message, then hand it to the coin's processor.
-    async fn place(
-        &mut self,
-        coin: Coin,
-        msg: CoordinatorMessage,
-    ) -> Result<DirectResponse, String> {
+    /// Store an `...In` message, then hand it to the coin's processor. It is taken once it is
+    /// stored: when the processor's queue is full it waits in the inbound table (see
+    /// `bus::Topic::place_stored`), and the peer is told `Accepted` all the same.
+    fn place(&mut self, coin: Coin, msg: CoordinatorMessage) -> Result<DirectResponse, Refusal> {
         let Some((mut key, policy)) = inbound_slot(coin, &msg) else {
-            return Err(format!("{} has no inbound slot", msg.kind()));
+            return Err(format!("{} has no inbound slot", msg.kind()).into());
         };
         let mut evict = Vec::new();
         match policy {
@@ -1051,27 +1105,31 @@ impl Coordinator {
             CoordinatorMessage::EncryptedPublicKeyIn(m) => Some(m.from.clone()),
             _ => None,
         };
+        let mut placed = Vec::new();
         if let Some(from) = &sender {
-            for r in self.retiring.iter().filter(|r| r.record.coin == coin) {
+            for r in self.retiring.iter_mut().filter(|r| r.record.coin == coin) {
                 if r.record.participants.contains(from) {
-                    r.topic
-                        .place(msg.clone())
-                        .await
-                        .map_err(|_| "processor stopped".to_string())?;
+                    placed.push(r.topic.place_stored(msg.clone(), &key, policy));
                 }
             }
-            if !self.def.is_validator(from) {
-                return Ok(DirectResponse::Accepted);
+        }
+        if sender
+            .as_ref()
+            .is_none_or(|from| self.def.is_validator(from))
+        {
+            let topic = self
+                .bus
+                .get_mut(&coin)
+                .ok_or_else(|| format!("no processor for {coin}"))?;
+            placed.push(topic.place_stored(msg, &key, policy));
+        }
+        for p in placed {
+            match p {
+                bus::Placed::Queued => {}
+                bus::Placed::Full => self.metrics.bus_full(coin),
+                bus::Placed::Gone => return Err("processor stopped".to_string().into()),
             }
         }
-        let topic = self
-            .bus
-            .get(&coin)
-            .ok_or_else(|| format!("no processor for {coin}"))?;
-        topic
-            .place(msg)
-            .await
-            .map_err(|_| "processor stopped".to_string())?;
         Ok(DirectResponse::Accepted)
     }
 
@@ -1084,12 +1142,9 @@ impl Coordinator {
             .map(|r| &r.topic)
     }
 
-    /// Hand signing traffic to the processor of its vault (not stored: never replayed).
-    async fn deliver(
-        &mut self,
-        coin: Coin,
-        msg: CoordinatorMessage,
-    ) -> Result<DirectResponse, String> {
+    /// Hand signing traffic to the processor of its vault (not stored: never replayed). When
+    /// its queue is full the message is not taken ([`Refusal::Busy`]).
+    fn deliver(&mut self, coin: Coin, msg: CoordinatorMessage) -> Result<DirectResponse, Refusal> {
         let topic = match self.retiring_topic(&msg) {
             Some(t) => t,
             None => self
@@ -1097,11 +1152,47 @@ impl Coordinator {
                 .get(&coin)
                 .ok_or_else(|| format!("no processor for {coin}"))?,
         };
-        topic
-            .place(msg)
-            .await
-            .map_err(|_| "processor stopped".to_string())?;
-        Ok(DirectResponse::Accepted)
+        match topic.place_volatile(msg) {
+            bus::Placed::Queued => Ok(DirectResponse::Accepted),
+            bus::Placed::Full => {
+                self.metrics.bus_full(coin);
+                Err(Refusal::Busy(coin))
+            }
+            bus::Placed::Gone => Err("processor stopped".to_string().into()),
+        }
+    }
+
+    /// Log (at most every `SLOW_PEER_WARN_GAP`) that a coin's processor queue turned a message
+    /// away.
+    fn warn_busy(&mut self, coin: Coin) {
+        let now = Instant::now();
+        if self
+            .busy_warned
+            .is_none_or(|t| now.duration_since(t) >= SLOW_PEER_WARN_GAP)
+        {
+            self.busy_warned = Some(now);
+            warn!(%coin, "the processor's queue is full: a signing message was not taken (its sender retries; vaultd_bus_full_total counts them)");
+        }
+    }
+
+    /// Hand each processor what waited in the inbound table while its queue was full, once it
+    /// has room again.
+    fn drain_backlogs(&mut self) {
+        for (coin, topic) in self.bus.iter_mut().map(|(c, t)| (*c, t)).chain(
+            self.retiring
+                .iter_mut()
+                .map(|r| (r.record.coin, &mut r.topic)),
+        ) {
+            let waiting = topic.backlog();
+            if waiting > 0 && !self.backlog_warned.contains(topic.name()) {
+                warn!(%coin, topic = topic.name(), waiting, "the processor's queue is full: stored messages wait in the inbound table until it has room");
+                self.backlog_warned.insert(topic.name().to_string());
+            }
+            if let Some(n) = topic.drain() {
+                info!(%coin, topic = topic.name(), messages = n, "the processor has room again: handing it the messages that waited");
+                self.backlog_warned.remove(topic.name());
+            }
+        }
     }
 
     /// Arrival order of inbound log entries: increasing, also across restarts.
@@ -1278,7 +1369,7 @@ impl Coordinator {
         let bytes = messages::encode(&req)?;
         let key = OutboxKey::for_request(to, &req);
         self.store.put::<Outbox>(&key, &req)?;
-        self.insert_outbox(key.to, key.slot, bytes, kind);
+        self.insert_outbox(key, bytes, kind, None);
         Ok(())
     }
 
@@ -1293,10 +1384,7 @@ impl Coordinator {
         let kind = req.kind();
         let bytes = messages::encode(&req)?;
         let key = OutboxKey::for_request(to, &req);
-        self.insert_outbox(key.to.clone(), key.slot.clone(), bytes, kind);
-        if let Some(e) = self.outbox.get_mut(&(key.to, key.slot)) {
-            e.expires = Some(Instant::now() + lifetime);
-        }
+        self.insert_outbox(key, bytes, kind, Some(Instant::now() + lifetime));
         Ok(())
     }
 
@@ -1329,104 +1417,70 @@ impl Coordinator {
 
     fn insert_outbox(
         &mut self,
-        to: ValidatorId,
-        slot: Vec<u8>,
+        key: OutboxKey,
         bytes: Vec<u8>,
         kind: &'static str,
+        expires: Option<Instant>,
     ) {
-        self.generation += 1;
+        self.outbox
+            .insert(key, bytes, kind, expires, Instant::now());
         self.outbox_dirty = true;
-        self.outbox.insert(
-            (to, slot),
-            OutboxEntry {
-                bytes,
-                kind,
-                generation: self.generation,
-                next_attempt: Instant::now(),
-                backoff: Duration::from_millis(500),
-                in_flight: false,
-                expires: None,
-            },
-        );
         self.metrics.outbox_len.set(self.outbox.len() as i64);
     }
 
+    /// Send what is due to the validators we can reach (the dial loop reconnects the others; a
+    /// connection makes their requests due at once).
     fn flush_outbox(&mut self) {
         let now = Instant::now();
-        let before = self.outbox.len();
-        self.outbox
-            .retain(|_, e| e.in_flight || e.expires.is_none_or(|x| x > now));
-        if self.outbox.len() != before {
+        if self.outbox.expire(now) {
             self.metrics.outbox_len.set(self.outbox.len() as i64);
         }
-        let mut sends = Vec::new();
-        for (key, e) in self.outbox.iter_mut() {
-            if e.in_flight || e.next_attempt > now {
-                continue;
-            }
-            let Ok(peer) = network::peer_id_of(&key.0) else {
-                continue;
+        let reachable = |v: &ValidatorId| {
+            let Ok(peer) = network::peer_id_of(v) else {
+                return false;
             };
-            if !self.connected.contains(&peer) {
-                continue; // the dial loop reconnects; connection resets the backoff
-            }
             #[cfg(feature = "fault-injection")]
             if self.link_faults.is_cut(&peer) {
-                continue; // kept until the link heals
+                return false; // kept until the link heals
             }
-            if e.expires.is_some() {
-                e.backoff = e.backoff.min(Duration::from_secs(1)); // a ceremony has a deadline
-            }
-            e.in_flight = true;
-            sends.push((key.clone(), peer, e.bytes.clone(), e.generation, e.kind));
-        }
-        for (key, peer, bytes, generation, kind) in sends {
-            let len = bytes.len();
-            let id = self.swarm.behaviour_mut().direct.send_request(&peer, bytes);
-            self.in_flight.insert(id, (key, generation));
-            self.metrics.sent("direct", kind, len);
+            self.connected.contains(&peer)
+        };
+        let sends = self.outbox.due(now, reachable);
+        for send in sends {
+            let Ok(peer) = network::peer_id_of(&send.to) else {
+                continue;
+            };
+            self.metrics.sent("direct", send.kind, send.bytes.len());
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_request(&peer, send.bytes.clone());
+            self.outbox.sent(send, id);
         }
     }
 
     fn settle(&mut self, id: OutboundRequestId, delivered: bool, why: &str) {
-        let Some((key, generation)) = self.in_flight.remove(&id) else {
-            return;
-        };
-        let Some(e) = self.outbox.get_mut(&key) else {
-            return;
-        };
-        if e.generation != generation {
-            e.in_flight = false; // replaced meanwhile: send the new one
-            return;
-        }
-        if delivered {
-            let volatile = self
-                .outbox
-                .remove(&key)
-                .is_some_and(|e| e.expires.is_some());
-            self.metrics.outbox_len.set(self.outbox.len() as i64);
-            if volatile {
-                return;
+        match self.outbox.settle(&id, delivered, Instant::now()) {
+            Settled::Delivered(stored) => {
+                self.metrics.outbox_len.set(self.outbox.len() as i64);
+                if let Some(key) = stored {
+                    let mut b = Batch::new();
+                    b.delete::<Outbox>(&key);
+                    if let Err(err) = self.store.write_lazy(b) {
+                        warn!(error = %err, "could not clear delivered request");
+                    }
+                }
             }
-            let mut b = Batch::new();
-            b.delete::<Outbox>(&OutboxKey {
-                to: key.0.clone(),
-                slot: key.1.clone(),
-            });
-            if let Err(err) = self.store.write_lazy(b) {
-                warn!(error = %err, "could not clear delivered request");
+            Settled::Retry { to, kind, retry_in } => {
+                debug!(%to, kind, why, ?retry_in, "delivery failed; will retry");
             }
-            self.metrics.outbox_len.set(self.outbox.len() as i64);
-        } else {
-            e.in_flight = false;
-            e.next_attempt = Instant::now() + e.backoff;
-            e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
-            debug!(to = %key.0, kind = e.kind, why, retry_in = ?e.backoff, "delivery failed; will retry");
+            Settled::Stale => {}
         }
     }
 
     /// Answer a direct request from `peer`.
-    async fn answer_request(
+    fn answer_request(
         &mut self,
         peer: PeerId,
         request: Vec<u8>,
@@ -1445,15 +1499,20 @@ impl Coordinator {
             }
             return;
         }
-        let response = match self.on_direct(peer, &request).await {
+        let response = match self.on_direct(peer, &request) {
             Ok((kind, r)) => {
                 self.metrics.received("direct", kind, request.len());
                 r
             }
-            Err(reason) => {
+            Err(Refusal::Invalid(reason)) => {
                 warn!(%peer, %reason, bytes = request.len(), "rejected direct request");
                 self.metrics.rejected("direct");
                 DirectResponse::Rejected { reason }
+            }
+            Err(Refusal::Busy(coin)) => {
+                // No answer: the sender retries once the processor has caught up.
+                self.warn_busy(coin);
+                return;
             }
         };
         let bytes = messages::encode(&response).unwrap_or_default();
@@ -1468,7 +1527,7 @@ impl Coordinator {
         }
     }
 
-    async fn on_direct_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_direct_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -1487,7 +1546,7 @@ impl Coordinator {
                     else {
                         return;
                     };
-                    self.answer_request(peer, request, channel).await;
+                    self.answer_request(peer, request, channel);
                 }
                 request_response::Message::Response {
                     request_id,
@@ -1522,11 +1581,11 @@ impl Coordinator {
         }
     }
 
-    async fn on_direct(
+    fn on_direct(
         &mut self,
         peer: PeerId,
         bytes: &[u8],
-    ) -> Result<(&'static str, DirectResponse), String> {
+    ) -> Result<(&'static str, DirectResponse), Refusal> {
         let from = self
             .validators
             .get(&peer)
@@ -1536,7 +1595,7 @@ impl Coordinator {
         let kind = req.kind();
         if let Some(to) = routing::addressee(&req) {
             if *to != self.me {
-                return Err(format!("addressed to {to}, not to us"));
+                return Err(format!("addressed to {to}, not to us").into());
             }
         }
         let response = match routing::direct_in(from.clone(), req) {
@@ -1545,17 +1604,17 @@ impl Coordinator {
                     return Err("key list longer than the coin list".into());
                 }
                 for k in list.keys {
-                    self.on_peer_processor_key(&from, k).await?;
+                    self.on_peer_processor_key(&from, k)?;
                 }
                 DirectResponse::Accepted
             }
             Inbound::Place(coin, msg) => {
                 self.known_coin(coin)?;
-                self.place(coin, msg).await?
+                self.place(coin, msg)?
             }
             Inbound::Deliver(coin, msg) => {
                 self.known_coin(coin)?;
-                self.deliver(coin, msg).await?
+                self.deliver(coin, msg)?
             }
             Inbound::AnnouncementReplay(r) => {
                 self.known_coin(r.coin)?;
@@ -1563,11 +1622,13 @@ impl Coordinator {
                     return Err(format!(
                         "{} announcements in one replay (at most {MAX_REPLAY_MESSAGES})",
                         r.messages.len()
-                    ));
+                    )
+                    .into());
                 }
                 // Each is judged like the same message gossiped by `from`; the first refusal
                 // is the answer, after the others were taken.
                 let mut refused = None;
+                let mut busy = None;
                 for msg in r.messages {
                     let kind = msg.kind();
                     #[cfg(feature = "fault-injection")]
@@ -1575,12 +1636,19 @@ impl Coordinator {
                         warn!(%peer, kind, "test-only: losing this replayed message");
                         continue;
                     }
-                    if let Err(reason) = self.on_general(from.clone(), r.coin, msg).await {
-                        refused.get_or_insert(format!("{kind}: {reason}"));
+                    match self.on_general(from.clone(), r.coin, msg) {
+                        Ok(_) => {}
+                        Err(Refusal::Invalid(reason)) => {
+                            refused.get_or_insert(format!("{kind}: {reason}"));
+                        }
+                        Err(Refusal::Busy(coin)) => busy = Some(coin),
                     }
                 }
                 if let Some(reason) = refused {
-                    return Err(reason);
+                    return Err(reason.into());
+                }
+                if let Some(coin) = busy {
+                    return Err(Refusal::Busy(coin));
                 }
                 DirectResponse::Accepted
             }
@@ -1603,7 +1671,7 @@ impl Coordinator {
                     DirectResponse::Accepted
                 }
             }
-            other => return Err(format!("{kind} is not a direct request ({other:?})")),
+            _ => return Err(format!("{kind} is not a direct request").into()),
         };
         Ok((kind, response))
     }

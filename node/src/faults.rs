@@ -2,11 +2,21 @@
 //! delays the link between chosen pairs of nodes through the control socket. A cut drops the
 //! gossip a peer authored (however it was relayed), its requests (unanswered) and our requests to
 //! it (kept in the outbox until the link heals); a delay holds its gossip and requests back.
+//! A stall stops one coin's processor from taking commands until it is released, as a processor
+//! too slow for its traffic would.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
+
+use protocol::Coin;
+
+use crate::bus::{Placed, Topic};
 
 use libp2p::{
     gossipsub::{self, MessageId},
@@ -39,6 +49,8 @@ pub(crate) struct LinkFaults {
     /// one per occurrence.
     lose_from: Vec<PeerId>,
     lose_kind: Option<String>,
+    /// Stalled processors, each until its flag is cleared.
+    stalls: BTreeMap<Coin, Arc<AtomicBool>>,
 }
 
 /// Most messages held back at once (older ones are dropped, as a lossy link would).
@@ -74,6 +86,28 @@ impl LinkFaults {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Stall `coin`'s processor (behind `topic`) or release it.
+    pub(crate) fn stall(&mut self, coin: Coin, stalled: bool, topic: &Topic) -> Result<(), String> {
+        if !stalled {
+            if let Some(flag) = self.stalls.remove(&coin) {
+                flag.store(false, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        if self.stalls.contains_key(&coin) {
+            return Ok(());
+        }
+        let flag = Arc::new(AtomicBool::new(true));
+        match topic.stall(flag.clone()) {
+            Placed::Queued => {
+                self.stalls.insert(coin, flag);
+                Ok(())
+            }
+            Placed::Full => Err(format!("the {coin} processor's queue is full")),
+            Placed::Gone => Err(format!("the {coin} processor has stopped")),
         }
     }
 

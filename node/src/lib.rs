@@ -17,6 +17,7 @@ pub(crate) mod faults;
 pub mod http_client;
 pub mod metrics;
 pub mod network;
+pub mod outbox;
 pub mod processor_task;
 pub mod rate;
 pub mod status;
@@ -152,6 +153,9 @@ pub struct RunConfig {
     /// Test-only malicious behaviour of every processor of this node.
     #[cfg(feature = "fault-injection")]
     pub sabotage: Option<protocol::sabotage::Sabotage>,
+    /// Test-only: capacity of each processor's queue (`None`: [`bus::BUS_CAPACITY`]).
+    #[cfg(feature = "fault-injection")]
+    pub bus_capacity: Option<usize>,
 }
 
 /// What a running node writes to `DATA_DIR/run.json` once it listens.
@@ -248,8 +252,20 @@ pub async fn run(
         }
     });
 
-    // The local bus: one bounded channel per coin topic towards its processor, one shared back.
+    // The local bus: one bounded channel per coin topic towards its processor (the coordinator
+    // never waits on it), one shared back (a processor waits while it is full).
+    #[cfg(feature = "fault-injection")]
+    let capacity = cfg.bus_capacity.unwrap_or(bus::BUS_CAPACITY);
+    #[cfg(not(feature = "fault-injection"))]
+    let capacity = bus::BUS_CAPACITY;
     let (events_tx, events_rx) = mpsc::channel(bus::BUS_CAPACITY);
+    let env = ProcessorEnv {
+        me: &me,
+        store: &store,
+        events: &events_tx,
+        metrics: &metrics,
+        capacity,
+    };
     let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
     let mut topics = BTreeMap::new();
     for coin in def.coins.clone() {
@@ -275,11 +291,8 @@ pub async fn run(
         }
         let topic = start_processor(
             processor,
-            &me,
-            &store,
-            &events_tx,
+            &env,
             snapshots.clone(),
-            &metrics,
             #[cfg(feature = "fault-injection")]
             cfg.sabotage,
         )?;
@@ -312,11 +325,8 @@ pub async fn run(
         let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
         let topic = start_processor(
             processor,
-            &me,
-            &store,
-            &events_tx,
+            &env,
             snapshots.clone(),
-            &metrics,
             #[cfg(feature = "fault-injection")]
             None,
         )?;
@@ -384,24 +394,38 @@ pub async fn run(
     result
 }
 
+/// What every processor thread of this node starts with.
+struct ProcessorEnv<'a> {
+    me: &'a protocol::ValidatorId,
+    store: &'a Arc<Store>,
+    events: &'a mpsc::Sender<bus::ProcessorEvent>,
+    metrics: &'a metrics::Metrics,
+    /// Capacity of its queue.
+    capacity: usize,
+}
+
 /// Give `processor` its signing state from disk (the attempts already preprocessed, this node's
 /// pending requests for its vault, past cheater reports) and start its thread; its bus topic.
 fn start_processor(
     mut processor: Processor,
-    me: &protocol::ValidatorId,
-    store: &Arc<Store>,
-    events: &mpsc::Sender<bus::ProcessorEvent>,
+    env: &ProcessorEnv,
     snapshots: processor_task::Snapshots,
-    metrics: &metrics::Metrics,
     #[cfg(feature = "fault-injection")] sabotage: Option<protocol::sabotage::Sabotage>,
 ) -> Result<bus::Topic, NodeError> {
+    let ProcessorEnv {
+        me,
+        store,
+        events,
+        metrics,
+        capacity,
+    } = *env;
     let coin = processor.coin();
     processor.restore_signing(
         store.nonces_used(coin)?,
         store.pending_sign_requests(coin)?,
         store.cheaters(coin)?,
     );
-    let (tx, rx) = mpsc::channel(bus::BUS_CAPACITY);
+    let (tx, rx) = mpsc::channel(capacity);
     processor_task::ProcessorTask {
         processor,
         store: store.clone(),

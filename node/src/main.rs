@@ -90,6 +90,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_config,
             #[cfg(feature = "fault-injection")]
             sabotage,
+            #[cfg(feature = "fault-injection")]
+            bus_capacity,
         } => {
             if print_config {
                 let effective = toml::toml! {
@@ -121,6 +123,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dkg_timeout: std::time::Duration::from_secs(dkg_timeout),
                 #[cfg(feature = "fault-injection")]
                 sabotage,
+                #[cfg(feature = "fault-injection")]
+                bus_capacity: bus_capacity.map(usize::from),
             };
             vaultd::run(cfg, shutdown_signal())
                 .await

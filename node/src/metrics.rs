@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Gossip messages gossipsub abandoned on their way to a slow peer (queue full or waited
     /// too long).
     pub gossip_dropped: Counter,
+    /// Messages that found a processor's queue full, by coin: a stored one waited in the
+    /// inbound table for room, a volatile one was turned away (its sender retries).
+    pub bus_full: Family<Labels, Counter>,
 }
 
 fn kind(kind: &str) -> Labels {
@@ -86,6 +89,7 @@ impl Default for Metrics {
             dkg_attempt: Family::default(),
             rate_limited: Family::default(),
             gossip_dropped: Counter::default(),
+            bus_full: Family::default(),
             dkg_duration: Family::new_with_constructor(duration_histogram),
             sign_duration: Family::new_with_constructor(duration_histogram),
             dkg_outcomes: Family::default(),
@@ -200,6 +204,11 @@ impl Metrics {
             m.gossip_dropped.clone(),
         );
         r.register(
+            "bus_full",
+            "Messages that found a coin processor's queue full (stored ones wait in the inbound table; others are turned away and retried by their sender)",
+            m.bus_full.clone(),
+        );
+        r.register(
             "dkg_attempt",
             "Current DKG attempt per coin (0 unless participants were left out)",
             m.dkg_attempt.clone(),
@@ -222,6 +231,13 @@ impl Metrics {
     pub fn limited(&self, protocol: &str) {
         self.rate_limited
             .get_or_create(&vec![("protocol".to_string(), protocol.to_string())])
+            .inc();
+    }
+
+    /// Count a message that found `coin`'s processor queue full.
+    pub fn bus_full(&self, coin: protocol::Coin) {
+        self.bus_full
+            .get_or_create(&vec![("coin".to_string(), coin.to_string())])
             .inc();
     }
 

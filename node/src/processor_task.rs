@@ -11,13 +11,14 @@ use std::{
 
 use protocol::{
     keys::MessagingKey,
+    messages::CoordinatorMessage,
     processor::{Output, Persist, Processor},
     vault::VaultStatus,
     Coin,
 };
 use storage::{
-    Batch, CheaterKey, Cheaters, DkgVotes, IdentityKey, IdentityValue, KeyShareRecord, KeyShares,
-    NonceKey, NoncesUsed, RequestId, SignRequests, Store, VaultKey, Vaults, VoteKey,
+    Batch, CheaterKey, Cheaters, DkgVotes, IdentityKey, IdentityValue, Inbound, KeyShareRecord,
+    KeyShares, NonceKey, NoncesUsed, RequestId, SignRequests, Store, VaultKey, Vaults, VoteKey,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -128,6 +129,16 @@ impl ProcessorTask {
                     let outputs = self.input(*msg);
                     self.apply(outputs)
                 }
+                ProcessorCommand::Replay { latest, seqs } => self.replay(latest, seqs),
+                #[cfg(feature = "fault-injection")]
+                ProcessorCommand::Stall(flag) => {
+                    warn!(%coin, "test-only: this processor takes no command until released");
+                    while flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    info!(%coin, "test-only: processor released");
+                    true
+                }
                 ProcessorCommand::Tick { now_ms, reachable } => {
                     let outputs = self.processor.tick(now_ms, reachable);
                     self.apply(outputs)
@@ -156,9 +167,35 @@ impl ProcessorTask {
         }
     }
 
+    /// Messages that waited in the inbound table while our queue was full: the latest of some
+    /// `Replace` slots, then this coin's `Log` entries that arrived in `seqs`, in arrival order.
+    fn replay(&mut self, latest: Vec<CoordinatorMessage>, seqs: Option<(u64, u64)>) -> bool {
+        let coin = self.processor.coin();
+        let mut log = Vec::new();
+        if let Some((from, upto)) = seqs {
+            match self.store.scan::<Inbound>(&[coin.id()]) {
+                Ok(entries) => log = entries,
+                Err(e) => {
+                    let _ = self
+                        .events
+                        .blocking_send(ProcessorEvent::Fatal(e.to_string()));
+                    return false;
+                }
+            }
+            log.retain(|(k, _)| (from..=upto).contains(&k.seq));
+            log.sort_by_key(|(k, _)| k.seq);
+        }
+        info!(%coin, messages = latest.len() + log.len(), "taking the messages that waited in the inbound table");
+        let mut outputs = Vec::new();
+        for m in latest.into_iter().chain(log.into_iter().map(|(_, m)| m)) {
+            outputs.extend(self.input(m));
+        }
+        self.apply(outputs)
+    }
+
     /// Hand one `...In` message to the processor; log and drop whatever it rejects (the message
     /// itself, or buffered ones it could check now). Returns what to persist and send.
-    fn input(&mut self, msg: protocol::messages::CoordinatorMessage) -> Vec<Output> {
+    fn input(&mut self, msg: CoordinatorMessage) -> Vec<Output> {
         let result = self.processor.handle(msg.clone());
         let mut rejected = self.processor.take_rejected();
         let outputs = match result {
@@ -176,7 +213,7 @@ impl ProcessorTask {
 
     /// Log a rejected message and drop it from the inbound table: what failed its checks is not
     /// kept, and the sender's later valid message takes its place.
-    fn reject(&mut self, msg: protocol::messages::CoordinatorMessage, e: protocol::ProtocolError) {
+    fn reject(&mut self, msg: CoordinatorMessage, e: protocol::ProtocolError) {
         let coin = self.processor.coin();
         let kind = msg.kind();
         let peer = e.culprit().map(|p| p.to_string()).unwrap_or_default();

@@ -178,6 +178,16 @@ impl Node {
         assert!(reply.ok, "{:?}", reply.error);
     }
 
+    /// Test-only fault: `coin`'s processor takes no command (stalled) or is released.
+    pub async fn stall(&self, coin: &str, stalled: bool) {
+        let req = vaultd::control::ControlRequest::StallProcessor {
+            coin: coin.parse().unwrap(),
+            stalled,
+        };
+        let reply = vaultd::control::request(&self.dir, &req).await.unwrap();
+        assert!(reply.ok, "{:?}", reply.error);
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
