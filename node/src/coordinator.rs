@@ -29,7 +29,6 @@ use protocol::{
     network::NetworkDefinition,
     processor::Phase,
     routing::{self, AnnouncementSlot, Inbound, Outbound},
-    vault::VaultStatus as ProtoVaultStatus,
     Coin, ValidatorId,
 };
 use storage::{Batch, Outbox, OutboxKey, PeerRecord, Peers, Store};
@@ -44,10 +43,8 @@ use crate::{
     outbox::{self, Settled},
     processor_task::Snapshots,
     rate::RateLimiter,
-    status::{
-        CheaterView, ExclusionView, KeyStatus, Names, SigningView, Status, ValidatorStatus,
-        VaultStatus, VoteView as StatusVote,
-    },
+    redial::Redial,
+    status::{Names, Status},
 };
 
 /// Per-peer limits: gossip messages a validator may author, and requests it may send, per second
@@ -61,17 +58,12 @@ const DIRECT_BURST: u32 = 2000;
 const CONNECTIONS_PER_MINUTE: u32 = 30;
 const CONNECTION_BURST: u32 = 10;
 
-/// Backoff of redials to a missing validator.
-const REDIAL_FIRST: Duration = Duration::from_secs(2);
-const REDIAL_MAX: Duration = Duration::from_secs(60);
-
 /// Longest re-announce period while a vault is not active yet (it is also at most the DKG
 /// timeout). Every re-announcement reaches every validator and is signature-checked by each,
 /// duplicates included: a round costs the set O(n²) verifications and most of it is wasted, so
 /// it is a safety net, not the way messages travel. New announcements are published at once, a
 /// validator that subscribes gets ours replayed directly, and one whose DKG misses an
-/// announcement asks for it (`AnnouncementRequest`). At n = 64 with three coins a round every
-/// 20 s was a third of the cluster's CPU (docs/BENCHMARKS.md, item 16).
+/// announcement asks for it (`AnnouncementRequest`). Measurements: docs/BENCHMARKS.md, item 16.
 const ANNOUNCE_DKG: Duration = Duration::from_secs(60);
 /// How recent our last round may be for a vote naming us as silent to bring another at once
 /// (one round answers all the votes of an attempt), and four times the delay of our
@@ -86,10 +78,10 @@ const ANNOUNCE_SLOW: Duration = Duration::from_secs(300);
 /// and gets a new one).
 const REPLAY_LIFETIME: Duration = Duration::from_secs(60);
 /// Our `PublicAddressAvailable` is gossiped once more `announce_fast / this` after it was first
-/// (5 s by default). It completes everyone's vault, and it is published while most of the set
-/// is still busy with the DKG: at n = 64 on 2 cores gossipsub abandoned it in slow send queues
-/// for one to seven validators per run, which then waited `--dkg-timeout` (60 s) to vote over
-/// it while every other vault was active. A second copy costs one message.
+/// (5 s by default). It completes everyone's vault and is published while most of the set is
+/// still busy with the DKG, when gossipsub may abandon it in a slow send queue; a validator
+/// that lost it would wait `--dkg-timeout` to vote over it. A second copy costs one message
+/// (docs/BENCHMARKS.md, item 10).
 const CONFIRMATION_REPEAT_DIVISOR: u32 = 4;
 /// Least time between two warnings about gossip abandoned on its way to slow peers.
 const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
@@ -262,8 +254,8 @@ pub struct Coordinator {
     /// Remote address of each connected peer, and the last ping round trip.
     peer_addrs: HashMap<PeerId, Multiaddr>,
     peer_rtt: HashMap<PeerId, Duration>,
-    /// Per missing validator: when to dial it next, and the current backoff.
-    redial: HashMap<PeerId, (Instant, Duration)>,
+    /// When to dial each missing validator next.
+    redial: Redial,
     /// Vaults of earlier sessions, still signing (listed as retiring).
     retiring: Vec<bus::RetiringVault>,
 }
@@ -352,7 +344,7 @@ impl Coordinator {
             connection_limit: RateLimiter::per_minute(CONNECTIONS_PER_MINUTE, CONNECTION_BURST),
             peer_addrs: HashMap::new(),
             peer_rtt: HashMap::new(),
-            redial: HashMap::new(),
+            redial: Redial::default(),
             retiring,
             last_seq: 0,
         })
@@ -626,22 +618,15 @@ impl Coordinator {
     /// (2 s doubling to 60 s; reset when it connects).
     fn dial_missing(&mut self) {
         let me = *self.swarm.local_peer_id();
-        let now = Instant::now();
         let missing: Vec<PeerId> = self
             .validators
             .keys()
             .filter(|p| **p != me && !self.connected.contains(p))
-            .filter(|p| self.redial.get(p).is_none_or(|(next, _)| *next <= now))
             .copied()
             .collect();
-        for p in &missing {
-            let backoff = self
-                .redial
-                .get(p)
-                .map_or(REDIAL_FIRST, |(_, b)| (*b * 2).min(REDIAL_MAX));
-            self.redial.insert(*p, (now + backoff, backoff));
+        for (p, backoff) in self.redial.due(missing, Instant::now()) {
             debug!(peer = %p, retry_in = ?backoff, "dialing a missing validator");
-            if let Err(e) = self.swarm.dial(DialOpts::peer_id(*p).build()) {
+            if let Err(e) = self.swarm.dial(DialOpts::peer_id(p).build()) {
                 debug!(peer = %p, error = %e, "dial failed");
             }
         }
@@ -733,7 +718,7 @@ impl Coordinator {
                 }
                 self.peer_addrs
                     .insert(peer_id, endpoint.get_remote_address().clone());
-                self.redial.remove(&peer_id);
+                self.redial.connected(&peer_id);
                 self.connected.insert(peer_id);
                 self.metrics
                     .peers_connected
@@ -1678,185 +1663,25 @@ impl Coordinator {
 
     // ---------------------------------------------------------------- status
 
-    /// Rebuild the status page's view (every 250 ms tick). At n = 64 this ran often enough to
-    /// matter: it reads the processors' snapshots in place rather than copying them, and
-    /// takes each validator's base58 name from `names` rather than encoding it again.
+    /// Rebuild the status page's view (every 250 ms tick).
     fn refresh_status(&self) {
         let Ok(snapshots) = self.snapshots.read() else {
             return;
         };
-        let name = |v: &ValidatorId| self.names.name(v);
-        let no_record = PeerRecord::default();
-        let me = *self.swarm.local_peer_id();
-        let validators = self
-            .def
-            .validators
-            .iter()
-            .filter(|v| **v != self.me)
-            .map(|v| {
-                let rec = self.peer_records.get(v).unwrap_or(&no_record);
-                let peer = network::peer_id_of(v).ok();
-                let connected = peer.is_some_and(|p| self.connected.contains(&p));
-                let processor_keys = rec
-                    .processor_keys
-                    .iter()
-                    .map(|(coin, k)| {
-                        let verified = snapshots
-                            .get(coin)
-                            .and_then(|s| s.peers.get(v))
-                            .is_some_and(|p| {
-                                p.messaging_key == Some((k.pubkey, k.seq))
-                                    && p.verified_seq == Some(k.seq)
-                            });
-                        (
-                            coin.to_string(),
-                            KeyStatus {
-                                pubkey: hex::encode(k.pubkey),
-                                seq: k.seq,
-                                verified,
-                            },
-                        )
-                    })
-                    .collect();
-                ValidatorStatus {
-                    peer_id: name(v),
-                    connected,
-                    addr: peer
-                        .and_then(|p| self.peer_addrs.get(&p))
-                        .map(|a| a.to_string()),
-                    rtt_ms: peer
-                        .and_then(|p| self.peer_rtt.get(&p))
-                        .map(|d| d.as_secs_f64() * 1000.0),
-                    coordinator_key: rec.coordinator_key.map(hex::encode),
-                    processor_keys,
-                }
-            })
-            .collect();
-        let mut vaults: Vec<VaultStatus> = self
-            .def
-            .coins
-            .iter()
-            .map(|coin| {
-                let snap = snapshots.get(coin);
-                let vault = snap.and_then(|s| s.vault.clone());
-                let status = match vault.as_ref().map(|v| v.status) {
-                    Some(ProtoVaultStatus::Active) => "active",
-                    Some(ProtoVaultStatus::Failed) => "failed",
-                    Some(ProtoVaultStatus::Excluded) => "excluded",
-                    _ => "pending",
-                };
-                VaultStatus {
-                    coin: coin.to_string(),
-                    status: status.to_string(),
-                    session: self.def.session,
-                    phase: snap
-                        .map(|s| format!("{:?}", s.phase))
-                        .unwrap_or_else(|| "starting".into()),
-                    progress: snap.map(|s| s.progress).unwrap_or_default(),
-                    group_key: vault
-                        .as_ref()
-                        .map(|v| hex::encode(&v.group_key))
-                        .unwrap_or_default(),
-                    address: vault
-                        .as_ref()
-                        .map(|v| v.address.clone())
-                        .unwrap_or_default(),
-                    threshold: self.def.threshold,
-                    attempt: snap.map(|s| s.attempt).unwrap_or_default(),
-                    participants: snap
-                        .map(|s| s.participants.iter().map(name).collect())
-                        .unwrap_or_default(),
-                    excluded: snap
-                        .map(|s| {
-                            s.excluded
-                                .iter()
-                                .map(|e| ExclusionView {
-                                    peer: name(&e.validator),
-                                    attempt: e.attempt,
-                                    reason: e.reason.label().to_string(),
-                                    proven: e.reason.proven(),
-                                    voters: e.voters.iter().map(name).collect(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    votes: snap
-                        .map(|s| {
-                            s.votes
-                                .iter()
-                                .map(|v| StatusVote {
-                                    voter: name(&v.voter),
-                                    round: v.round,
-                                    exclude: v
-                                        .exclude
-                                        .iter()
-                                        .map(|(p, r)| format!("{}: {}", name(p), r.label()))
-                                        .collect(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    reason: vault.and_then(|v| v.reason),
-                    processor_key: snap
-                        .map(|s| KeyStatus {
-                            pubkey: hex::encode(s.messaging.0),
-                            seq: s.messaging.1,
-                            verified: true,
-                        })
-                        .unwrap_or_default(),
-                    signing: snap
-                        .map(|s| SigningView {
-                            originating: s.signing.originating,
-                            queued: s.signing.queued,
-                            ceremonies: s.signing.ceremonies,
-                            cheaters: s
-                                .signing
-                                .cheaters
-                                .iter()
-                                .map(|c| CheaterView {
-                                    peer: name(&c.peer),
-                                    request: hex::encode(c.id),
-                                    attempt: c.attempt,
-                                    reason: c.reason.clone(),
-                                })
-                                .collect(),
-                        })
-                        .unwrap_or_default(),
-                }
-            })
-            .collect();
-        // Vaults of earlier sessions: listed, retiring.
-        vaults.extend(
-            self.retiring
-                .iter()
-                .map(|r| &r.record)
-                .map(|v| VaultStatus {
-                    coin: v.coin.to_string(),
-                    status: "retiring".into(),
-                    session: v.session,
-                    attempt: v.attempt,
-                    phase: "Active".into(),
-                    group_key: hex::encode(&v.group_key),
-                    address: v.address.clone(),
-                    threshold: v.threshold,
-                    participants: v.participants.iter().map(name).collect(),
-                    excluded: Vec::new(),
-                    ..Default::default()
-                }),
-        );
-        let status = Status {
-            peer_id: me.to_string(),
-            network: self.def.name.clone(),
-            session: self.def.session,
-            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            peers: self
-                .connected
-                .iter()
-                .map(|p| self.validators.get(p).map_or_else(|| p.to_string(), name))
-                .collect(),
-            validators,
-            vaults,
-        };
+        let status = crate::status_view::project(&crate::status_view::StatusInput {
+            def: &self.def,
+            me: &self.me,
+            peer_id: *self.swarm.local_peer_id(),
+            names: &self.names,
+            validators: &self.validators,
+            peer_records: &self.peer_records,
+            connected: &self.connected,
+            peer_addrs: &self.peer_addrs,
+            peer_rtt: &self.peer_rtt,
+            listen_addrs: &self.listen_addrs,
+            snapshots: &snapshots,
+            retiring: self.retiring.iter().map(|r| &r.record).collect(),
+        });
         if let Ok(mut s) = self.status.write() {
             *s = status;
         }

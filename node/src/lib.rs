@@ -20,7 +20,9 @@ pub mod network;
 pub mod outbox;
 pub mod processor_task;
 pub mod rate;
+pub mod redial;
 pub mod status;
+mod status_view;
 
 use std::{
     collections::BTreeMap,

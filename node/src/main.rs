@@ -6,7 +6,7 @@ use vaultd::cli::{Cli, Command, LogFormat};
 
 fn init_logging(format: LogFormat) {
     // gossipsub warns once per message it cannot queue for a peer, with the message in the
-    // line: under overload that was 424 000 lines in one n = 64 DKG. vaultd counts those
+    // line: under overload that is hundreds of thousands of lines. vaultd counts those
     // (vaultd_gossip_dropped_total) and warns at most every 10 s instead.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(

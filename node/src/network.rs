@@ -163,11 +163,9 @@ pub fn build_swarm(
         .flood_publish(true)
         .message_id_fn(gossip_message_id)
         // gossipsub abandons a message that waited in a connection's send queue for 5 s
-        // (published) or 1 s (forwarded): kept. Letting them wait 60 s was measured at n = 64
-        // on 2 cores: one coin went from 1.43x to 1.37-1.49x, but with three coins the queues
-        // filled (5 000 messages) and the DKG stalled twice in two runs, where the defaults
-        // finish (3.3x). What is abandoned is counted (`SlowPeer`), and a validator that
-        // misses an announcement votes, which brings it again.
+        // (published) or 1 s (forwarded): kept, since longer waits let the queues fill under
+        // load (docs/BENCHMARKS.md). What is abandoned is counted (`SlowPeer`), and a validator
+        // that misses an announcement asks for it again.
         .build()
         .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use protocol::ValidatorId;
 use serde::{Deserialize, Serialize};
 
-/// The validators' base58 names, encoded once: the status page lists them on every refresh
-/// (at n = 64, encoding them again each time was 3-5 % of the cluster's CPU samples).
+/// The validators' base58 names, encoded once: the status page lists them on every refresh,
+/// and encoding them each time was measurable (docs/BENCHMARKS.md, item 11).
 #[derive(Debug, Default)]
 pub(crate) struct Names(HashMap<ValidatorId, String>);
 

@@ -585,9 +585,9 @@ impl Value for CoordinatorMessage {
 }
 
 /// Each column family's options. vaultd's tables are small (keys, vault records, the outbox of
-/// a DKG): RocksDB's defaults (a 64 MiB memtable, allocated in 1 MiB blocks) gave every table
-/// written since the last flush a 1 MiB block; at n = 64 that was 5 MiB of a node's 25 MiB
-/// heap. 64 KiB blocks and a 4 MiB memtable (flushed to disk when full) fit these tables.
+/// a DKG): RocksDB's defaults (a 64 MiB memtable, allocated in 1 MiB blocks) give every table
+/// written since the last flush a 1 MiB block. 64 KiB blocks and a 4 MiB memtable (flushed to
+/// disk when full) fit these tables (docs/BENCHMARKS.md, item 13).
 fn column_family_options() -> Options {
     let mut o = Options::default();
     o.set_write_buffer_size(4 << 20);

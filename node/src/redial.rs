@@ -1,0 +1,80 @@
+//! Redials of the validators we are not connected to: each with its own exponential backoff
+//! (2 s doubling to 60 s), reset when it connects. Sans-IO: the caller passes the time and
+//! dials.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use libp2p::PeerId;
+
+/// Wait before the second dial of a missing validator.
+const REDIAL_FIRST: Duration = Duration::from_secs(2);
+/// Longest wait between two dials.
+const REDIAL_MAX: Duration = Duration::from_secs(60);
+
+/// When to dial each missing validator next (one entry per validator of the definition).
+#[derive(Default)]
+pub struct Redial {
+    next: HashMap<PeerId, (Instant, Duration)>,
+}
+
+impl Redial {
+    /// Which of the `missing` validators to dial at `now`, with the wait before the next dial
+    /// of each.
+    pub fn due(
+        &mut self,
+        missing: impl IntoIterator<Item = PeerId>,
+        now: Instant,
+    ) -> Vec<(PeerId, Duration)> {
+        let mut out = Vec::new();
+        for p in missing {
+            let backoff = match self.next.get(&p) {
+                Some((at, _)) if *at > now => continue,
+                Some((_, b)) => (*b * 2).min(REDIAL_MAX),
+                None => REDIAL_FIRST,
+            };
+            self.next.insert(p, (now + backoff, backoff));
+            out.push((p, backoff));
+        }
+        out
+    }
+
+    /// `peer` connected: its next disconnection starts the backoff anew.
+    pub fn connected(&mut self, peer: &PeerId) {
+        self.next.remove(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_missing_validator_is_dialled_with_its_own_doubling_backoff() {
+        let mut r = Redial::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let waits = |d: Vec<(PeerId, Duration)>| -> Vec<u64> {
+            d.into_iter().map(|(_, w)| w.as_secs()).collect()
+        };
+        assert_eq!(waits(r.due([a], t0)), [2]);
+        assert!(r.due([a], t0 + Duration::from_secs(1)).is_empty());
+        // b has its own schedule.
+        assert_eq!(waits(r.due([a, b], t0 + Duration::from_secs(2))), [4, 2]);
+        let mut at = t0 + Duration::from_secs(2);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            at += Duration::from_secs(60);
+            seen.extend(waits(r.due([a], at)));
+        }
+        assert_eq!(seen, [8, 16, 32, 60, 60, 60]);
+        r.connected(&a);
+        assert_eq!(
+            waits(r.due([a], at)),
+            [2],
+            "a connection resets the backoff"
+        );
+    }
+}
