@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::{
+    announce::Announcer,
     bus::{self, inbound_slot, ProcessorEvent, SlotPolicy, MAX_SLOT_ENTRIES},
     error::NodeError,
     metrics::Metrics,
@@ -58,31 +59,9 @@ const DIRECT_BURST: u32 = 2000;
 const CONNECTIONS_PER_MINUTE: u32 = 30;
 const CONNECTION_BURST: u32 = 10;
 
-/// Longest re-announce period while a vault is not active yet (it is also at most the DKG
-/// timeout). Every re-announcement reaches every validator and is signature-checked by each,
-/// duplicates included: a round costs the set O(n²) verifications and most of it is wasted, so
-/// it is a safety net, not the way messages travel. New announcements are published at once, a
-/// validator that subscribes gets ours replayed directly, and one whose DKG misses an
-/// announcement asks for it (`AnnouncementRequest`). Measurements: docs/BENCHMARKS.md, item 16.
-const ANNOUNCE_DKG: Duration = Duration::from_secs(60);
-/// How recent our last round may be for a vote naming us as silent to bring another at once
-/// (one round answers all the votes of an attempt), and four times the delay of our
-/// confirmation's repeat. It is also at most a third of the DKG timeout.
-const ANNOUNCE_FAST: Duration = Duration::from_secs(20);
-/// Least time between two re-announcements asked for by events (peers connecting or
-/// subscribing): the peers that arrive within it are served by one round.
-const ANNOUNCE_MIN_GAP: Duration = Duration::from_secs(1);
-/// Re-announce period once every vault is active.
-const ANNOUNCE_SLOW: Duration = Duration::from_secs(300);
 /// How long an announcement replay is retried (a peer that reconnects later subscribes again
 /// and gets a new one).
 const REPLAY_LIFETIME: Duration = Duration::from_secs(60);
-/// Our `PublicAddressAvailable` is gossiped once more `announce_fast / this` after it was first
-/// (5 s by default). It completes everyone's vault and is published while most of the set is
-/// still busy with the DKG, when gossipsub may abandon it in a slow send queue; a validator
-/// that lost it would wait `--dkg-timeout` to vote over it. A second copy costs one message
-/// (docs/BENCHMARKS.md, item 10).
-const CONFIRMATION_REPEAT_DIVISOR: u32 = 4;
 /// Least time between two warnings about gossip abandoned on its way to slow peers.
 const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
 
@@ -216,33 +195,20 @@ pub struct Coordinator {
     validators: BTreeMap<PeerId, ValidatorId>,
     /// The validators' names for the status page.
     names: Names,
-    /// What we keep announcing, by (coin, kind, key within the kind): one message per kind,
-    /// except votes and blame evidence (one per attempt and round, or per accused).
-    announcements: BTreeMap<(Coin, AnnouncementSlot), GeneralMessage>,
+    /// What we announce, and when again.
+    announcer: Announcer,
     local_keys: BTreeMap<Coin, ProcessorPublicKey>,
     signer_ready: BTreeSet<Coin>,
     outbox: outbox::Outbox<OutboundRequestId>,
     connected: BTreeSet<PeerId>,
     peer_records: BTreeMap<ValidatorId, PeerRecord>,
     listen_addrs: Vec<Multiaddr>,
-    announce_now: bool,
-    /// Re-announce period while a vault is not active.
-    announce_dkg: Duration,
-    /// Least time between our last round and one asked for by a vote (see `ANNOUNCE_FAST`).
-    announce_fast: Duration,
     /// When gossip abandoned to a slow peer was last logged.
     slow_peer_warned: Option<Instant>,
     /// When a message turned away by a full processor queue was last logged.
     busy_warned: Option<Instant>,
     /// Topics whose backlog has been logged (once per backlog).
     backlog_warned: BTreeSet<String>,
-    /// When we last published every announcement (the first tick does).
-    last_announce: Option<Instant>,
-    /// Our `PublicAddressAvailable` per coin, to be gossiped once more at the instant given.
-    confirmation_repeats: BTreeMap<Coin, (Instant, GeneralMessage)>,
-    /// When each validator's last `AnnouncementRequest` per coin was answered (bounded by
-    /// validators × coins).
-    announcement_requests: HashMap<(ValidatorId, Coin), Instant>,
     /// Outbox entries wait to be sent: flushed right after the event that queued them.
     outbox_dirty: bool,
     last_seq: u64,
@@ -320,22 +286,16 @@ impl Coordinator {
             topic_coins,
             names: Names::new(validators.values()),
             validators,
-            announcements: BTreeMap::new(),
+            announcer: Announcer::default(),
             local_keys: BTreeMap::new(),
             signer_ready: BTreeSet::new(),
             outbox: outbox::Outbox::default(),
             connected: BTreeSet::new(),
             peer_records,
             listen_addrs: Vec::new(),
-            announce_now: true,
-            announce_dkg: ANNOUNCE_DKG,
-            announce_fast: ANNOUNCE_FAST,
             slow_peer_warned: None,
             busy_warned: None,
             backlog_warned: BTreeSet::new(),
-            last_announce: None,
-            confirmation_repeats: BTreeMap::new(),
-            announcement_requests: HashMap::new(),
             outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
@@ -353,8 +313,7 @@ impl Coordinator {
     /// The DKG timeout the processors use: re-announcements while a DKG runs come at least
     /// once within it, and those asked for by votes at most three times.
     pub fn with_dkg_timeout(mut self, dkg_timeout: Duration) -> Self {
-        self.announce_dkg = dkg_timeout.clamp(Duration::from_secs(1), ANNOUNCE_DKG);
-        self.announce_fast = (dkg_timeout / 3).clamp(Duration::from_secs(1), ANNOUNCE_FAST);
+        self.announcer = self.announcer.with_dkg_timeout(dkg_timeout);
         self
     }
 
@@ -372,17 +331,16 @@ impl Coordinator {
         }
         // Step 2: the coordinator's key, on every coin topic.
         for coin in self.def.coins.clone() {
-            self.announcements.insert(
-                (
-                    coin,
-                    AnnouncementSlot {
-                        kind: "CoordinatorPublicKey",
-                        key: Vec::new(),
-                    },
-                ),
+            self.announcer.add(
+                coin,
+                AnnouncementSlot {
+                    kind: "CoordinatorPublicKey",
+                    key: Vec::new(),
+                },
                 GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
                     pubkey: self.coordinator_key,
                 }),
+                Instant::now(),
             );
         }
         // Known addresses of validators, then the bootstrap list.
@@ -432,14 +390,12 @@ impl Coordinator {
                 Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd),
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    let period = if self.all_active() { ANNOUNCE_SLOW } else { self.announce_dkg };
-                    let since = self.since_announce(now);
-                    if (self.announce_now && since >= ANNOUNCE_MIN_GAP) || since >= period {
-                        self.announce();
-                        self.announce_now = false;
-                        self.last_announce = Some(now);
+                    let all_active = self.all_active();
+                    let round = self.announcer.round_due(now, all_active);
+                    let repeats = self.announcer.repeats_due(now);
+                    for (coin, msg) in round.into_iter().chain(repeats) {
+                        self.publish(coin, msg);
                     }
-                    self.repeat_confirmations(now);
                     if now.duration_since(last_dial) >= Duration::from_secs(2) {
                         self.dial_missing();
                         last_dial = now;
@@ -658,7 +614,7 @@ impl Coordinator {
                 warn!(cut = ?cut, delayed = ?delayed, ?delay, lose_from = ?lose_from, lose_kind = ?lose_kind, "test-only link faults set");
                 self.link_faults.set(cut, delayed, delay);
                 self.link_faults.lose_once(lose_from, lose_kind);
-                self.announce_now = true; // a healed peer hears what it missed
+                self.announcer.ask_round(); // a healed peer hears what it missed
             }
             #[cfg(feature = "fault-injection")]
             ControlCommand::StallProcessor {
@@ -940,17 +896,10 @@ impl Coordinator {
         }
         let kind = msg.kind();
         if let GeneralMessage::KeyGenExclusionVote(v) = &msg {
-            if v.exclude.contains(&self.me)
-                && !self.announce_now
-                && self.since_announce(Instant::now()) >= self.announce_fast
-            {
-                // Someone has not heard from us: gossip may have lost an announcement (a
-                // dropped connection, a full send queue), and the periodic round can be minutes
-                // away. Everything we announced goes out again now. The votes of an attempt
-                // come from many voters within seconds, and one round answers them all: at most
-                // one round per `announce_fast`.
+            // Someone has not heard from us: gossip may have lost an announcement (a dropped
+            // connection, a full send queue), and the periodic round can be minutes away.
+            if v.exclude.contains(&self.me) && self.announcer.named_silent(Instant::now()) {
                 info!(%coin, voter = %from, attempt = v.attempt, "a vote names us as silent; re-announcing");
-                self.announce_now = true;
             }
         }
         match routing::general_in(from.clone(), coin, msg) {
@@ -1190,40 +1139,6 @@ impl Coordinator {
         self.last_seq
     }
 
-    /// Gossip each confirmation once more when its time has come (see
-    /// `CONFIRMATION_REPEAT_DIVISOR`).
-    fn repeat_confirmations(&mut self, now: Instant) {
-        let due: Vec<Coin> = self
-            .confirmation_repeats
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(coin, _)| *coin)
-            .collect();
-        for coin in due {
-            if let Some((_, msg)) = self.confirmation_repeats.remove(&coin) {
-                debug!(%coin, "gossiping our PublicAddressAvailable once more");
-                self.publish(coin, msg);
-            }
-        }
-    }
-
-    /// Time since our last announcement round (`Duration::MAX` before the first).
-    fn since_announce(&self, now: Instant) -> Duration {
-        self.last_announce
-            .map_or(Duration::MAX, |t| now.duration_since(t))
-    }
-
-    fn announce(&mut self) {
-        let anns: Vec<(Coin, GeneralMessage)> = self
-            .announcements
-            .iter()
-            .map(|((coin, _), v)| (*coin, v.clone()))
-            .collect();
-        for (coin, msg) in anns {
-            self.publish(coin, msg);
-        }
-    }
-
     /// A validator subscribed to one of our coin topics: it missed what we gossiped there
     /// before, so it gets our announcements for that coin directly, once (later ones reach it
     /// by gossip). Cheaper than gossiping them all again to everyone.
@@ -1237,18 +1152,8 @@ impl Coordinator {
 
     /// Our announcements for `coin`, directly to `to` (retried for [`REPLAY_LIFETIME`]).
     fn replay_announcements_to(&mut self, to: ValidatorId, coin: Coin) {
-        let messages: Vec<GeneralMessage> = self
-            .announcements
-            .iter()
-            .filter(|((c, _), _)| *c == coin)
-            .map(|(_, m)| m.clone())
-            .collect();
-        for (part, chunk) in messages.chunks(MAX_REPLAY_MESSAGES).enumerate() {
-            let req = DirectRequest::AnnouncementReplay(AnnouncementReplay {
-                coin,
-                part: u16::try_from(part).unwrap_or(u16::MAX),
-                messages: chunk.to_vec(),
-            });
+        for replay in self.announcer.replay(coin) {
+            let req = DirectRequest::AnnouncementReplay(replay);
             if let Err(e) = self.enqueue_volatile(to.clone(), req, REPLAY_LIFETIME) {
                 warn!(%coin, validator = %to, error = %e, "cannot replay announcements");
             }
@@ -1271,10 +1176,6 @@ impl Coordinator {
                     // definition.
                     GeneralMessage::SignerReady(_) => {
                         self.signer_ready.insert(coin);
-                    }
-                    GeneralMessage::PublicAddressAvailable(_) => {
-                        let at = Instant::now() + self.announce_fast / CONFIRMATION_REPEAT_DIVISOR;
-                        self.confirmation_repeats.insert(coin, (at, msg.clone()));
                     }
                     GeneralMessage::KeyGenExclusionVote(v) => {
                         info!(%coin, attempt = v.attempt, round = v.round, exclude = ?v.exclude.iter().map(|x| x.to_string()).collect::<Vec<_>>(), reasons = ?v.reasons, "DKG: voting to leave participants out of the next attempt");
@@ -1376,7 +1277,7 @@ impl Coordinator {
     /// A new announcement: published at once, and re-announced with the others (for peers that
     /// connect later) until it is replaced.
     fn add_announcement(&mut self, coin: Coin, slot: AnnouncementSlot, msg: GeneralMessage) {
-        self.announcements.insert((coin, slot), msg.clone());
+        let msg = self.announcer.add(coin, slot, msg, Instant::now());
         self.publish(coin, msg);
     }
 
@@ -1639,21 +1540,14 @@ impl Coordinator {
             }
             Inbound::AnnouncementRequest(r) => {
                 self.known_coin(r.coin)?;
-                // One replay per asker and coin per ANNOUNCE_MIN_GAP: a validator asking in a
-                // loop gets no more than that (its outbox slot holds one replay at a time).
-                let now = Instant::now();
-                let key = (from.clone(), r.coin);
-                if self
-                    .announcement_requests
-                    .get(&key)
-                    .is_some_and(|t| now.duration_since(*t) < ANNOUNCE_MIN_GAP)
-                {
-                    DirectResponse::Duplicate
-                } else {
-                    self.announcement_requests.insert(key, now);
+                // One replay per asker and coin per second: a validator asking in a loop gets
+                // no more than that (its outbox slot holds one replay at a time).
+                if self.announcer.answer_request(&from, r.coin, Instant::now()) {
                     debug!(coin = %r.coin, validator = %from, "replaying our announcements on request");
                     self.replay_announcements_to(from, r.coin);
                     DirectResponse::Accepted
+                } else {
+                    DirectResponse::Duplicate
                 }
             }
             _ => return Err(format!("{kind} is not a direct request").into()),

@@ -5,6 +5,7 @@
 //! local bus ([`bus`]), the HTTP endpoint ([`api`]), the operator's control socket
 //! ([`control`]) and the CLI ([`cli`]). All state is in RocksDB through [`storage`].
 
+pub mod announce;
 pub mod api;
 pub mod bus;
 pub mod cli;
