@@ -13,7 +13,9 @@ use protocol::{
     vault::VaultRecord,
     Coin, ValidatorId,
 };
-use storage::{InboundKey, InboundKind};
+use storage::InboundKey;
+
+use crate::inbound::SlotPolicy;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -265,69 +267,4 @@ pub struct ProcessorSnapshot {
     pub excluded: Vec<protocol::vault::Exclusion>,
     /// Exclusion votes of the current attempt.
     pub votes: Vec<protocol::attempts::VoteView>,
-}
-
-/// Most distinct messages kept in one inbound slot (a sender re-sealing after a restart, a
-/// rotated key, or junk); past it the slot's oldest entry makes room.
-pub const MAX_SLOT_ENTRIES: usize = 8;
-
-/// How a slot keeps messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotPolicy {
-    /// One entry, the latest wins (a key whose `seq` the coordinator already ordered).
-    Replace,
-    /// Every distinct message, in arrival order, the latest [`MAX_SLOT_ENTRIES`]: the coordinator
-    /// cannot read sealed payloads, so the processor decides which is valid and the ones it
-    /// rejects are deleted.
-    Log,
-}
-
-/// The inbound-table slot of an `...In` message (with `seq` 0).
-pub fn inbound_slot(coin: Coin, msg: &CoordinatorMessage) -> Option<(InboundKey, SlotPolicy)> {
-    use protocol::messages::GeneralMessage as G;
-    let (kind, from, context, policy) = match msg {
-        CoordinatorMessage::ExternalPublicKeyIn(m) => (
-            InboundKind::ExternalPublicKey,
-            &m.from,
-            [0; 32],
-            SlotPolicy::Replace,
-        ),
-        CoordinatorMessage::EncryptedPublicKeyIn(m) => (
-            InboundKind::EncryptedPublicKey,
-            &m.from,
-            [0; 32],
-            SlotPolicy::Log,
-        ),
-        CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => (
-            InboundKind::Commitment,
-            &m.from,
-            m.msg.context,
-            SlotPolicy::Log,
-        ),
-        CoordinatorMessage::EncryptedKeyShareIn(m) => {
-            (InboundKind::Share, &m.from, m.msg.context, SlotPolicy::Log)
-        }
-        CoordinatorMessage::GeneralIn(g) => match &g.msg {
-            G::KeyGenCommitmentsDigest(d) => {
-                (InboundKind::Digest, &g.from, d.context, SlotPolicy::Log)
-            }
-            G::PublicAddressAvailable(a) => {
-                (InboundKind::Address, &g.from, a.context, SlotPolicy::Log)
-            }
-            G::KeyGenExclusionVote(v) => (InboundKind::Vote, &g.from, v.context, SlotPolicy::Log),
-            G::KeyGenBlame(b) => (InboundKind::Blame, &g.from, b.context, SlotPolicy::Log),
-            _ => return None,
-        },
-        _ => return None,
-    };
-    Some((
-        InboundKey {
-            coin,
-            kind,
-            from: from.clone(),
-            context,
-            seq: 0,
-        },
-        policy,
-    ))
 }

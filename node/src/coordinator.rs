@@ -37,8 +37,9 @@ use tracing::{debug, info, warn};
 
 use crate::{
     announce::Announcer,
-    bus::{self, inbound_slot, ProcessorEvent, SlotPolicy, MAX_SLOT_ENTRIES},
+    bus::{self, ProcessorEvent},
     error::NodeError,
+    inbound::{self, SlotPolicy},
     metrics::Metrics,
     network::{self, Behaviour, BehaviourEvent},
     outbox::{self, Settled},
@@ -383,8 +384,8 @@ impl Coordinator {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 ev = self.from_processors.recv() => match ev {
                     Some(ProcessorEvent::Out(coin, msg)) => self.on_processor(coin, *msg)?,
-                    Some(ProcessorEvent::Fatal(e)) => return Err(NodeError::Config(format!("processor storage failure: {e}"))),
-                    None => return Err(NodeError::Config("every processor stopped".into())),
+                    Some(ProcessorEvent::Fatal(e)) => return Err(NodeError::Processor(format!("storage failure: {e}"))),
+                    None => return Err(NodeError::Processor("every processor stopped".into())),
                 },
                 Some(cmd) = self.control.recv() => self.on_control(cmd),
                 Some(cmd) = self.sign_requests.recv() => self.on_sign(cmd),
@@ -994,36 +995,29 @@ impl Coordinator {
     /// stored: when the processor's queue is full it waits in the inbound table (see
     /// `bus::Topic::place_stored`), and the peer is told `Accepted` all the same.
     fn place(&mut self, coin: Coin, msg: CoordinatorMessage) -> Result<DirectResponse, Refusal> {
-        let Some((mut key, policy)) = inbound_slot(coin, &msg) else {
+        let Some((mut key, policy)) = inbound::slot_of(coin, &msg) else {
             return Err(format!("{} has no inbound slot", msg.kind()).into());
         };
-        let mut evict = Vec::new();
-        match policy {
-            SlotPolicy::Replace => {
-                if self
-                    .store
-                    .get::<storage::Inbound>(&key)
-                    .map_err(|e| e.to_string())?
-                    .as_ref()
-                    == Some(&msg)
-                {
-                    return Ok(DirectResponse::Duplicate);
-                }
-            }
-            SlotPolicy::Log => {
-                let entries = self.store.inbound_slot(&key).map_err(|e| e.to_string())?;
-                if entries.iter().any(|(_, m)| *m == msg) {
-                    return Ok(DirectResponse::Duplicate);
-                }
-                // The slot holds one authenticated sender's messages only: past the bound, its
-                // oldest entries make room (a sender re-sealing after restarts, or flooding).
-                let excess = (entries.len() + 1).saturating_sub(MAX_SLOT_ENTRIES);
-                for (old, _) in entries.into_iter().take(excess) {
-                    debug!(%coin, kind = msg.kind(), "inbound slot full; dropping its oldest entry");
-                    evict.push(old);
-                }
-                key.seq = self.next_seq();
-            }
+        let entries = match policy {
+            SlotPolicy::Replace => self
+                .store
+                .get::<storage::Inbound>(&key)
+                .map_err(|e| e.to_string())?
+                .map(|m| (key.clone(), m))
+                .into_iter()
+                .collect(),
+            SlotPolicy::Log => self.store.inbound_slot(&key).map_err(|e| e.to_string())?,
+        };
+        let evict = match inbound::plan(policy, &entries, &msg) {
+            inbound::Plan::Duplicate => return Ok(DirectResponse::Duplicate),
+            inbound::Plan::Store { evict } => evict,
+        };
+        if !evict.is_empty() {
+            // A sender re-sealing after restarts, or flooding its own slot.
+            debug!(%coin, kind = msg.kind(), evicted = evict.len(), "inbound slot full; dropping its oldest entries");
+        }
+        if policy == SlotPolicy::Log {
+            key.seq = self.next_seq();
         }
         let mut b = Batch::new();
         for old in &evict {

@@ -15,6 +15,10 @@ pub enum NodeError {
     /// The protocol core rejected something.
     #[error(transparent)]
     Protocol(#[from] protocol::ProtocolError),
+    /// A processor thread failed (its storage) or every one stopped: the node stops rather
+    /// than send state it could not persist.
+    #[error("processor: {0}")]
+    Processor(String),
     /// I/O.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

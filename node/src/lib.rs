@@ -16,6 +16,7 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;
 pub mod http_client;
+pub mod inbound;
 pub mod metrics;
 pub mod network;
 pub mod outbox;

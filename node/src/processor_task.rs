@@ -24,7 +24,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    bus::{inbound_slot, ProcessorCommand, ProcessorEvent, ProcessorSnapshot},
+    bus::{ProcessorCommand, ProcessorEvent, ProcessorSnapshot},
+    inbound,
     metrics::Metrics,
 };
 
@@ -225,7 +226,7 @@ impl ProcessorTask {
         if retiring {
             return;
         }
-        if let Some((slot, _)) = inbound_slot(coin, &msg) {
+        if let Some((slot, _)) = inbound::slot_of(coin, &msg) {
             if let Err(e) = self.store.delete_inbound_matching(&slot, &msg) {
                 warn!(%coin, error = %e, "could not drop a rejected inbound message");
             }
