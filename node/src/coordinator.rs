@@ -172,6 +172,44 @@ pub enum ControlCommand {
     },
 }
 
+/// What a coordinator is assembled from.
+pub struct CoordinatorParts {
+    /// The network definition.
+    pub def: NetworkDefinition,
+    /// This validator.
+    pub me: ValidatorId,
+    /// Its coordinator public key (step 2).
+    pub coordinator_key: [u8; 32],
+    /// The database.
+    pub store: Arc<Store>,
+    /// The libp2p swarm.
+    pub swarm: Swarm<Behaviour>,
+    /// libp2p's metrics.
+    pub libp2p_metrics: libp2p::metrics::Metrics,
+    /// vaultd's metrics.
+    pub metrics: Metrics,
+    /// The current session's processors, by coin.
+    pub bus: BTreeMap<Coin, bus::Topic>,
+    /// What every processor sends back.
+    pub from_processors: mpsc::Receiver<ProcessorEvent>,
+    /// Commands from the control socket.
+    pub control: mpsc::Receiver<ControlCommand>,
+    /// The processors' snapshots.
+    pub snapshots: Snapshots,
+    /// The status page.
+    pub status: Arc<RwLock<Status>>,
+    /// Bootstrap addresses.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Called once with the listen addresses.
+    pub on_listening: Option<OnListening>,
+    /// `POST /sign` requests.
+    pub sign_requests: mpsc::Receiver<SignCommand>,
+    /// Signing settings.
+    pub signing: protocol::signing::SigningConfig,
+    /// Vaults of earlier sessions, still signing.
+    pub retiring: Vec<bus::RetiringVault>,
+}
+
 /// The coordinator's state.
 pub struct Coordinator {
     pub(crate) def: NetworkDefinition,
@@ -229,26 +267,26 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Assemble; call [`Coordinator::run`] next.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        def: NetworkDefinition,
-        me: ValidatorId,
-        coordinator_key: [u8; 32],
-        store: Arc<Store>,
-        swarm: Swarm<Behaviour>,
-        libp2p_metrics: libp2p::metrics::Metrics,
-        metrics: Metrics,
-        bus: BTreeMap<Coin, bus::Topic>,
-        from_processors: mpsc::Receiver<ProcessorEvent>,
-        control: mpsc::Receiver<ControlCommand>,
-        snapshots: Snapshots,
-        status: Arc<RwLock<Status>>,
-        bootstrap: Vec<Multiaddr>,
-        on_listening: Option<OnListening>,
-        sign_requests: mpsc::Receiver<SignCommand>,
-        signing: protocol::signing::SigningConfig,
-        retiring: Vec<bus::RetiringVault>,
-    ) -> Result<Self, NodeError> {
+    pub fn new(parts: CoordinatorParts) -> Result<Self, NodeError> {
+        let CoordinatorParts {
+            def,
+            me,
+            coordinator_key,
+            store,
+            swarm,
+            libp2p_metrics,
+            metrics,
+            bus,
+            from_processors,
+            control,
+            snapshots,
+            status,
+            bootstrap,
+            on_listening,
+            sign_requests,
+            signing,
+            retiring,
+        } = parts;
         let gossip_topics: BTreeMap<Coin, IdentTopic> = def
             .coins
             .iter()

@@ -373,25 +373,25 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot encode run.json"),
         }
     });
-    let coordinator = coordinator::Coordinator::new(
+    let coordinator = coordinator::Coordinator::new(coordinator::CoordinatorParts {
         def,
         me,
-        keys.coordinator_public(),
+        coordinator_key: keys.coordinator_public(),
         store,
         swarm,
         libp2p_metrics,
         metrics,
-        topics,
-        events_rx,
-        control_rx,
+        bus: topics,
+        from_processors: events_rx,
+        control: control_rx,
         snapshots,
         status,
         bootstrap,
-        Some(on_listening),
-        sign_rx,
+        on_listening: Some(on_listening),
+        sign_requests: sign_rx,
         signing,
         retiring,
-    )?
+    })?
     .with_dkg_timeout(cfg.dkg_timeout);
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
