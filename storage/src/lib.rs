@@ -579,8 +579,11 @@ impl Value for CoordinatorMessage {
     fn upgrade(version: u8, body: &[u8]) -> Option<Vec<u8>> {
         // postcard writes the variant index as a varint: one byte below 128.
         let (&variant, rest) = body.split_first()?;
+        if version != 1 || variant >= 0x80 {
+            return None;
+        }
         let variant = variant.checked_sub(LEGACY_BUS_FIRST_INPUT)?;
-        (version == 1 && variant < 0x80).then(|| [&[variant][..], rest].concat())
+        Some([&[variant][..], rest].concat())
     }
 }
 
