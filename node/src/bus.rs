@@ -43,8 +43,25 @@ struct Backlog {
     seqs: Option<(u64, u64)>,
     /// The latest message of each `Replace` slot that waits (one per validator and kind).
     latest: BTreeMap<Vec<u8>, CoordinatorMessage>,
-    /// How many messages wait (for the log and the gauge).
+    /// How many messages wait.
     count: u64,
+    /// Whether this backlog was reported ([`Topic::new_backlog`]).
+    reported: bool,
+}
+
+impl Backlog {
+    fn add(&mut self, msg: CoordinatorMessage, key: &InboundKey, policy: SlotPolicy) {
+        self.count += 1;
+        match policy {
+            SlotPolicy::Replace => {
+                self.latest.insert(key.slot_prefix(), msg);
+            }
+            SlotPolicy::Log => {
+                let (from, _) = self.seqs.unwrap_or((key.seq, key.seq));
+                self.seqs = Some((from.min(key.seq), key.seq));
+            }
+        }
+    }
 }
 
 /// The coordinator's end of one `{IDENTITY}{COIN}` topic. Nothing here waits: a full queue is
@@ -88,9 +105,12 @@ impl Topic {
         &self.name
     }
 
-    /// How many stored messages wait in the inbound table for room in the queue.
-    pub fn backlog(&self) -> u64 {
-        self.backlog.as_ref().map_or(0, |b| b.count)
+    /// How many stored messages wait in the inbound table for room in the queue, once per
+    /// backlog (`None` when there is none, or it was reported already).
+    pub fn new_backlog(&mut self) -> Option<u64> {
+        let b = self.backlog.as_mut().filter(|b| !b.reported)?;
+        b.reported = true;
+        Some(b.count)
     }
 
     /// Whether the queue can take one more command now.
@@ -107,35 +127,19 @@ impl Topic {
         policy: SlotPolicy,
     ) -> Placed {
         debug!(topic = %self.name, coin = %self.coin, partition = ?msg.partition(), kind = msg.kind(), "placed");
-        if self.backlog.is_none() {
-            match self.send(ProcessorCommand::Input(Box::new(msg))) {
-                Err(mpsc::error::TrySendError::Full(ProcessorCommand::Input(msg))) => {
-                    self.backlog = Some(Backlog::default());
-                    self.wait_on_disk(*msg, key, policy);
-                    return Placed::Full;
-                }
-                Err(_) => return Placed::Gone,
+        // Behind a backlog, a new message waits too: the processor gets them in arrival order.
+        let msg = match self.backlog {
+            Some(_) => msg,
+            None => match self.send(ProcessorCommand::Input(Box::new(msg))) {
                 Ok(()) => return Placed::Queued,
-            }
-        }
-        self.wait_on_disk(msg, key, policy);
-        Placed::Full
-    }
-
-    fn wait_on_disk(&mut self, msg: CoordinatorMessage, key: &InboundKey, policy: SlotPolicy) {
-        let Some(b) = self.backlog.as_mut() else {
-            return;
+                Err(mpsc::error::TrySendError::Full(ProcessorCommand::Input(msg))) => *msg,
+                Err(_) => return Placed::Gone,
+            },
         };
-        b.count += 1;
-        match policy {
-            SlotPolicy::Replace => {
-                b.latest.insert(key.slot_prefix(), msg);
-            }
-            SlotPolicy::Log => {
-                let (from, _) = b.seqs.unwrap_or((key.seq, key.seq));
-                b.seqs = Some((from.min(key.seq), key.seq));
-            }
-        }
+        self.backlog
+            .get_or_insert_with(Backlog::default)
+            .add(msg, key, policy);
+        Placed::Full
     }
 
     /// Hand a message that is not stored to the processor (signing traffic, this node's own

@@ -246,8 +246,6 @@ pub struct Coordinator {
     slow_peer_warned: Option<Instant>,
     /// When a message turned away by a full processor queue was last logged.
     busy_warned: Option<Instant>,
-    /// Topics whose backlog has been logged (once per backlog).
-    backlog_warned: BTreeSet<String>,
     /// Outbox entries wait to be sent: flushed right after the event that queued them.
     outbox_dirty: bool,
     last_seq: u64,
@@ -334,7 +332,6 @@ impl Coordinator {
             listen_addrs: Vec::new(),
             slow_peer_warned: None,
             busy_warned: None,
-            backlog_warned: BTreeSet::new(),
             outbox_dirty: false,
             #[cfg(feature = "fault-injection")]
             link_faults: Default::default(),
@@ -1149,14 +1146,11 @@ impl Coordinator {
                 .iter_mut()
                 .map(|r| (r.record.coin, &mut r.topic)),
         ) {
-            let waiting = topic.backlog();
-            if waiting > 0 && !self.backlog_warned.contains(topic.name()) {
+            if let Some(waiting) = topic.new_backlog() {
                 warn!(%coin, topic = topic.name(), waiting, "the processor's queue is full: stored messages wait in the inbound table until it has room");
-                self.backlog_warned.insert(topic.name().to_string());
             }
             if let Some(n) = topic.drain() {
                 info!(%coin, topic = topic.name(), messages = n, "the processor has room again: handing it the messages that waited");
-                self.backlog_warned.remove(topic.name());
             }
         }
     }
