@@ -39,8 +39,8 @@ use crate::{
         ProcessorMessage,
     },
     processor::{
-        payload_body, DkgState, Handled, Output, Persist, Phase, Processor, COMMITMENT_DOMAIN,
-        SHARE_DOMAIN,
+        payload_body, DkgStage, DkgState, Handled, Output, Persist, Phase, Processor,
+        COMMITMENT_DOMAIN, SHARE_DOMAIN,
     },
     vault::{Exclusion, VaultStatus},
 };
@@ -752,7 +752,7 @@ impl Processor {
                     ));
                 }
                 // Judging needs the attempt's n commitments, agreed by the echo.
-                if !self.dkg.shares_sent {
+                if self.dkg.stage < DkgStage::SharesSent {
                     return Ok(Handled::Wait);
                 }
                 let faulty = dkg::judge(

@@ -49,6 +49,22 @@ impl ProtocolError {
         }
     }
 
+    /// A short name of the variant, for metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProtocolError::TooLarge { .. } => "too_large",
+            ProtocolError::UnsupportedVersion(_) => "unsupported_version",
+            ProtocolError::Malformed(_) => "malformed",
+            ProtocolError::UnknownValidator(_) => "unknown_validator",
+            ProtocolError::InvalidFromPeer { .. } => "invalid",
+            ProtocolError::Seal { .. } => "seal",
+            ProtocolError::SealLocal(_) => "seal_local",
+            ProtocolError::Definition { .. } => "definition",
+            ProtocolError::Key(_) => "key",
+            ProtocolError::Dkg(_) => "dkg",
+        }
+    }
+
     pub(crate) fn peer(peer: &ValidatorId, reason: impl Into<String>) -> Self {
         ProtocolError::InvalidFromPeer {
             peer: peer.clone(),

@@ -148,16 +148,27 @@ pub struct PeerView {
     sent_exchange_to: Option<u64>,
 }
 
+/// How far this attempt's DKG has gone (in order): what this node has sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DkgStage {
+    /// Keys are still being exchanged (steps 8-12): nothing of the DKG sent.
+    #[default]
+    KeyExchange,
+    /// Our commitments are out (step 13); waiting for everyone's and the echo.
+    Committed,
+    /// Our shares are out (step 16); waiting for everyone's and the confirmations.
+    SharesSent,
+}
+
 #[derive(Default)]
 pub(crate) struct DkgState {
-    pub(crate) started: bool,
+    pub(crate) stage: DkgStage,
     pub(crate) commitments: BTreeMap<u16, Vec<u8>>,
     /// Each sender's signature over its commitments (ours included).
     pub(crate) commitment_sigs: BTreeMap<u16, Vec<u8>>,
     pub(crate) digests: BTreeMap<u16, [u8; 32]>,
     /// Each echo's per-participant commitment hashes.
     pub(crate) hashes: BTreeMap<u16, Vec<[u8; 32]>>,
-    pub(crate) shares_sent: bool,
     pub(crate) shares: BTreeMap<u16, Vec<u8>>,
     /// Each sender's signature over the share it sent us.
     pub(crate) share_sigs: BTreeMap<u16, Vec<u8>>,
@@ -363,11 +374,11 @@ impl Processor {
                 VaultStatus::Pending => Phase::Confirming,
             };
         }
-        if !self.dkg.started {
+        if self.dkg.stage < DkgStage::Committed {
             Phase::KeyExchange
         } else if self.dkg.commitments.len() < usize::from(self.params.n) {
             Phase::Commitments
-        } else if !self.dkg.shares_sent {
+        } else if self.dkg.stage < DkgStage::SharesSent {
             Phase::CommitmentEcho
         } else {
             Phase::Shares
@@ -431,7 +442,7 @@ impl Processor {
     /// Step 4: replace this processor's messaging key. Refused while a DKG is running, since
     /// peers may have sealed messages to the old key that would be lost.
     pub fn rotate_messaging_key(&mut self, new: MessagingKey) -> Result<Vec<Output>> {
-        if self.vault.is_none() && self.dkg.started {
+        if self.vault.is_none() && self.dkg.stage >= DkgStage::Committed {
             return Err(ProtocolError::Dkg(format!(
                 "a {} DKG is in progress; rotate the messaging key after it completes",
                 self.coin
@@ -779,7 +790,7 @@ impl Processor {
             .filter(|v| **v != self.me)
             .cloned()
             .collect();
-        if self.dkg.started
+        if self.dkg.stage >= DkgStage::Committed
             || self.vault.is_some()
             || others.iter().any(|v| self.signer_of(v).is_none())
         {
@@ -814,7 +825,7 @@ impl Processor {
                 },
             )));
         }
-        self.dkg.started = true;
+        self.dkg.stage = DkgStage::Committed;
         self.faults
             .record_commitment(self.params.i, &commitments, &signature);
         self.dkg.commitments.insert(self.params.i, commitments);
@@ -932,7 +943,7 @@ impl Processor {
 
     /// All n commitments in: echo their digest.
     fn after_commitment(&mut self, out: &mut Vec<Output>) -> Result<()> {
-        if !self.dkg.started
+        if self.dkg.stage < DkgStage::Committed
             || self.dkg.commitments.len() < usize::from(self.params.n)
             || self.dkg.digests.contains_key(&self.params.i)
         {
@@ -1064,7 +1075,7 @@ impl Processor {
 
     /// All n digests in: go on to shares if they match, fail if they do not.
     fn after_digest(&mut self, out: &mut Vec<Output>) -> Result<()> {
-        if self.dkg.shares_sent
+        if self.dkg.stage >= DkgStage::SharesSent
             || self.vault.is_some()
             || self.dkg.digests.len() < usize::from(self.params.n)
         {
@@ -1124,7 +1135,7 @@ impl Processor {
                 },
             )));
         }
-        self.dkg.shares_sent = true;
+        self.dkg.stage = DkgStage::SharesSent;
         out.extend(sends);
         self.after_share(out);
         Ok(())
@@ -1171,7 +1182,7 @@ impl Processor {
 
     /// Step 20: all shares in: compute the key share, the group key and the address.
     fn after_share(&mut self, out: &mut Vec<Output>) {
-        if !self.dkg.shares_sent
+        if self.dkg.stage < DkgStage::SharesSent
             || self.vault.is_some()
             || self.dkg.shares.len() + 1 < usize::from(self.params.n)
         {

@@ -109,16 +109,31 @@ pub struct SigningStatus {
     pub cheaters: Vec<CheaterReport>,
 }
 
+/// Where one attempt's ceremony stands. Each stage owns the machines it needs, consumed when
+/// the next one starts: a preprocess's nonces can be used for one share only.
+enum Stage {
+    /// Our preprocess is out; waiting for every other signer's (one machine per message).
+    AwaitingPreprocesses(Vec<SignRound1>),
+    /// Our share is out; waiting for every other signer's.
+    AwaitingShares(Vec<SignRound2>),
+    /// Signed, failed, timed out or superseded: nothing more happens in it.
+    Done,
+}
+
 struct Ceremony {
     request: SignRequest,
     session: [u8; 32],
     indices: BTreeMap<ValidatorId, u16>,
-    round1: Option<Vec<SignRound1>>,
-    round2: Option<Vec<SignRound2>>,
+    stage: Stage,
     preprocesses: BTreeMap<u16, Vec<Vec<u8>>>,
     shares: BTreeMap<u16, Vec<Vec<u8>>>,
     started: u64,
-    finished: bool,
+}
+
+impl Ceremony {
+    fn done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
 }
 
 struct Origination {
@@ -243,7 +258,7 @@ impl Processor {
                 .filter(|o| o.deadline.is_some())
                 .count(),
             queued: s.queue.len(),
-            ceremonies: s.ceremonies.values().filter(|c| !c.finished).count(),
+            ceremonies: s.ceremonies.values().filter(|c| !c.done()).count(),
             cheaters: s.cheaters.iter().cloned().collect(),
         }
     }
@@ -391,7 +406,7 @@ impl Processor {
         let attempt = o.record.attempt;
         let mut slow = Vec::new();
         if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
-            c.finished = true;
+            c.stage = Stage::Done;
             let waiting_preprocess = c.preprocesses.len() + 1 < c.indices.len();
             for (v, l) in &c.indices {
                 if *v == self.me {
@@ -647,7 +662,7 @@ impl Processor {
                 .signing
                 .ceremonies
                 .values()
-                .filter(|c| !c.finished && c.request.origin != self.me)
+                .filter(|c| !c.done() && c.request.origin != self.me)
                 .count();
             if participating >= self.signing.config.max_participating {
                 return Err(ProtocolError::peer(
@@ -700,12 +715,10 @@ impl Processor {
                 request: request.clone(),
                 session,
                 indices,
-                round1: Some(machines),
-                round2: None,
+                stage: Stage::AwaitingPreprocesses(machines),
                 preprocesses: BTreeMap::new(),
                 shares: BTreeMap::new(),
                 started: self.signing.now,
-                finished: false,
             },
         );
         Ok(())
@@ -875,13 +888,14 @@ impl Processor {
         let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) else {
             return;
         };
-        if c.finished {
-            return;
-        }
         let others = c.indices.len() - 1;
         // Round 2: every preprocess in.
-        if c.round1.is_some() && c.preprocesses.len() == others {
-            let machines = c.round1.take().unwrap_or_default();
+        if matches!(c.stage, Stage::AwaitingPreprocesses(_)) && c.preprocesses.len() == others {
+            let Stage::AwaitingPreprocesses(machines) =
+                std::mem::replace(&mut c.stage, Stage::Done)
+            else {
+                return;
+            };
             let mut next = Vec::new();
             let mut shares = Vec::new();
             for (i, m) in machines.into_iter().enumerate() {
@@ -896,13 +910,12 @@ impl Processor {
                         shares.push(s);
                     }
                     Err(e) => {
-                        c.finished = true;
                         self.ceremony_failed(id, attempt, e, out);
                         return;
                     }
                 }
             }
-            c.round2 = Some(next);
+            c.stage = Stage::AwaitingShares(next);
             let session = c.session;
             let targets: Vec<ValidatorId> =
                 c.indices.keys().filter(|v| **v != me).cloned().collect();
@@ -933,11 +946,12 @@ impl Processor {
             return;
         };
         // Round 3: every share in.
-        if c.round2.is_none() || c.shares.len() < others {
+        if !matches!(c.stage, Stage::AwaitingShares(_)) || c.shares.len() < others {
             return;
         }
-        let machines = c.round2.take().unwrap_or_default();
-        c.finished = true;
+        let Stage::AwaitingShares(machines) = std::mem::replace(&mut c.stage, Stage::Done) else {
+            return;
+        };
         let mut signatures = Vec::new();
         for (i, m) in machines.into_iter().enumerate() {
             let shares: BTreeMap<u16, Vec<u8>> = c
@@ -970,7 +984,7 @@ impl Processor {
 
     fn ceremony_failed(&mut self, id: [u8; 32], attempt: u32, e: SignError, out: &mut Vec<Output>) {
         if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
-            c.finished = true;
+            c.stage = Stage::Done;
         }
         let culprit = e.culprit().and_then(|l| self.member_at(l).cloned());
         let Some(peer) = culprit else {
@@ -1025,7 +1039,7 @@ impl Processor {
         }
         for ((id, _), c) in self.signing.ceremonies.iter_mut() {
             if *id == a.id {
-                c.finished = true;
+                c.stage = Stage::Done;
             }
         }
         let record = match self.signing.originated.remove(&a.id) {
