@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod coordinator;
+pub mod core;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;
@@ -373,26 +374,33 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot encode run.json"),
         }
     });
-    let coordinator = coordinator::Coordinator::new(coordinator::CoordinatorParts {
+    let core = core::Core::new(core::CoreParts {
+        peer_records: store.peers()?.into_iter().collect(),
         def,
         me,
+        local_peer: *swarm.local_peer_id(),
         coordinator_key: keys.coordinator_public(),
+        bootstrap,
+        retiring: retiring.iter().map(|r| r.record.clone()).collect(),
+        signing,
+        dkg_timeout: cfg.dkg_timeout,
+        metrics: metrics.clone(),
+    })?;
+    let coordinator = coordinator::Coordinator::new(coordinator::CoordinatorParts {
+        core,
         store,
         swarm,
         libp2p_metrics,
         metrics,
         bus: topics,
+        retiring,
         from_processors: events_rx,
         control: control_rx,
+        sign_requests: sign_rx,
         snapshots,
         status,
-        bootstrap,
         on_listening: Some(on_listening),
-        sign_requests: sign_rx,
-        signing,
-        retiring,
-    })?
-    .with_dkg_timeout(cfg.dkg_timeout);
+    });
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
     result

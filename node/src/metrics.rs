@@ -61,10 +61,6 @@ pub struct Metrics {
     pub bus_full: Family<Labels, Counter>,
 }
 
-fn kind(kind: &str) -> Labels {
-    vec![("kind".to_string(), kind.to_string())]
-}
-
 fn duration_histogram() -> Histogram {
     // 10 ms .. ~328 s
     Histogram::new(exponential_buckets(0.01, 2.0, 16))
@@ -325,9 +321,14 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Count a rejected message.
-    pub fn rejected(&self, k: &str) {
-        self.messages_rejected.get_or_create(&kind(k)).inc();
+    /// Count a rejected message of `protocol` (gossip, direct), by why (`Rejection::label`).
+    pub fn rejected(&self, protocol: &str, reason: &str) {
+        self.messages_rejected
+            .get_or_create(&vec![
+                ("kind".to_string(), protocol.to_string()),
+                ("reason".to_string(), reason.to_string()),
+            ])
+            .inc();
     }
 
     /// Set a coin's DKG phase.

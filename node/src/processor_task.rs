@@ -222,7 +222,7 @@ impl ProcessorTask {
         // processor: what it does not take is not deleted from there.
         let retiring = self.processor.signing_only();
         warn!(%coin, %peer, kind, error = %e, retiring, "processor rejected message");
-        self.metrics.rejected(kind);
+        self.metrics.rejected(kind, e.label());
         if retiring {
             return;
         }

@@ -1,0 +1,210 @@
+//! Sign admission (`POST /sign`): which vault a request is for, whether it can sign now, and the
+//! record stored before the id is returned. The refusals are typed; `api.rs` maps each to its
+//! HTTP status.
+
+use protocol::{
+    messages::{CoordinatorMessage, SignatureRequested},
+    vault::{SignRecord, SignStatus},
+    Coin, ValidatorId,
+};
+use storage::{Batch, RequestId, SignRequests};
+use tracing::info;
+
+use super::{Action, Core, Io, Target};
+
+/// A signature request from the HTTP endpoint.
+#[derive(Clone, Debug)]
+pub struct SignRequest {
+    /// Its id (drawn by the driver).
+    pub id: [u8; 32],
+    /// Coin.
+    pub coin: Coin,
+    /// Messages (already hex-decoded).
+    pub messages: Vec<Vec<u8>>,
+    /// Session of the vault to sign with (`None`: the current one).
+    pub session: Option<u32>,
+}
+
+/// What the driver knows of one processor that could take a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetView {
+    /// The processor.
+    pub target: Target,
+    /// Its vault's session.
+    pub session: u32,
+    /// Whether its vault can sign.
+    pub can_sign: bool,
+    /// Requests already waiting there.
+    pub queued: usize,
+    /// Its vault's DKG context, once computed.
+    pub vault: Option<[u8; 32]>,
+    /// Whether its queue has room for one more message.
+    pub has_room: bool,
+}
+
+/// Why the node refused a signature request (`api.rs` maps each to its HTTP status).
+#[derive(Debug, thiserror::Error)]
+pub enum SignRefusal {
+    /// The coin is not one of the network's.
+    #[error("{0} has no vault in this network")]
+    UnknownCoin(Coin),
+    /// No vault of that session (current or retiring) here.
+    #[error("no {coin} vault of session {session} here")]
+    UnknownSession {
+        /// Coin.
+        coin: Coin,
+        /// Session asked for.
+        session: u32,
+    },
+    /// The vault's DKG has not finished.
+    #[error("the {0} vault is not active yet")]
+    NotActive(Coin),
+    /// The messages are not what the coin's format signs.
+    #[error("{0}")]
+    InvalidMessages(String),
+    /// Too many requests of this coin already wait.
+    #[error("{queued} {coin} requests already wait; try again later")]
+    Queued {
+        /// Coin.
+        coin: Coin,
+        /// How many wait.
+        queued: usize,
+    },
+    /// The coin's processor queue is full.
+    #[error("the {0} processor is busy; try again later")]
+    Busy(Coin),
+    /// The coin's processor has stopped.
+    #[error("the {0} processor has stopped")]
+    Stopped(Coin),
+    /// The request could not be stored.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+}
+
+/// Decide on `request` given the coin's processors (`targets`); the processor to hand it to
+/// and the record to store first.
+pub fn admit(
+    request: &SignRequest,
+    targets: &[TargetView],
+    coins: &[Coin],
+    current_session: u32,
+    max_queued: usize,
+    origin: &ValidatorId,
+) -> Result<(Target, SignRecord), SignRefusal> {
+    let coin = request.coin;
+    if !coins.contains(&coin) {
+        return Err(SignRefusal::UnknownCoin(coin));
+    }
+    let session = request.session.unwrap_or(current_session);
+    let view = targets.iter().find(|t| t.session == session);
+    let view = match view {
+        Some(v) => v,
+        None if session == current_session => return Err(SignRefusal::Stopped(coin)),
+        None => return Err(SignRefusal::UnknownSession { coin, session }),
+    };
+    if !view.can_sign {
+        return Err(SignRefusal::NotActive(coin));
+    }
+    protocol::signing::check_messages(coin, &request.messages)
+        .map_err(SignRefusal::InvalidMessages)?;
+    if view.queued >= max_queued {
+        return Err(SignRefusal::Queued {
+            coin,
+            queued: view.queued,
+        });
+    }
+    let vault = view.vault.ok_or(SignRefusal::NotActive(coin))?;
+    // Only the event loop sends on the topic: room now is room when the request is placed.
+    if !view.has_room {
+        return Err(SignRefusal::Busy(coin));
+    }
+    let record = SignRecord {
+        id: request.id,
+        coin,
+        origin: origin.clone(),
+        vault,
+        messages: request.messages.clone(),
+        status: SignStatus::Pending,
+        attempt: 0,
+        signers: Vec::new(),
+        signatures: Vec::new(),
+        reason: None,
+        left_out: Vec::new(),
+    };
+    Ok((view.target, record))
+}
+
+/// The answer to a request, given what its placement became: a processor that has stopped or
+/// is busy has not taken it (the stored record is resumed at the next start).
+pub fn finish(
+    result: Result<[u8; 32], SignRefusal>,
+    placed: &super::Placements,
+) -> Result<[u8; 32], SignRefusal> {
+    let id = result?;
+    if let Some(coin) = placed.gone() {
+        return Err(SignRefusal::Stopped(coin));
+    }
+    if let Some(coin) = placed.busy() {
+        return Err(SignRefusal::Busy(coin));
+    }
+    Ok(id)
+}
+
+impl Core {
+    /// `POST /sign`: admitted requests are stored (synced) before the id is returned, so a
+    /// request is never lost, even across a crash; then handed to the processor.
+    pub(super) fn on_sign<I: Io>(
+        &mut self,
+        request: SignRequest,
+        targets: Vec<TargetView>,
+        reply: I::SignReply,
+        out: &mut Vec<Action<I>>,
+    ) {
+        let admitted = admit(
+            &request,
+            &targets,
+            &self.def.coins,
+            self.def.session,
+            self.max_queued,
+            &self.me,
+        );
+        let (target, record) = match admitted {
+            Ok(a) => a,
+            Err(refusal) => {
+                if matches!(refusal, SignRefusal::Busy(_)) {
+                    self.metrics.bus_full(request.coin);
+                }
+                out.push(Action::SignReply {
+                    reply,
+                    result: Err(refusal),
+                });
+                return;
+            }
+        };
+        let mut batch = Batch::new();
+        if let Err(e) = batch.put::<SignRequests>(&RequestId(record.id), &record) {
+            out.push(Action::SignReply {
+                reply,
+                result: Err(e.into()),
+            });
+            return;
+        }
+        out.push(Action::Persist {
+            batch,
+            durable: true,
+        });
+        let SignRequest {
+            id, coin, messages, ..
+        } = request;
+        out.push(Action::Deliver {
+            coin,
+            target,
+            msg: CoordinatorMessage::SignatureRequested(SignatureRequested { id, messages }),
+        });
+        info!(%coin, request = %hex::encode(id), "signature requested");
+        out.push(Action::SignReply {
+            reply,
+            result: Ok(id),
+        });
+    }
+}
