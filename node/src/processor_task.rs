@@ -75,15 +75,6 @@ impl Default for Timers {
     }
 }
 
-/// A failed request's reason, as a metrics label.
-fn failure_kind(reason: Option<&str>) -> &'static str {
-    match reason {
-        Some(r) if r.contains("signers needed are available") => "signers_unavailable",
-        Some(r) if r.contains("attempts") => "attempts_exhausted",
-        _ => "other",
-    }
-}
-
 impl ProcessorTask {
     /// Start the thread.
     pub fn spawn(self) -> std::io::Result<thread::JoinHandle<()>> {
@@ -306,7 +297,9 @@ impl ProcessorTask {
                 Output::Persist(Persist::NonceUsed { coin, id, attempt }) => batch
                     .put::<NoncesUsed>(&NonceKey { coin, id, attempt }, &())
                     .map(|_| ()),
-                Output::Persist(Persist::SignRecord(r)) => self.sign_record(&mut batch, r),
+                Output::Persist(Persist::SignRecord { record, failure }) => {
+                    self.sign_record(&mut batch, record, failure)
+                }
                 Output::Persist(Persist::Vote(v)) => batch
                     .put::<DkgVotes>(
                         &VoteKey {
@@ -363,6 +356,7 @@ impl ProcessorTask {
         &mut self,
         batch: &mut Batch,
         r: protocol::vault::SignRecord,
+        failure: Option<protocol::vault::SignFailure>,
     ) -> Result<(), storage::StorageError> {
         use protocol::vault::SignStatus;
         let coin = r.coin;
@@ -393,7 +387,8 @@ impl ProcessorTask {
                 let (outcome, reason) = if r.status == SignStatus::Done {
                     ("done", "")
                 } else {
-                    ("failed", failure_kind(r.reason.as_deref()))
+                    let failure = failure.unwrap_or(protocol::vault::SignFailure::Other);
+                    ("failed", failure.label())
                 };
                 self.metrics.sign_outcome(coin, outcome, reason);
                 if let Some(start) = timers.remove(&r.id) {

@@ -25,6 +25,9 @@
 //!   previous round, so honest views converge.
 //! * The chain stops when fewer than t participants remain (the vault fails, naming who was left
 //!   out) or when this validator is left out (its vault is marked excluded).
+//!
+//! Why one file of this size: votes, blame evidence and the recomputed attempt are one
+//! mechanism (a vote or a proof changes the next attempt's participants) and its proofs.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -190,7 +190,7 @@ impl LocalNetwork {
         let from = self.ids[from_i].clone();
         for o in out {
             let m = match o {
-                Output::Persist(Persist::SignRecord(r)) => {
+                Output::Persist(Persist::SignRecord { record: r, .. }) => {
                     self.records.insert((from_i, coin, r.id), r);
                     continue;
                 }

@@ -10,6 +10,11 @@
 //! replays the stored inbound messages and the processor regenerates identical DKG messages.
 //! Messages that arrive before they can be checked (a share before the sender's key is known)
 //! wait in a bounded buffer and are retried after every state change.
+//!
+//! Why one file of this size: it is the DKG's steps 8 to 20 in the order the spec gives them,
+//! each handler next to the state it reads (`DkgState`, the keys, the attempt's participants).
+//! Exclusion votes and blame live in `attempts.rs`, signing in `signing.rs`; splitting the
+//! steps further would separate each check from the message it guards.
 
 use std::collections::BTreeMap;
 
@@ -72,8 +77,13 @@ pub enum Persist {
         /// Attempt.
         attempt: u32,
     },
-    /// Signing: a request's record (pending, done or failed).
-    SignRecord(SignRecord),
+    /// Signing: a request's record (pending, done or failed; `failure` says why it failed).
+    SignRecord {
+        /// The record.
+        record: SignRecord,
+        /// Why it failed, when it did.
+        failure: Option<crate::vault::SignFailure>,
+    },
     /// Signing: a signer sent an invalid preprocess or share.
     Cheater(CheaterReport),
     /// DKG: our own exclusion vote (a restarted node must never cast a different one).
@@ -89,7 +99,7 @@ impl std::fmt::Debug for Persist {
             Persist::NonceUsed { coin, id, attempt } => {
                 write!(f, "NonceUsed({coin}, {}, {attempt})", hex::encode(id))
             }
-            Persist::SignRecord(r) => write!(f, "SignRecord({:?})", r),
+            Persist::SignRecord { record, .. } => write!(f, "SignRecord({:?})", record),
             Persist::Cheater(c) => write!(f, "Cheater({:?})", c),
             Persist::Vote(v) => write!(f, "Vote({:?})", v),
         }

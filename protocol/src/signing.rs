@@ -21,6 +21,11 @@
 //!    fails with a reason that names who was missing.
 //! 5. **Cheaters**: an invalid preprocess or share names its sender (modular-frost identifies
 //!    it); it is reported ([`Persist::Cheater`]) and left out of the request's later attempts.
+//!
+//! Why one file of this size: it is the whole life of a request (admission, attempts,
+//! preprocess, share, aggregation, cheaters, timeouts) on both the originator's and a signer's
+//! side, which share the ceremony map and the used-nonce markers; the FROST calls themselves
+//! are in `sign.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -34,7 +39,7 @@ use crate::{
     processor::{Output, Persist, Processor},
     seal::SealKind,
     sign::{self, SignError, SignRound1, SignRound2, VaultKeys},
-    vault::{CheaterReport, SignRecord, SignStatus, VaultStatus},
+    vault::{CheaterReport, SignFailure, SignRecord, SignStatus, VaultStatus},
 };
 
 /// Most messages in one request.
@@ -331,19 +336,13 @@ impl Processor {
     /// record left pending.
     fn on_requested(&mut self, r: &SignatureRequested, out: &mut Vec<Output>) -> Result<()> {
         let coin = self.coin();
-        let mut record = SignRecord {
-            id: r.id,
+        let mut record = SignRecord::pending(
+            r.id,
             coin,
-            origin: self.me.clone(),
-            vault: self.vault().map(|v| v.context).unwrap_or_default(),
-            messages: r.messages.clone(),
-            status: SignStatus::Pending,
-            attempt: 0,
-            signers: Vec::new(),
-            signatures: Vec::new(),
-            reason: None,
-            left_out: Vec::new(),
-        };
+            self.me.clone(),
+            self.vault().map(|v| v.context).unwrap_or_default(),
+            r.messages.clone(),
+        );
         if self.signing.originated.contains_key(&r.id) || self.signing.recent_done.contains(&r.id) {
             return Err(ProtocolError::Malformed("request id already used".into()));
         }
@@ -362,7 +361,10 @@ impl Processor {
         if let Some(reason) = refused {
             record.status = SignStatus::Failed;
             record.reason = Some(reason);
-            out.push(Output::Persist(Persist::SignRecord(record)));
+            out.push(Output::Persist(Persist::SignRecord {
+                record,
+                failure: None,
+            }));
             return Ok(());
         }
         self.signing.originated.insert(
@@ -494,6 +496,11 @@ impl Processor {
                     missing.push(format!("{v} ({why})"));
                 }
             }
+            let failure = if attempt >= MAX_ATTEMPTS {
+                SignFailure::AttemptsExhausted
+            } else {
+                SignFailure::SignersUnavailable
+            };
             let reason = if attempt >= MAX_ATTEMPTS {
                 format!(
                     "no signer set answered in {MAX_ATTEMPTS} attempts; missing: {}",
@@ -506,7 +513,7 @@ impl Processor {
                     missing.join(", ")
                 )
             };
-            self.fail_request(id, reason, out);
+            self.fail_request(id, failure, reason, out);
             return;
         }
         let mut signers: Vec<ValidatorId> = candidates
@@ -546,20 +553,37 @@ impl Processor {
         let mut sends = Vec::new();
         match self.join(&request, &mut sends) {
             Ok(()) => {
-                out.push(Output::Persist(Persist::SignRecord(record)));
+                out.push(Output::Persist(Persist::SignRecord {
+                    record,
+                    failure: None,
+                }));
                 out.push(Output::Bus(ProcessorMessage::SignRequest(request)));
                 out.extend(sends);
             }
-            Err(e) => self.fail_request(id, format!("cannot start attempt {attempt}: {e}"), out),
+            Err(e) => self.fail_request(
+                id,
+                SignFailure::Other,
+                format!("cannot start attempt {attempt}: {e}"),
+                out,
+            ),
         }
     }
 
-    fn fail_request(&mut self, id: [u8; 32], reason: String, out: &mut Vec<Output>) {
+    fn fail_request(
+        &mut self,
+        id: [u8; 32],
+        failure: SignFailure,
+        reason: String,
+        out: &mut Vec<Output>,
+    ) {
         self.signing.queue.retain(|q| *q != id);
         if let Some(mut o) = self.signing.originated.remove(&id) {
             o.record.status = SignStatus::Failed;
             o.record.reason = Some(reason);
-            out.push(Output::Persist(Persist::SignRecord(o.record)));
+            out.push(Output::Persist(Persist::SignRecord {
+                record: o.record,
+                failure: Some(failure),
+            }));
         }
     }
 
@@ -994,7 +1018,12 @@ impl Processor {
                 .get(&id)
                 .is_some_and(|o| o.record.attempt == attempt)
             {
-                self.fail_request(id, format!("attempt {attempt}: {e}"), out);
+                self.fail_request(
+                    id,
+                    SignFailure::Other,
+                    format!("attempt {attempt}: {e}"),
+                    out,
+                );
             }
             return;
         };
@@ -1065,7 +1094,10 @@ impl Processor {
             },
         };
         self.signing.queue.retain(|q| *q != a.id);
-        out.push(Output::Persist(Persist::SignRecord(record)));
+        out.push(Output::Persist(Persist::SignRecord {
+            record,
+            failure: None,
+        }));
         self.start_queued(out);
     }
 

@@ -78,6 +78,28 @@ pub enum SignStatus {
     Failed,
 }
 
+/// Why this node gave up a request it originated (the record's `reason` says it in words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignFailure {
+    /// Fewer than t signers are reachable and honest.
+    SignersUnavailable,
+    /// No signer set answered within the attempts allowed.
+    AttemptsExhausted,
+    /// An attempt could not start here, or failed without a culprit.
+    Other,
+}
+
+impl SignFailure {
+    /// A short name, for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            SignFailure::SignersUnavailable => "signers_unavailable",
+            SignFailure::AttemptsExhausted => "attempts_exhausted",
+            SignFailure::Other => "other",
+        }
+    }
+}
+
 /// A signature request as the node stores and reports it.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +126,31 @@ pub struct SignRecord {
     pub reason: Option<String>,
     /// Validators left out of later attempts, and why.
     pub left_out: Vec<(ValidatorId, String)>,
+}
+
+impl SignRecord {
+    /// A new request, pending, before its first attempt.
+    pub fn pending(
+        id: [u8; 32],
+        coin: Coin,
+        origin: ValidatorId,
+        vault: [u8; 32],
+        messages: Vec<Vec<u8>>,
+    ) -> SignRecord {
+        SignRecord {
+            id,
+            coin,
+            origin,
+            vault,
+            messages,
+            status: SignStatus::Pending,
+            attempt: 0,
+            signers: Vec::new(),
+            signatures: Vec::new(),
+            reason: None,
+            left_out: Vec::new(),
+        }
+    }
 }
 
 /// A signer caught sending an invalid preprocess or signature share.

@@ -1,5 +1,8 @@
 //! N processors driven through the whole signature process (steps 1 to 20) over plain maps,
 //! with a minimal coordinator in between that serialises every hop through the envelope.
+//!
+//! Why one file of this size: every scenario shares the one in-process cluster harness at its
+//! top (routing through `protocol::routing::carry`, crash and tamper hooks).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -146,7 +149,7 @@ impl Cluster {
             match o {
                 Output::Persist(p) => {
                     match &p {
-                        Persist::SignRecord(r) => {
+                        Persist::SignRecord { record: r, .. } => {
                             self.records.insert((node, coin, r.id), r.clone());
                         }
                         Persist::Cheater(c) => {

@@ -4,7 +4,7 @@
 
 use protocol::{
     messages::{CoordinatorMessage, SignatureRequested},
-    vault::{SignRecord, SignStatus},
+    vault::SignRecord,
     Coin, ValidatorId,
 };
 use storage::{Batch, RequestId, SignRequests};
@@ -118,19 +118,13 @@ pub fn admit(
     if !view.has_room {
         return Err(SignRefusal::Busy(coin));
     }
-    let record = SignRecord {
-        id: request.id,
+    let record = SignRecord::pending(
+        request.id,
         coin,
-        origin: origin.clone(),
+        origin.clone(),
         vault,
-        messages: request.messages.clone(),
-        status: SignStatus::Pending,
-        attempt: 0,
-        signers: Vec::new(),
-        signatures: Vec::new(),
-        reason: None,
-        left_out: Vec::new(),
-    };
+        request.messages.clone(),
+    );
     Ok((view.target, record))
 }
 
