@@ -314,10 +314,6 @@ pub async fn run(
             validator_addrs: vec![Vec::new(); record.participants.len()],
             ..def.clone()
         };
-        let messaging = store.messaging_key(coin, &keys)?;
-        let mut processor = Processor::new(old, coin, &keys, messaging, Some(record.clone()))?;
-        processor.set_signing_only();
-        processor.set_signing_config(signing);
         let share = store.get::<KeyShares>(&VaultKey {
             coin,
             session: record.session,
@@ -326,7 +322,10 @@ pub async fn run(
             tracing::warn!(%coin, session = record.session, "retiring vault without a stored key share; it cannot sign");
             continue;
         };
-        processor.set_key_share(&share.keys)?;
+        let messaging = store.messaging_key(coin, &keys)?;
+        let mut processor =
+            Processor::retiring(old, &keys, messaging, record.clone(), &share.keys)?;
+        processor.set_signing_config(signing);
         let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
         let topic = start_processor(
             processor,

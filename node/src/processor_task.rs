@@ -211,7 +211,7 @@ impl ProcessorTask {
         let peer = e.culprit().map(|p| p.to_string()).unwrap_or_default();
         // A retiring vault's processor shares the coin's inbound log with the current session's
         // processor: what it does not take is not deleted from there.
-        let retiring = self.processor.signing_only();
+        let retiring = self.processor.role() == protocol::processor::Role::Retiring;
         warn!(%coin, %peer, kind, error = %e, retiring, "processor rejected message");
         self.metrics.rejected(kind, e.label());
         if retiring {

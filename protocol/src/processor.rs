@@ -215,8 +215,18 @@ pub struct Processor {
     pub(crate) excluded: Vec<Exclusion>,
     /// Timeouts, exclusion votes and blame evidence.
     pub(crate) faults: Faults,
-    /// A vault of an earlier session: it signs, it runs no DKG and announces nothing.
-    signing_only: bool,
+    /// What this processor is for.
+    role: Role,
+}
+
+/// What a processor is for: the current session's vault (key exchange, DKG, signing), or a
+/// retiring vault of an earlier session, which only learns peers' keys and signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The current session's vault.
+    Member,
+    /// An earlier session's active vault: no DKG, no announcements.
+    Retiring,
 }
 
 impl Processor {
@@ -293,19 +303,29 @@ impl Processor {
             participants,
             excluded,
             faults: Faults::default(),
-            signing_only: false,
+            role: Role::Member,
         })
     }
 
-    /// Make this the processor of a retiring vault (an earlier validator-set session): it takes
+    /// The processor of a retiring vault (an earlier validator-set session, described by `def`):
+    /// built with its active `vault` and its key share (serialized `ThresholdKeys`), it takes
     /// part in signing with that vault and learns peers' keys, and ignores DKG traffic.
-    pub fn set_signing_only(&mut self) {
-        self.signing_only = true;
+    pub fn retiring(
+        def: NetworkDefinition,
+        keys: &NodeKeys,
+        messaging: MessagingKey,
+        vault: VaultRecord,
+        share: &[u8],
+    ) -> Result<Self> {
+        let mut p = Processor::new(def, vault.coin, keys, messaging, Some(vault))?;
+        p.role = Role::Retiring;
+        p.set_key_share(share)?;
+        Ok(p)
     }
 
-    /// Whether this processor only signs (a retiring vault).
-    pub fn signing_only(&self) -> bool {
-        self.signing_only
+    /// What this processor is for.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// Position (1-based) of `v` among the current attempt's participants (the vault's, once
@@ -418,7 +438,7 @@ impl Processor {
     /// partition). Called when the processor starts, and again whenever the node wants them
     /// re-announced.
     pub fn start(&mut self) -> Vec<Output> {
-        if self.signing_only {
+        if self.role == Role::Retiring {
             return Vec::new(); // the current session's processor announces this coin's keys
         }
         let mut out = vec![
@@ -543,13 +563,14 @@ impl Processor {
     }
 
     fn dispatch(&mut self, msg: &CoordinatorMessage, out: &mut Vec<Output>) -> Result<Handled> {
-        if self.signing_only && sender_of(msg).is_some_and(|v| !self.def.is_validator(v)) {
+        let retiring = self.role == Role::Retiring;
+        if retiring && sender_of(msg).is_some_and(|v| !self.def.is_validator(v)) {
             return Ok(Handled::Done); // not a participant of this (retiring) vault
         }
         if let Some(result) = self.dispatch_signing(msg, out) {
             return result.map(|()| Handled::Done);
         }
-        if self.signing_only
+        if retiring
             && !matches!(
                 msg,
                 CoordinatorMessage::ExternalPublicKeyIn(_)
