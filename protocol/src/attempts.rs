@@ -517,7 +517,7 @@ impl Processor {
         self.faults.past = past;
         self.faults.new_attempt();
         self.dkg = DkgState::default();
-        self.signing.keys = None;
+        self.signing.forget_keys();
         self.vault = None;
         let left_out = self
             .excluded
@@ -599,7 +599,7 @@ impl Processor {
             return;
         }
         self.faults.proven.insert(v, reason);
-        let now = self.signing.now;
+        let now = self.signing.now();
         self.cast_vote(now, out);
     }
 

@@ -155,9 +155,9 @@ struct Origination {
 #[derive(Default)]
 pub(crate) struct Signing {
     config: SigningConfig,
-    pub(crate) now: u64,
+    now: u64,
     reachable: BTreeSet<ValidatorId>,
-    pub(crate) keys: Option<VaultKeys>,
+    keys: Option<VaultKeys>,
     ceremonies: BTreeMap<([u8; 32], u32), Ceremony>,
     originated: BTreeMap<[u8; 32], Origination>,
     queue: VecDeque<[u8; 32]>,
@@ -166,6 +166,18 @@ pub(crate) struct Signing {
     recent_order: VecDeque<[u8; 32]>,
     cheaters: VecDeque<CheaterReport>,
     slow_until: BTreeMap<ValidatorId, u64>,
+}
+
+impl Signing {
+    /// The processor's clock (monotonic milliseconds, from the last tick).
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// A new DKG attempt: the key share of the previous one can no longer sign.
+    pub(crate) fn forget_keys(&mut self) {
+        self.keys = None;
+    }
 }
 
 /// The session id of a request's attempt: what every signer's transcript and seals bind.
