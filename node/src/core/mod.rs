@@ -1,7 +1,7 @@
 //! The coordinator core, sans-IO: [`Core::handle`] takes one [`Event`] (a swarm event, a
 //! processor's output, a `POST /sign`, a tick) and the time, and returns the [`Action`]s to take
 //! in order (persist, publish, send a request, answer one, place on a coin's bus topic, dial).
-//! It never touches the swarm, the database or a channel: the driver (`coordinator.rs`) does,
+//! It never touches the swarm, the database or a channel: the driver (`coordinator/`) does,
 //! so every job here is tested with plain values (`tests.rs`).
 //!
 //! Its jobs, each a small type of its own: inbound validation ([`gossip`], [`direct`]) with the
