@@ -375,9 +375,7 @@ impl Coordinator {
         placed: &Placements,
     ) {
         let Some(response) = answer.finish(placed) else {
-            // No answer: the sender retries once the processor has caught up.
-            self.warn_busy();
-            return;
+            return; // a processor queue was full: the sender retries once it has caught up
         };
         let bytes = messages::encode(&response).unwrap_or_default();
         if self
@@ -430,13 +428,23 @@ impl Coordinator {
     /// The processors of `coin` that could sign: the current session's and the retiring ones.
     fn sign_targets(&self, coin: Coin) -> Vec<TargetView> {
         let view = |target, snapshots: &Snapshots, topic: &bus::Topic, session| {
-            let snap = snapshots.read().ok().and_then(|s| s.get(&coin).cloned());
+            // Read in place: a snapshot holds every peer and vote, and this runs per request.
+            let (can_sign, queued, vault) = snapshots
+                .read()
+                .ok()
+                .and_then(|s| {
+                    s.get(&coin).map(|p| {
+                        let vault = p.vault.as_ref().map(|v| v.context);
+                        (p.can_sign, p.signing.queued, vault)
+                    })
+                })
+                .unwrap_or((false, 0, None));
             TargetView {
                 target,
                 session,
-                can_sign: snap.as_ref().is_some_and(|s| s.can_sign),
-                queued: snap.as_ref().map_or(0, |s| s.signing.queued),
-                vault: snap.and_then(|s| s.vault.map(|v| v.context)),
+                can_sign,
+                queued,
+                vault,
                 has_room: topic.has_room(),
             }
         };

@@ -93,6 +93,7 @@ impl Coordinator {
             bus::Placed::Queued => Placement::Taken,
             bus::Placed::Full => {
                 self.metrics.bus_full(coin);
+                self.warn_busy(coin);
                 Placement::Busy(coin)
             }
             bus::Placed::Gone => Placement::Gone(coin),
@@ -116,15 +117,16 @@ impl Coordinator {
         self.last_seq
     }
 
-    /// Log (at most every [`BUSY_WARN_GAP`]) that a processor queue turned a message away.
-    pub(super) fn warn_busy(&mut self) {
+    /// Log (at most every [`BUSY_WARN_GAP`]) that a processor queue turned a message away
+    /// (gossip is then ignored, a request left unanswered).
+    fn warn_busy(&mut self, coin: Coin) {
         let now = Instant::now();
         if self
             .busy_warned
             .is_none_or(|t| now.duration_since(t) >= BUSY_WARN_GAP)
         {
             self.busy_warned = Some(now);
-            warn!("a processor's queue is full: a signing message was not taken (its sender retries; vaultd_bus_full_total counts them)");
+            warn!(%coin, "the processor's queue is full: a signing message was not taken (its sender retries; vaultd_bus_full_total counts them)");
         }
     }
 

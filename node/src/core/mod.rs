@@ -460,11 +460,6 @@ impl Core {
         self.def.session
     }
 
-    /// The validator behind `peer`, if it is one.
-    pub fn validator(&self, peer: &PeerId) -> Option<&ValidatorId> {
-        self.validators.get(peer)
-    }
-
     /// Requests waiting in the outbox.
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
