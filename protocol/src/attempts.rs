@@ -1,4 +1,5 @@
-//! DKG attempts: timeouts, exclusion votes and blame evidence (part of the processor).
+//! DKG attempts: which validators take part in which attempt, and the exclusion votes that
+//! decide the next one.
 //!
 //! PedPoP has no liveness of its own: one silent participant stalls it, one bad share spoils it.
 //! So a DKG runs in attempts, each with its own participant list and context
@@ -26,114 +27,147 @@
 //! * The chain stops when fewer than t participants remain (the vault fails, naming who was left
 //!   out) or when this validator is left out (its vault is marked excluded).
 //!
-//! Why one file of this size: votes, blame evidence and the recomputed attempt are one
-//! mechanism (a vote or a proof changes the next attempt's participants) and its proofs.
+//! Here live the two things that outlast one attempt: [`Attempt`] (an attempt's number,
+//! participants, PedPoP parameters and the contexts of the attempts before it) and [`Votes`]
+//! (every vote seen, and the derivation of the chain of attempts from them). What one attempt
+//! observes (stalls, evidence) belongs to its DKG machine (`keygen.rs`, `blame.rs`), which is
+//! replaced as a whole when the attempt changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::{
-    dkg,
-    dkg::DkgParams,
+    dkg::{self, DkgParams},
     error::{ProtocolError, Result},
     ids::ValidatorId,
     keys::verify_processor_signature,
-    messages::{
-        AnnouncementsWanted, BlameEvidence, ExclusionReason, KeyGenBlame, KeyGenExclusionVote,
-        ProcessorMessage,
-    },
-    processor::{
-        payload_body, DkgStage, DkgState, Handled, Output, Persist, Phase, Processor,
-        COMMITMENT_DOMAIN, SHARE_DOMAIN,
-    },
-    vault::{Exclusion, VaultStatus},
+    messages::{ExclusionReason, KeyGenExclusionVote},
+    network::NetworkDefinition,
+    party::Party,
+    processor::Handled,
+    vault::Exclusion,
 };
 
 /// Default DKG timeout: how long a phase may make no progress before a participant votes.
 pub const DEFAULT_DKG_TIMEOUT_MS: u64 = 60_000;
 /// A phase that waits for gossiped announcements (the commitment echo, the confirmations) and
 /// made no progress for this fraction of the DKG timeout asks the validators it waits for to
-/// send their announcements directly ([`AnnouncementsWanted`]), again after each further
-/// fraction: three times before the vote at the timeout (15 s, 30 s and 45 s with the default
-/// 60 s).
+/// send their announcements directly ([`crate::messages::AnnouncementsWanted`]), again after
+/// each further fraction: three times before the vote at the timeout (15 s, 30 s and 45 s with
+/// the default 60 s).
 pub const ANNOUNCEMENT_REQUESTS_PER_TIMEOUT: u64 = 4;
 /// Most voting rounds per attempt (a node's inbound log keeps 8 messages per sender and slot).
 pub const MAX_VOTE_ROUNDS: u32 = 8;
-/// Most signed copies of one participant's commitments kept as evidence.
-const MAX_COPIES: usize = 2;
 
 const VOTE_DOMAIN: &[u8] = b"KeyGenExclusionVote";
-const BLAME_DOMAIN: &[u8] = b"KeyGenBlame";
 
-/// A signed copy of a commitment message: (bytes, signature).
-type SignedCopy = (Vec<u8>, Vec<u8>);
-type Votes = BTreeMap<[u8; 32], BTreeMap<u32, BTreeMap<ValidatorId, KeyGenExclusionVote>>>;
+type VoteMap = BTreeMap<[u8; 32], BTreeMap<u32, BTreeMap<ValidatorId, KeyGenExclusionVote>>>;
 
-/// The processor's fault-handling state.
-pub(crate) struct Faults {
-    timeout_ms: u64,
-    /// Every valid vote seen (ours included), by attempt context, round and voter.
-    votes: Votes,
-    /// Contexts of the attempts before the current one.
+/// One DKG attempt: its number, its participants (sorted like the definition), who was left
+/// out before it, its PedPoP parameters, and the contexts of the attempts that led to it.
+#[derive(Clone, Debug)]
+pub(crate) struct Attempt {
+    number: u32,
+    participants: Vec<ValidatorId>,
+    excluded: Vec<Exclusion>,
+    params: DkgParams,
     past: Vec<[u8; 32]>,
-    /// Current attempt: faults proven by evidence this node checked.
-    proven: BTreeMap<ValidatorId, ExclusionReason>,
-    /// Current attempt: signed commitment copies per participant index.
-    copies: BTreeMap<u16, Vec<SignedCopy>>,
-    /// Current attempt: participant indexes whose commitments we published.
-    published: BTreeSet<u16>,
-    /// Current attempt: when the phase last progressed, and the progress counter then.
-    last_progress: Option<(u64, usize)>,
-    /// Current attempt: announcement requests made since the phase last progressed.
-    requests: u64,
-    timed_out: bool,
-    /// Current attempt: when we last voted.
-    last_vote_at: Option<u64>,
-    /// Test-only sabotage: attempts in which a false accusation was made.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) accused_falsely: BTreeSet<[u8; 32]>,
 }
 
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            timeout_ms: DEFAULT_DKG_TIMEOUT_MS,
-            votes: Votes::new(),
-            past: Vec::new(),
-            proven: BTreeMap::new(),
-            copies: BTreeMap::new(),
-            published: BTreeSet::new(),
-            last_progress: None,
-            requests: 0,
-            timed_out: false,
-            last_vote_at: None,
-            #[cfg(feature = "fault-injection")]
-            accused_falsely: BTreeSet::new(),
+impl Attempt {
+    /// Attempt `number` of `coin`'s DKG in `def` with `participants`, as `me` sees it (`me`'s
+    /// index is 0 when it is not among them).
+    pub(crate) fn new(
+        def: &NetworkDefinition,
+        coin: crate::Coin,
+        me: &ValidatorId,
+        number: u32,
+        participants: Vec<ValidatorId>,
+        excluded: Vec<Exclusion>,
+        past: Vec<[u8; 32]>,
+    ) -> Self {
+        let context = dkg::context(&def.name, coin, def.session, number, &participants);
+        let n = u16::try_from(participants.len()).unwrap_or(u16::MAX);
+        let i = position(&participants, me).unwrap_or(0);
+        Attempt {
+            number,
+            participants,
+            excluded,
+            params: DkgParams {
+                t: def.threshold,
+                n,
+                i,
+                context,
+            },
+            past,
+        }
+    }
+
+    /// The attempt's number.
+    pub(crate) fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Its participants.
+    pub(crate) fn participants(&self) -> &[ValidatorId] {
+        &self.participants
+    }
+
+    /// Validators left out of earlier attempts.
+    pub(crate) fn excluded(&self) -> &[Exclusion] {
+        &self.excluded
+    }
+
+    /// Its PedPoP parameters (our index, n, t, context).
+    pub(crate) fn params(&self) -> &DkgParams {
+        &self.params
+    }
+
+    /// Its context.
+    pub(crate) fn context(&self) -> [u8; 32] {
+        self.params.context
+    }
+
+    /// Position (1-based) of `v` among the participants: its PedPoP and FROST index.
+    pub(crate) fn member_index(&self, v: &ValidatorId) -> Option<u16> {
+        position(&self.participants, v)
+    }
+
+    /// The participant with index `l`.
+    pub(crate) fn member_at(&self, l: u16) -> Option<&ValidatorId> {
+        usize::from(l)
+            .checked_sub(1)
+            .and_then(|i| self.participants.get(i))
+    }
+
+    /// `v`'s index, or an error naming `v` if it is not a participant.
+    pub(crate) fn index_of(&self, v: &ValidatorId) -> Result<u16> {
+        self.member_index(v).ok_or_else(|| {
+            ProtocolError::peer(
+                v,
+                format!("not a participant of DKG attempt {}", self.number),
+            )
+        })
+    }
+
+    /// Whether a DKG message for `context` belongs to this attempt: `None` if it does, else
+    /// what to do with it (done with if it is for an earlier attempt or the DKG is `decided`;
+    /// wait if it may be for a later attempt this node has not reached yet).
+    pub(crate) fn classify(&self, context: &[u8; 32], decided: bool) -> Option<Handled> {
+        if *context == self.params.context {
+            None
+        } else if self.past.contains(context) || decided {
+            Some(Handled::Done)
+        } else {
+            Some(Handled::Wait)
         }
     }
 }
 
-impl Faults {
-    pub(crate) fn is_past(&self, context: &[u8; 32]) -> bool {
-        self.past.contains(context)
-    }
-
-    /// Keep a signed copy of participant `l`'s commitments (bounded).
-    pub(crate) fn record_commitment(&mut self, l: u16, bytes: &[u8], signature: &[u8]) {
-        let copies = self.copies.entry(l).or_default();
-        if copies.len() < MAX_COPIES && !copies.iter().any(|(b, _)| b == bytes) {
-            copies.push((bytes.to_vec(), signature.to_vec()));
-        }
-    }
-
-    fn new_attempt(&mut self) {
-        self.proven.clear();
-        self.copies.clear();
-        self.published.clear();
-        self.last_progress = None;
-        self.requests = 0;
-        self.timed_out = false;
-        self.last_vote_at = None;
-    }
+fn position(participants: &[ValidatorId], v: &ValidatorId) -> Option<u16> {
+    participants
+        .iter()
+        .position(|p| p == v)
+        .and_then(|i| u16::try_from(i + 1).ok())
 }
 
 /// A vote as the status page shows it.
@@ -149,34 +183,52 @@ pub struct VoteView {
     pub exclude: Vec<(ValidatorId, ExclusionReason)>,
 }
 
-impl Processor {
-    /// How long a DKG phase may make no progress before this participant votes.
-    pub fn set_dkg_timeout(&mut self, ms: u64) {
-        self.faults.timeout_ms = ms.max(1);
-    }
+/// Every valid exclusion vote seen (ours included), and when we last voted.
+pub(crate) struct Votes {
+    timeout_ms: u64,
+    /// By attempt context, round and voter.
+    votes: VoteMap,
+    /// When we last voted in the current attempt.
+    last_vote_at: Option<u64>,
+}
 
-    /// After a restart, before the inbound replay: this node's own votes, so it never casts a
-    /// different vote in a round it already voted in.
-    pub fn restore_votes(&mut self, votes: Vec<KeyGenExclusionVote>) -> Vec<Output> {
-        for v in votes {
-            if v.coin == self.coin() {
-                self.faults
-                    .votes
-                    .entry(v.context)
-                    .or_default()
-                    .entry(v.round)
-                    .or_default()
-                    .insert(self.me.clone(), v);
-            }
+impl Default for Votes {
+    fn default() -> Self {
+        Votes {
+            timeout_ms: DEFAULT_DKG_TIMEOUT_MS,
+            votes: VoteMap::new(),
+            last_vote_at: None,
         }
-        let mut out = Vec::new();
-        self.recompute_attempt(&mut out);
-        out
+    }
+}
+
+impl Votes {
+    /// How long a DKG phase may make no progress before this participant votes.
+    pub(crate) fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
     }
 
-    /// The votes of the current attempt (for the status page).
-    pub fn votes(&self) -> Vec<VoteView> {
-        let Some(rounds) = self.faults.votes.get(&self.params.context) else {
+    /// Replace the DKG timeout.
+    pub(crate) fn set_timeout(&mut self, ms: u64) {
+        self.timeout_ms = ms.max(1);
+    }
+
+    /// After a restart: this node's own votes, so it never casts a different vote in a round
+    /// it already voted in.
+    pub(crate) fn restore(&mut self, party: &Party, votes: Vec<KeyGenExclusionVote>) {
+        for v in votes.into_iter().filter(|v| v.coin == party.coin()) {
+            self.votes
+                .entry(v.context)
+                .or_default()
+                .entry(v.round)
+                .or_default()
+                .insert(party.me().clone(), v);
+        }
+    }
+
+    /// The votes on the attempt with `context` (for the status page).
+    pub(crate) fn views(&self, context: &[u8; 32]) -> Vec<VoteView> {
+        let Some(rounds) = self.votes.get(context) else {
             return Vec::new();
         };
         rounds
@@ -196,147 +248,30 @@ impl Processor {
             .collect()
     }
 
-    /// A counter that grows whenever the DKG moves on.
-    fn progress_mark(&self) -> usize {
-        let keys = self
-            .participants
-            .iter()
-            .filter(|v| self.signer_of(v).is_some())
-            .count();
-        keys + self.dkg.commitments.len()
-            + self.dkg.digests.len()
-            + self.dkg.shares.len()
-            + self.dkg.confirmations.len()
-    }
-
-    /// Who the current phase still waits for.
-    fn missing(&self) -> (Vec<ValidatorId>, ExclusionReason) {
-        let others = self.participants.iter().filter(|v| **v != self.me);
-        let has = |map: &BTreeMap<u16, _>, v: &ValidatorId| {
-            self.member_index(v).is_some_and(|l| map.contains_key(&l))
-        };
-        match self.phase() {
-            Phase::KeyExchange => (
-                others
-                    .filter(|v| self.signer_of(v).is_none())
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentKeyExchange,
-            ),
-            Phase::Commitments => (
-                others
-                    .filter(|v| !has(&self.dkg.commitments, v))
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentCommitments,
-            ),
-            Phase::CommitmentEcho => {
-                let mine = self.dkg.digests.get(&self.params.i).copied();
-                (
-                    others
-                        .filter(|v| {
-                            let d = self.member_index(v).and_then(|l| self.dkg.digests.get(&l));
-                            mine.is_none() || d.copied() != mine
-                        })
-                        .cloned()
-                        .collect(),
-                    ExclusionReason::SilentEcho,
-                )
-            }
-            Phase::Shares => (
-                others
-                    .filter(|v| !has(&self.dkg.shares, v))
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentShares,
-            ),
-            Phase::Confirming => (
-                others
-                    .filter(|v| !has(&self.dkg.confirmations, v))
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentConfirmation,
-            ),
-            Phase::Active | Phase::Failed | Phase::Excluded => {
-                (Vec::new(), ExclusionReason::SilentShares)
-            }
-        }
-    }
-
-    /// The DKG part of [`Processor::tick`]: notice a phase that made no progress for the
-    /// timeout, and vote (again, in a later round, while no quorum decided).
-    pub(crate) fn dkg_tick(&mut self, now: u64, out: &mut Vec<Output>) {
-        if self.vault_decided() || self.member_index(&self.me).is_none() {
-            return;
-        }
-        let mark = self.progress_mark();
-        match self.faults.last_progress {
-            Some((_, m)) if m == mark => {}
-            _ => {
-                self.faults.last_progress = Some((now, mark));
-                self.faults.requests = 0;
-                self.faults.timed_out = false;
-            }
-        }
-        let since = self.faults.last_progress.map_or(now, |(t, _)| t);
-        let stalled = now.saturating_sub(since);
-        if stalled >= self.faults.timeout_ms {
-            self.faults.timed_out = true;
-        }
-        if !self.faults.timed_out {
-            self.request_announcements(stalled, out);
-        }
-        if self.faults.timed_out || !self.faults.proven.is_empty() {
-            self.cast_vote(now, out);
-        }
-    }
-
-    /// A phase that waits for gossiped announcements and has been stalled for `stalled` ms:
-    /// once per [`ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`]th of the timeout, ask the validators it
-    /// waits for (the phases fed by direct messages need not: their senders retry until we
-    /// answer).
-    fn request_announcements(&mut self, stalled: u64, out: &mut Vec<Output>) {
-        if !matches!(self.phase(), Phase::CommitmentEcho | Phase::Confirming) {
-            return;
-        }
-        let every = (self.faults.timeout_ms / ANNOUNCEMENT_REQUESTS_PER_TIMEOUT).max(1);
-        let due = stalled / every;
-        if due <= self.faults.requests {
-            return;
-        }
-        self.faults.requests = due;
-        let (from, _) = self.missing();
-        if !from.is_empty() {
-            out.push(Output::Bus(ProcessorMessage::AnnouncementsWanted(
-                AnnouncementsWanted {
-                    coin: self.coin(),
-                    from,
-                },
-            )));
-        }
-    }
-
-    /// Vote for the current attempt if our view changed, a higher round started, or our last
-    /// vote gathered no quorum within a timeout.
-    fn cast_vote(&mut self, now: u64, out: &mut Vec<Output>) {
-        let ctx = self.params.context;
-        let t = usize::from(self.params.t);
-        let n = self.participants.len();
-        let rounds = self.faults.votes.get(&ctx);
+    /// Our vote on `attempt`, leaving out `proposal` (who our DKG machine would leave out and
+    /// why) and whoever enough votes of our last round named; `None` if there is nothing to
+    /// vote on, or our last vote says the same and is not stale yet. The caller persists and
+    /// publishes it, then asks [`Votes::next_attempt`].
+    pub(crate) fn cast(
+        &mut self,
+        party: &Party,
+        attempt: &Attempt,
+        proposal: BTreeMap<ValidatorId, ExclusionReason>,
+        now: u64,
+    ) -> Option<KeyGenExclusionVote> {
+        let ctx = attempt.context();
+        let me = party.me();
+        let t = usize::from(attempt.params().t);
+        let n = attempt.participants().len();
+        let rounds = self.votes.get(&ctx);
         let my_last: Option<(u32, Vec<ValidatorId>)> = rounds.and_then(|r| {
             r.iter()
                 .rev()
-                .find_map(|(round, by)| by.get(&self.me).map(|v| (*round, v.exclude.clone())))
+                .find_map(|(round, by)| by.get(me).map(|v| (*round, v.exclude.clone())))
         });
         let highest = rounds.and_then(|r| r.keys().next_back().copied());
 
-        let mut set: BTreeMap<ValidatorId, ExclusionReason> = self.faults.proven.clone();
-        if self.faults.timed_out {
-            let (missing, reason) = self.missing();
-            for v in missing {
-                set.entry(v).or_insert(reason);
-            }
-        }
+        let mut set = proposal;
         // Converge: take in whoever enough votes of our last round named.
         if let Some((round, _)) = &my_last {
             let mut tally: BTreeMap<&ValidatorId, (usize, ExclusionReason)> = BTreeMap::new();
@@ -354,66 +289,69 @@ impl Processor {
             }
         }
         if set.is_empty() {
-            return;
+            return None;
         }
         let exclude: Vec<ValidatorId> = set.keys().cloned().collect();
         let round = match (&my_last, highest) {
             (None, h) => h.unwrap_or(0),
             (Some((r, last)), h) => {
                 let stale = self
-                    .faults
                     .last_vote_at
-                    .is_none_or(|at| now.saturating_sub(at) >= self.faults.timeout_ms);
+                    .is_none_or(|at| now.saturating_sub(at) >= self.timeout_ms);
                 // `r` is the highest round we voted in: a higher one is one we have not.
                 match h.filter(|h| h > r) {
                     Some(h) => h,
-                    None if *last == exclude && !stale => return,
+                    None if *last == exclude && !stale => return None,
                     None => r + 1,
                 }
             }
         };
         if round >= MAX_VOTE_ROUNDS {
-            return;
+            return None;
         }
         let mut vote = KeyGenExclusionVote {
-            coin: self.coin(),
+            coin: party.coin(),
             context: ctx,
-            attempt: self.attempt,
+            attempt: attempt.number(),
             round,
             reasons: set.values().copied().collect(),
             exclude,
             signature: Vec::new(),
         };
-        vote.signature = self.signer.sign(VOTE_DOMAIN, &vote_body(&vote));
-        self.faults.last_vote_at = Some(now);
-        self.faults
-            .votes
+        vote.signature = party.signer().sign(VOTE_DOMAIN, &vote_body(&vote));
+        self.last_vote_at = Some(now);
+        self.votes
             .entry(ctx)
             .or_default()
             .entry(round)
             .or_default()
-            .insert(self.me.clone(), vote.clone());
-        out.push(Output::Persist(Persist::Vote(vote.clone())));
-        out.push(Output::Bus(ProcessorMessage::KeyGenExclusionVote(vote)));
-        self.recompute_attempt(out);
+            .insert(me.clone(), vote.clone());
+        Some(vote)
     }
 
-    /// A vote from a participant.
+    /// A vote from a participant of `attempt` (the DKG is `decided` here when it is over).
     pub(crate) fn on_vote(
         &mut self,
+        party: &Party,
+        attempt: &Attempt,
+        decided: bool,
         from: &ValidatorId,
         v: &KeyGenExclusionVote,
-        out: &mut Vec<Output>,
     ) -> Result<Handled> {
-        self.check_vote_sender(from, v)?;
-        if let Some(h) = self.attempt_of(&v.context) {
+        if !party.def().is_validator(from) || from == party.me() {
+            return Err(ProtocolError::UnknownValidator(from.clone()));
+        }
+        if v.coin != party.coin() {
+            return Err(ProtocolError::peer(from, "vote for another coin"));
+        }
+        if let Some(h) = attempt.classify(&v.context, decided) {
             return Ok(h);
         }
-        if v.attempt != self.attempt {
+        if v.attempt != attempt.number() {
             return Err(ProtocolError::peer(from, "vote names the wrong attempt"));
         }
-        self.index_of(from)?;
-        let Some(signer) = self.signer_of(from) else {
+        attempt.index_of(from)?;
+        let Some(signer) = party.signer_of(from) else {
             return Ok(Handled::Wait);
         };
         if !verify_processor_signature(&signer, VOTE_DOMAIN, &vote_body(v), &v.signature) {
@@ -424,7 +362,7 @@ impl Processor {
             || !sorted
             || v.reasons.len() != v.exclude.len()
             || v.round >= MAX_VOTE_ROUNDS
-            || v.exclude.iter().any(|x| self.member_index(x).is_none())
+            || v.exclude.iter().any(|x| attempt.member_index(x).is_none())
         {
             return Err(ProtocolError::peer(
                 from,
@@ -432,7 +370,6 @@ impl Processor {
             ));
         }
         let by = self
-            .faults
             .votes
             .entry(v.context)
             .or_default()
@@ -449,118 +386,50 @@ impl Processor {
             None => {}
         }
         by.insert(from.clone(), v.clone());
-        self.recompute_attempt(out);
         Ok(Handled::Done)
     }
 
-    fn check_vote_sender(&self, from: &ValidatorId, v: &KeyGenExclusionVote) -> Result<()> {
-        if !self.def.is_validator(from) || *from == self.me {
-            return Err(ProtocolError::UnknownValidator(from.clone()));
-        }
-        if v.coin != self.coin() {
-            return Err(ProtocolError::peer(from, "vote for another coin"));
-        }
-        Ok(())
-    }
-
-    /// Derive the chain of attempts from attempt 0 and the votes; move to its last attempt if
-    /// that is not the current one.
-    ///
-    /// An active vault follows too: if t participants of its attempt voted to run another one,
-    /// the vault was not agreed by them (they missed a confirmation), and keeping it would split
-    /// the validator set.
-    pub(crate) fn recompute_attempt(&mut self, out: &mut Vec<Output>) {
-        if self
-            .vault
-            .as_ref()
-            .is_some_and(|v| matches!(v.status, VaultStatus::Failed | VaultStatus::Excluded))
-        {
-            return;
-        }
-        let t = usize::from(self.params.t);
-        let mut participants = self.def.validators.clone();
-        let mut attempt = 0u32;
+    /// Derive the chain of attempts from attempt 0 and the votes; its last attempt if that is
+    /// not `current` (attempts only move forward: a node restored at attempt k, its vault from
+    /// disk, sees the votes that led there again only as its inbound log is replayed).
+    pub(crate) fn next_attempt(&mut self, party: &Party, current: &Attempt) -> Option<Attempt> {
+        let def = party.def();
+        let t = usize::from(def.threshold);
+        let mut participants = def.validators.clone();
+        let mut number = 0u32;
         let mut excluded: Vec<Exclusion> = Vec::new();
         let mut past = Vec::new();
         let mut ctx;
         loop {
-            ctx = dkg::context(
-                &self.def.name,
-                self.coin(),
-                self.def.session,
-                attempt,
-                &participants,
-            );
+            ctx = dkg::context(&def.name, party.coin(), def.session, number, &participants);
             let Some((voters, vote)) = self.quorum(&ctx, &participants, t) else {
                 break;
             };
             for (v, reason) in vote.exclude.iter().zip(&vote.reasons) {
                 excluded.push(Exclusion {
                     validator: v.clone(),
-                    attempt,
+                    attempt: number,
                     reason: *reason,
                     voters: voters.clone(),
                 });
             }
             participants.retain(|p| !vote.exclude.contains(p));
             past.push(ctx);
-            attempt += 1;
+            number += 1;
         }
-        // Attempts only move forward: a node restored at attempt k (its vault from disk) sees
-        // the votes that led there again only as its inbound log is replayed.
-        if ctx == self.params.context || attempt < self.attempt {
-            return;
+        if ctx == current.context() || number < current.number() {
+            return None;
         }
-        // A new attempt: a new context, a new participant list, a fresh DKG.
-        self.attempt = attempt;
-        self.excluded = excluded;
-        self.faults.past = past;
-        self.faults.new_attempt();
-        self.dkg = DkgState::default();
-        self.signing.forget_keys();
-        self.vault = None;
-        let left_out = self
-            .excluded
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} ({}, attempt {})",
-                    e.validator,
-                    e.reason.label(),
-                    e.attempt
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let me_in = participants.contains(&self.me);
-        let n = u16::try_from(participants.len()).unwrap_or(u16::MAX);
-        self.participants = participants;
-        self.params = DkgParams {
-            t: self.params.t,
-            n,
-            i: self.member_index(&self.me).unwrap_or(0),
-            context: ctx,
-        };
-        if !me_in {
-            self.decide(
-                out,
-                VaultStatus::Excluded,
-                format!("left out of the DKG by the other participants' votes: {left_out}"),
-            );
-            return;
-        }
-        if usize::from(n) < t {
-            self.fail(
-                out,
-                format!(
-                    "only {n} participants remain and the threshold is {t}; left out: {left_out}"
-                ),
-            );
-            return;
-        }
-        if let Err(e) = self.maybe_start_dkg(out) {
-            self.fail(out, format!("cannot start DKG attempt {attempt}: {e}"));
-        }
+        self.last_vote_at = None;
+        Some(Attempt::new(
+            def,
+            party.coin(),
+            party.me(),
+            number,
+            participants,
+            excluded,
+            past,
+        ))
     }
 
     /// The lowest round of `ctx` in which t participants voted for the same set.
@@ -570,7 +439,7 @@ impl Processor {
         participants: &[ValidatorId],
         t: usize,
     ) -> Option<(Vec<ValidatorId>, KeyGenExclusionVote)> {
-        for by in self.faults.votes.get(ctx)?.values() {
+        for by in self.votes.get(ctx)?.values() {
             let mut sets: BTreeMap<&Vec<ValidatorId>, Vec<ValidatorId>> = BTreeMap::new();
             for (voter, vote) in by {
                 if participants.contains(voter)
@@ -587,196 +456,6 @@ impl Processor {
         }
         None
     }
-
-    /// A fault this node verified itself: vote at once.
-    pub(crate) fn prove_fault(
-        &mut self,
-        v: ValidatorId,
-        reason: ExclusionReason,
-        out: &mut Vec<Output>,
-    ) {
-        if self.faults.proven.contains_key(&v) || self.vault_decided() {
-            return;
-        }
-        self.faults.proven.insert(v, reason);
-        let now = self.signing.now();
-        self.cast_vote(now, out);
-    }
-
-    pub(crate) fn publish_blame(&self, evidence: BlameEvidence, out: &mut Vec<Output>) {
-        let mut blame = KeyGenBlame {
-            coin: self.coin(),
-            context: self.params.context,
-            evidence,
-            signature: Vec::new(),
-        };
-        blame.signature = self.signer.sign(BLAME_DOMAIN, &blame_body(&blame));
-        out.push(Output::Bus(ProcessorMessage::KeyGenBlame(blame)));
-    }
-
-    /// Our share from `accused` failed: publish the evidence, and vote.
-    pub(crate) fn blame_share(
-        &mut self,
-        accused: ValidatorId,
-        share: Vec<u8>,
-        share_signature: Vec<u8>,
-        proof: Option<Vec<u8>>,
-        out: &mut Vec<Output>,
-    ) {
-        self.publish_blame(
-            BlameEvidence::InvalidShare {
-                accused: accused.clone(),
-                share,
-                share_signature,
-                proof,
-            },
-            out,
-        );
-        self.prove_fault(accused, ExclusionReason::InvalidShare, out);
-    }
-
-    /// Echoes differ: publish our signed copy of each commitment message whose hash differs
-    /// from someone's echo.
-    pub(crate) fn publish_differing_commitments(&mut self, out: &mut Vec<Output>) {
-        let Some(mine) = self.dkg.hashes.get(&self.params.i).cloned() else {
-            return;
-        };
-        let mut differing = BTreeSet::new();
-        for hashes in self.dkg.hashes.values() {
-            for (k, (a, b)) in mine.iter().zip(hashes).enumerate() {
-                if a != b {
-                    if let Ok(l) = u16::try_from(k + 1) {
-                        differing.insert(l);
-                    }
-                }
-            }
-        }
-        for l in differing {
-            if !self.faults.published.insert(l) {
-                continue;
-            }
-            let (Some(v), Some(bytes), Some(sig)) = (
-                self.member_at(l).cloned(),
-                self.dkg.commitments.get(&l).cloned(),
-                self.dkg.commitment_sigs.get(&l).cloned(),
-            ) else {
-                continue;
-            };
-            self.publish_blame(
-                BlameEvidence::Commitments {
-                    accused: v,
-                    commitments: bytes,
-                    signature: sig,
-                },
-                out,
-            );
-        }
-        self.check_equivocation(out);
-    }
-
-    /// Two different signed commitment messages from one participant prove it equivocated.
-    pub(crate) fn check_equivocation(&mut self, out: &mut Vec<Output>) {
-        let equivocators: Vec<ValidatorId> = self
-            .faults
-            .copies
-            .iter()
-            .filter(|(_, c)| c.len() > 1)
-            .filter_map(|(l, _)| self.member_at(*l).cloned())
-            .collect();
-        for v in equivocators {
-            self.prove_fault(v, ExclusionReason::Equivocation, out);
-        }
-    }
-
-    /// Evidence from a participant.
-    pub(crate) fn on_blame(
-        &mut self,
-        from: &ValidatorId,
-        b: &KeyGenBlame,
-        out: &mut Vec<Output>,
-    ) -> Result<Handled> {
-        if !self.def.is_validator(from) || *from == self.me {
-            return Err(ProtocolError::UnknownValidator(from.clone()));
-        }
-        if b.coin != self.coin() {
-            return Err(ProtocolError::peer(from, "blame for another coin"));
-        }
-        if let Some(h) = self.attempt_of(&b.context) {
-            return Ok(h);
-        }
-        let accuser = self.index_of(from)?;
-        let accused_id = b.evidence.accused().clone();
-        let accused = self.member_index(&accused_id).ok_or_else(|| {
-            ProtocolError::peer(from, format!("blames {accused_id}, not a participant"))
-        })?;
-        if accused == accuser {
-            return Err(ProtocolError::peer(from, "blames itself"));
-        }
-        let (Some(accuser_key), Some(accused_key)) =
-            (self.signer_of(from), self.signer_of(&accused_id))
-        else {
-            return Ok(Handled::Wait);
-        };
-        if !verify_processor_signature(&accuser_key, BLAME_DOMAIN, &blame_body(b), &b.signature) {
-            return Err(ProtocolError::peer(
-                from,
-                "bad processor signature on blame",
-            ));
-        }
-        let coin = self.coin();
-        match &b.evidence {
-            BlameEvidence::Commitments {
-                commitments,
-                signature,
-                ..
-            } => {
-                let body = payload_body(coin, &b.context, &accused_id, None, commitments);
-                if !verify_processor_signature(&accused_key, COMMITMENT_DOMAIN, &body, signature) {
-                    return Err(ProtocolError::peer(
-                        from,
-                        format!("evidence against {accused_id} is not signed by it"),
-                    ));
-                }
-                self.faults
-                    .record_commitment(accused, commitments, signature);
-                self.check_equivocation(out);
-            }
-            BlameEvidence::InvalidShare {
-                share,
-                share_signature,
-                proof,
-                ..
-            } => {
-                let body = payload_body(coin, &b.context, &accused_id, Some(from), share);
-                if !verify_processor_signature(&accused_key, SHARE_DOMAIN, &body, share_signature) {
-                    return Err(ProtocolError::peer(
-                        from,
-                        format!("evidence against {accused_id} is not signed by it"),
-                    ));
-                }
-                // Judging needs the attempt's n commitments, agreed by the echo.
-                if self.dkg.stage < DkgStage::SharesSent {
-                    return Ok(Handled::Wait);
-                }
-                let faulty = dkg::judge(
-                    coin.curve(),
-                    &self.params,
-                    &self.dkg.commitments,
-                    accused,
-                    accuser,
-                    share,
-                    proof.as_deref(),
-                )
-                .map_err(|e| ProtocolError::Dkg(format!("judging {from}'s blame: {e}")))?;
-                if faulty == accused {
-                    self.prove_fault(accused_id, ExclusionReason::InvalidShare, out);
-                } else {
-                    self.prove_fault(from.clone(), ExclusionReason::FalseAccusation, out);
-                }
-            }
-        }
-        Ok(Handled::Done)
-    }
 }
 
 fn vote_body(v: &KeyGenExclusionVote) -> Vec<u8> {
@@ -787,10 +466,153 @@ fn vote_body(v: &KeyGenExclusionVote) -> Vec<u8> {
     postcard::to_stdvec(&unsigned).unwrap_or_default()
 }
 
-fn blame_body(b: &KeyGenBlame) -> Vec<u8> {
-    let unsigned = KeyGenBlame {
-        signature: Vec::new(),
-        ..b.clone()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        keys::{MessagingKey, NodeKeys},
+        Coin,
     };
-    postcard::to_stdvec(&unsigned).unwrap_or_default()
+
+    /// Four validators (t = 3); the party is the first of them in definition order.
+    fn setup() -> (Party, Vec<ValidatorId>, Attempt) {
+        let keys: Vec<NodeKeys> = (0..4)
+            .map(|_| NodeKeys::generate(&mut rand_core::OsRng).unwrap())
+            .collect();
+        let mut toml = String::from("name = \"votes\"\ncoins = [\"BTC\"]\n");
+        for k in &keys {
+            toml.push_str(&format!(
+                "[[validators]]\npeer_id = \"{}\"\n",
+                k.validator_id()
+            ));
+        }
+        let def = NetworkDefinition::from_toml(&toml).unwrap();
+        let ids = def.validators.clone();
+        let mine = keys.iter().find(|k| k.validator_id() == ids[0]).unwrap();
+        let messaging = MessagingKey::generate(0).unwrap();
+        let party = Party::new(
+            def.clone(),
+            Coin::Btc,
+            ids[0].clone(),
+            mine.processor_signer(),
+            messaging,
+        );
+        let first = Attempt::new(&def, Coin::Btc, &ids[0], 0, ids.clone(), vec![], vec![]);
+        (party, ids, first)
+    }
+
+    /// A vote as `voter` would have signed it (signatures are checked by `on_vote`, not here).
+    fn put(votes: &mut Votes, a: &Attempt, round: u32, voter: &ValidatorId, out: &[&ValidatorId]) {
+        let v = KeyGenExclusionVote {
+            coin: Coin::Btc,
+            context: a.context(),
+            attempt: a.number(),
+            round,
+            exclude: out.iter().map(|v| (*v).clone()).collect(),
+            reasons: vec![ExclusionReason::SilentShares; out.len()],
+            signature: Vec::new(),
+        };
+        votes
+            .votes
+            .entry(a.context())
+            .or_default()
+            .entry(round)
+            .or_default()
+            .insert(voter.clone(), v);
+    }
+
+    #[test]
+    fn t_votes_for_one_set_decide_the_next_attempt() {
+        let (party, ids, first) = setup();
+        let mut votes = Votes::default();
+        put(&mut votes, &first, 0, &ids[0], &[&ids[3]]);
+        put(&mut votes, &first, 0, &ids[1], &[&ids[3]]);
+        put(&mut votes, &first, 0, &ids[2], &[&ids[2], &ids[3]]);
+        assert!(
+            votes.next_attempt(&party, &first).is_none(),
+            "two votes for one set and one for another are no quorum at t = 3"
+        );
+        put(&mut votes, &first, 0, &ids[2], &[&ids[3]]);
+        let next = votes.next_attempt(&party, &first).expect("a quorum");
+        assert_eq!(next.number(), 1);
+        assert_eq!(next.participants(), &ids[..3]);
+        assert_eq!(next.params().n, 3);
+        assert_eq!(next.member_index(&ids[0]), Some(1));
+        assert_ne!(next.context(), first.context());
+        let left = &next.excluded()[0];
+        assert_eq!((&left.validator, left.attempt), (&ids[3], 0));
+        assert_eq!(left.voters, ids[..3].to_vec());
+        // Messages of attempt 0 are done with; others may be for an attempt still to come.
+        assert!(matches!(
+            next.classify(&first.context(), false),
+            Some(Handled::Done)
+        ));
+        assert!(matches!(
+            next.classify(&[7; 32], false),
+            Some(Handled::Wait)
+        ));
+        assert!(next.classify(&next.context(), false).is_none());
+        // The chain stops at the attempt already reached.
+        assert!(votes.next_attempt(&party, &next).is_none());
+    }
+
+    #[test]
+    fn the_lowest_round_with_a_quorum_decides() {
+        let (party, ids, first) = setup();
+        let mut votes = Votes::default();
+        for v in &ids[..3] {
+            put(&mut votes, &first, 1, v, &[&ids[2]]);
+        }
+        for v in &ids[1..] {
+            put(&mut votes, &first, 0, v, &[&ids[0]]);
+        }
+        let next = votes.next_attempt(&party, &first).expect("a quorum");
+        assert_eq!(next.excluded()[0].validator, ids[0]);
+        assert_eq!(next.member_index(&ids[0]), None, "we are left out");
+        assert_eq!(next.params().i, 0);
+    }
+
+    #[test]
+    fn a_vote_is_cast_once_per_view_until_it_goes_stale() {
+        let (party, ids, first) = setup();
+        let mut votes = Votes::default();
+        votes.set_timeout(1_000);
+        assert!(votes.cast(&party, &first, BTreeMap::new(), 0).is_none());
+        let silent = |v: &ValidatorId| BTreeMap::from([(v.clone(), ExclusionReason::SilentShares)]);
+        let vote = votes.cast(&party, &first, silent(&ids[3]), 0).unwrap();
+        assert_eq!((vote.round, vote.attempt), (0, 0));
+        assert_eq!(vote.exclude, vec![ids[3].clone()]);
+        assert!(verify_processor_signature(
+            &party.signer().public(),
+            VOTE_DOMAIN,
+            &vote_body(&vote),
+            &vote.signature
+        ));
+        assert!(
+            votes.cast(&party, &first, silent(&ids[3]), 999).is_none(),
+            "the same view is not voted twice within a timeout"
+        );
+        let again = votes.cast(&party, &first, silent(&ids[3]), 1_000).unwrap();
+        assert_eq!(
+            again.round, 1,
+            "a vote with no quorum is repeated in the next round"
+        );
+        assert_eq!(votes.views(&first.context()).len(), 2);
+    }
+
+    #[test]
+    fn a_later_vote_takes_in_whom_enough_voters_named() {
+        let (party, ids, first) = setup();
+        let mut votes = Votes::default();
+        put(&mut votes, &first, 0, &ids[0], &[&ids[3]]);
+        // n − t + 1 = 2 voters of round 0 name ids[2].
+        put(&mut votes, &first, 0, &ids[1], &[&ids[2]]);
+        put(&mut votes, &first, 0, &ids[3], &[&ids[2]]);
+        let silent = BTreeMap::from([(ids[3].clone(), ExclusionReason::SilentShares)]);
+        let vote = votes.cast(&party, &first, silent, 0).unwrap();
+        assert_eq!(vote.round, 1);
+        let mut expected = vec![ids[2].clone(), ids[3].clone()];
+        expected.sort();
+        assert_eq!(vote.exclude, expected);
+    }
 }

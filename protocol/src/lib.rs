@@ -9,8 +9,9 @@
 //! * [`seal`]: end-to-end snow sealing between processors;
 //! * [`network`]: the network definition (step 6's signer list);
 //! * [`dkg`]: the deterministic PedPoP driver;
-//! * [`processor`]: the per-coin processor state machine (steps 3 to 20);
-//! * [`attempts`]: DKG attempts: timeouts, exclusion votes and PedPoP blame evidence;
+//! * [`processor`]: the per-coin processor (steps 3 to 20), a façade joining its parts:
+//!   `party` (our keys, peers' keys, the key exchange), `keygen` (one DKG attempt and its blame
+//!   evidence), [`attempts`] (exclusion votes and the chain of attempts) and [`signing`];
 //! * [`address`]: BTC P2TR, ETH EIP-55 and SOL base58 addresses;
 //! * [`sign`]: FROST signing in each chain's format, and independent verifiers;
 //! * [`signing`]: the processor's signing ceremonies (request, preprocess, shares, retries);
@@ -23,10 +24,12 @@ pub mod attempts;
 pub mod dkg;
 pub mod error;
 pub mod ids;
+mod keygen;
 pub mod keys;
 pub mod local;
 pub mod messages;
 pub mod network;
+mod party;
 pub mod processor;
 pub mod routing;
 #[cfg(feature = "fault-injection")]

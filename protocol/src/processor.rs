@@ -11,33 +11,40 @@
 //! Messages that arrive before they can be checked (a share before the sender's key is known)
 //! wait in a bounded buffer and are retried after every state change.
 //!
-//! Why one file of this size: it is the DKG's steps 8 to 20 in the order the spec gives them,
-//! each handler next to the state it reads (`DkgState`, the keys, the attempt's participants).
-//! Exclusion votes and blame live in `attempts.rs`, signing in `signing.rs`; splitting the
-//! steps further would separate each check from the message it guards.
+//! This file is the façade that joins the processor's parts, each with its own state:
+//!
+//! | part | file | state |
+//! |---|---|---|
+//! | [`Party`](crate::party) | `party.rs` | our keys, peers' keys; the key exchange (steps 3-12) |
+//! | `KeyGen` | `keygen/` | one attempt's DKG (steps 13-20) and its blame evidence |
+//! | `Votes` | `attempts.rs` | exclusion votes, and the chain of attempts they decide |
+//! | `Signing` | `signing.rs` | the key share, ceremonies, originated requests, nonce markers |
+//!
+//! The façade routes each message to its part, turns the DKG's outcomes into the vault record,
+//! casts a vote when the DKG proved a fault or timed out, and replaces the DKG machine when the
+//! votes decide a new attempt. A retiring vault's processor is built with [`Processor::retiring`]:
+//! its DKG machine is decided from the start, and only the key exchange and signing run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use zeroize::Zeroizing;
 
 use crate::{
     address,
-    attempts::Faults,
-    dkg::{self, DkgFailure, DkgParams},
+    attempts::{Attempt, VoteView, Votes},
+    dkg,
     error::{ProtocolError, Result},
     ids::{Coin, ValidatorId},
-    keys::{verify_processor_signature, MessagingKey, NodeKeys, ProcessorSigner},
+    keygen::{self, KeyGen, Outcome},
+    keys::{MessagingKey, NodeKeys},
     messages::*,
     network::NetworkDefinition,
-    seal::{self, SealContext, SealKind},
-    signing::Signing,
+    party::Party,
+    signing::{Scope, Signing, SigningConfig, SigningStatus},
     vault::{CheaterReport, Exclusion, SignRecord, VaultRecord, VaultStatus},
 };
 
-const DIGEST_DOMAIN: &[u8] = b"KeyGenCommitmentsDigest";
-const ADDRESS_DOMAIN: &[u8] = b"PublicAddressAvailable";
-pub(crate) const COMMITMENT_DOMAIN: &[u8] = b"EncryptedKeyGenCommitment";
-pub(crate) const SHARE_DOMAIN: &[u8] = b"EncryptedKeyShare";
+pub use crate::party::PeerView;
 
 /// What the processor wants done.
 #[derive(Debug)]
@@ -144,49 +151,11 @@ impl Phase {
     }
 }
 
-/// A peer as this processor knows it.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct PeerView {
-    /// Its processor messaging key and rotation counter, from steps 3/7/8.
-    pub messaging_key: Option<([u8; 32], u64)>,
-    /// Its processor signature key, verified in step 12.
-    pub signer: Option<[u8; 32]>,
-    /// The `seq` of its messaging key under which its EncryptedPublicKeyOut was verified.
-    pub verified_seq: Option<u64>,
-    /// Which of its key's `seq` we sealed our EncryptedPublicKeyOut to.
-    #[serde(skip)]
-    sent_exchange_to: Option<u64>,
-}
-
-/// How far this attempt's DKG has gone (in order): what this node has sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum DkgStage {
-    /// Keys are still being exchanged (steps 8-12): nothing of the DKG sent.
-    #[default]
-    KeyExchange,
-    /// Our commitments are out (step 13); waiting for everyone's and the echo.
-    Committed,
-    /// Our shares are out (step 16); waiting for everyone's and the confirmations.
-    SharesSent,
-}
-
-#[derive(Default)]
-pub(crate) struct DkgState {
-    pub(crate) stage: DkgStage,
-    pub(crate) commitments: BTreeMap<u16, Vec<u8>>,
-    /// Each sender's signature over its commitments (ours included).
-    pub(crate) commitment_sigs: BTreeMap<u16, Vec<u8>>,
-    pub(crate) digests: BTreeMap<u16, [u8; 32]>,
-    /// Each echo's per-participant commitment hashes.
-    pub(crate) hashes: BTreeMap<u16, Vec<[u8; 32]>>,
-    pub(crate) shares: BTreeMap<u16, Vec<u8>>,
-    /// Each sender's signature over the share it sent us.
-    pub(crate) share_sigs: BTreeMap<u16, Vec<u8>>,
-    pub(crate) confirmations: BTreeMap<u16, Vec<u8>>,
-}
-
+/// What a part did with a message.
 pub(crate) enum Handled {
+    /// Taken (or dropped as stale or already seen).
     Done,
+    /// Not checkable yet (a key or an earlier message is missing): retry later.
     Wait,
 }
 
@@ -195,26 +164,18 @@ pub const MAX_PENDING_PER_SENDER: usize = 16;
 
 /// The processor of one coin.
 pub struct Processor {
-    pub(crate) def: NetworkDefinition,
-    coin: Coin,
-    pub(crate) me: ValidatorId,
-    pub(crate) params: DkgParams,
-    messaging: MessagingKey,
-    pub(crate) signer: ProcessorSigner,
-    entropy: Zeroizing<[u8; 32]>,
-    peers: BTreeMap<ValidatorId, PeerView>,
-    pub(crate) dkg: DkgState,
+    /// Who we are, and our peers' keys.
+    party: Party,
+    /// The current DKG attempt's machine.
+    keygen: KeyGen,
+    /// Exclusion votes, across attempts.
+    votes: Votes,
+    /// Signing with the vault's key share.
+    signing: Signing,
+    /// The vault, once computed (pending until every participant confirmed it) or decided.
+    vault: Option<VaultRecord>,
     pending: Vec<CoordinatorMessage>,
     rejected: Vec<(CoordinatorMessage, ProtocolError)>,
-    pub(crate) vault: Option<VaultRecord>,
-    pub(crate) signing: Signing,
-    /// The current DKG attempt's number and participants (sorted like the definition).
-    pub(crate) attempt: u32,
-    pub(crate) participants: Vec<ValidatorId>,
-    /// Validators left out of earlier attempts.
-    pub(crate) excluded: Vec<Exclusion>,
-    /// Timeouts, exclusion votes and blame evidence.
-    pub(crate) faults: Faults,
     /// What this processor is for.
     role: Role,
 }
@@ -261,48 +222,29 @@ impl Processor {
                     == dkg::context(&def.name, coin, def.session, v.attempt, &v.participants)
         });
         // Without one, the DKG starts at attempt 0 with every validator.
-        let (attempt, participants, excluded) = match &vault {
+        let (number, participants, excluded) = match &vault {
             Some(v) => (v.attempt, v.participants.clone(), v.excluded.clone()),
             None => (0, def.validators.clone(), Vec::new()),
         };
-        let context = dkg::context(&def.name, coin, def.session, attempt, &participants);
-        let i = participants
-            .iter()
-            .position(|p| *p == me)
-            .and_then(|i| u16::try_from(i + 1).ok())
-            .ok_or_else(|| ProtocolError::UnknownValidator(me.clone()))?;
-        let n = u16::try_from(participants.len())
-            .map_err(|_| ProtocolError::Dkg("too many participants".into()))?;
-        let params = DkgParams {
-            t: def.threshold,
-            n,
-            i,
-            context,
-        };
-        let peers = def
-            .validators
-            .iter()
-            .filter(|v| **v != me)
-            .map(|v| (v.clone(), PeerView::default()))
-            .collect();
+        if u16::try_from(participants.len()).is_err() {
+            return Err(ProtocolError::Dkg("too many participants".into()));
+        }
+        if !participants.contains(&me) {
+            return Err(ProtocolError::UnknownValidator(me));
+        }
+        let attempt = Attempt::new(&def, coin, &me, number, participants, excluded, Vec::new());
+        let mut keygen = KeyGen::new(attempt, keys.dkg_entropy.clone());
+        if vault.is_some() {
+            keygen.stop();
+        }
         Ok(Processor {
-            coin,
-            me,
-            params,
-            messaging,
-            signer: keys.processor_signer(),
-            entropy: keys.dkg_entropy.clone(),
-            peers,
-            dkg: DkgState::default(),
+            party: Party::new(def, coin, me, keys.processor_signer(), messaging),
+            keygen,
+            votes: Votes::default(),
+            signing: Signing::default(),
+            vault,
             pending: Vec::new(),
             rejected: Vec::new(),
-            vault,
-            def,
-            signing: Signing::default(),
-            attempt,
-            participants,
-            excluded,
-            faults: Faults::default(),
             role: Role::Member,
         })
     }
@@ -328,50 +270,34 @@ impl Processor {
         self.role
     }
 
-    /// Position (1-based) of `v` among the current attempt's participants (the vault's, once
-    /// it exists): its PedPoP and FROST index.
-    pub(crate) fn member_index(&self, v: &ValidatorId) -> Option<u16> {
-        self.participants
-            .iter()
-            .position(|p| p == v)
-            .and_then(|i| u16::try_from(i + 1).ok())
-    }
-
-    /// The participant with index `l`.
-    pub(crate) fn member_at(&self, l: u16) -> Option<&ValidatorId> {
-        usize::from(l)
-            .checked_sub(1)
-            .and_then(|i| self.participants.get(i))
-    }
-
     /// The current DKG attempt.
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.keygen.attempt().number()
     }
 
     /// The current attempt's participants.
     pub fn participants(&self) -> &[ValidatorId] {
-        &self.participants
+        self.keygen.attempt().participants()
     }
 
     /// Validators left out of earlier attempts, and why.
     pub fn excluded(&self) -> &[Exclusion] {
-        &self.excluded
+        self.keygen.attempt().excluded()
     }
 
     /// The coin.
     pub fn coin(&self) -> Coin {
-        self.coin
+        self.party.coin()
     }
 
     /// This validator.
     pub fn me(&self) -> &ValidatorId {
-        &self.me
+        self.party.me()
     }
 
     /// The current DKG context.
     pub fn context(&self) -> [u8; 32] {
-        self.params.context
+        self.keygen.attempt().context()
     }
 
     /// The vault, once computed.
@@ -381,12 +307,12 @@ impl Processor {
 
     /// Peers as this processor knows them.
     pub fn peers(&self) -> &BTreeMap<ValidatorId, PeerView> {
-        &self.peers
+        self.party.peers()
     }
 
     /// This processor's messaging key (public part and seq are what matter outside).
     pub fn messaging_key(&self) -> &MessagingKey {
-        &self.messaging
+        self.party.messaging()
     }
 
     /// Messages waiting to be checked.
@@ -396,42 +322,20 @@ impl Processor {
 
     /// Where the DKG stands.
     pub fn phase(&self) -> Phase {
-        if let Some(v) = &self.vault {
-            return match v.status {
+        match &self.vault {
+            Some(v) => match v.status {
                 VaultStatus::Active => Phase::Active,
                 VaultStatus::Failed => Phase::Failed,
                 VaultStatus::Excluded => Phase::Excluded,
                 VaultStatus::Pending => Phase::Confirming,
-            };
-        }
-        if self.dkg.stage < DkgStage::Committed {
-            Phase::KeyExchange
-        } else if self.dkg.commitments.len() < usize::from(self.params.n) {
-            Phase::Commitments
-        } else if self.dkg.stage < DkgStage::SharesSent {
-            Phase::CommitmentEcho
-        } else {
-            Phase::Shares
+            },
+            None => self.keygen.phase(),
         }
     }
 
     /// Progress counters of the current phase: (received, expected).
     pub fn progress(&self) -> (usize, usize) {
-        let n = usize::from(self.params.n);
-        match self.phase() {
-            Phase::KeyExchange => (
-                self.participants
-                    .iter()
-                    .filter(|v| self.signer_of(v).is_some())
-                    .count(),
-                n - 1,
-            ),
-            Phase::Commitments => (self.dkg.commitments.len(), n),
-            Phase::CommitmentEcho => (self.dkg.digests.len(), n),
-            Phase::Shares => (self.dkg.shares.len(), n - 1),
-            Phase::Confirming => (self.dkg.confirmations.len(), n),
-            Phase::Active | Phase::Failed | Phase::Excluded => (n, n),
-        }
+        self.keygen.progress(&self.party, self.phase())
     }
 
     /// Steps 3 and 5: announce the messaging key (general partition) and SignerReady (encrypted
@@ -446,14 +350,14 @@ impl Processor {
                 self.processor_public_key(),
             )),
             Output::Bus(ProcessorMessage::SignerReady(SignerReady {
-                coin: self.coin,
-                pubkey: self.signer.public(),
+                coin: self.coin(),
+                pubkey: self.party.signer().public(),
             })),
         ];
-        if let Some(v) = self.vault.clone() {
+        if let Some(v) = &self.vault {
             if matches!(v.status, VaultStatus::Pending | VaultStatus::Active) {
                 out.push(Output::Bus(ProcessorMessage::PublicAddressAvailable(
-                    self.address_message(&v),
+                    self.address_message(v),
                 )));
             }
         }
@@ -462,48 +366,19 @@ impl Processor {
 
     /// Our `ProcessorPublicKey`.
     pub fn processor_public_key(&self) -> ProcessorPublicKey {
-        ProcessorPublicKey {
-            coin: self.coin,
-            pubkey: self.messaging.public,
-            seq: self.messaging.seq,
-        }
+        self.party.processor_public_key()
     }
 
     /// Step 4: replace this processor's messaging key. Refused while a DKG is running, since
     /// peers may have sealed messages to the old key that would be lost.
     pub fn rotate_messaging_key(&mut self, new: MessagingKey) -> Result<Vec<Output>> {
-        if self.vault.is_none() && self.dkg.stage >= DkgStage::Committed {
+        if self.vault.is_none() && self.keygen.running() {
             return Err(ProtocolError::Dkg(format!(
                 "a {} DKG is in progress; rotate the messaging key after it completes",
-                self.coin
+                self.coin()
             )));
         }
-        if new.seq <= self.messaging.seq {
-            return Err(ProtocolError::Key(
-                "a rotated key needs a higher seq".into(),
-            ));
-        }
-        self.messaging = new.clone();
-        let mut out = vec![
-            Output::Persist(Persist::MessagingKey {
-                coin: self.coin,
-                key: new,
-            }),
-            Output::Bus(ProcessorMessage::ProcessorPublicKey(
-                self.processor_public_key(),
-            )),
-        ];
-        // Prove the new key to every peer whose key we know.
-        let targets: Vec<ValidatorId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.messaging_key.is_some())
-            .map(|(v, _)| v.clone())
-            .collect();
-        for v in targets {
-            out.extend(self.send_exchange(&v)?);
-        }
-        Ok(out)
+        self.party.rotate(new)
     }
 
     /// Messages that waited in the buffer and were rejected once they could be checked. The
@@ -525,7 +400,7 @@ impl Processor {
                     .filter(|m| sender_of(m) == sender)
                     .count();
                 if waiting >= MAX_PENDING_PER_SENDER {
-                    let peer = sender.cloned().unwrap_or_else(|| self.me.clone());
+                    let peer = sender.cloned().unwrap_or_else(|| self.me().clone());
                     return Err(ProtocolError::peer(
                         &peer,
                         format!(
@@ -541,7 +416,7 @@ impl Processor {
         Ok(out)
     }
 
-    pub(crate) fn retry_pending(&mut self, out: &mut Vec<Output>) {
+    fn retry_pending(&mut self, out: &mut Vec<Output>) {
         loop {
             let mut progressed = false;
             let pending = std::mem::take(&mut self.pending);
@@ -562,12 +437,23 @@ impl Processor {
         }
     }
 
+    /// Route one message to its part, then act on what the DKG reports.
     fn dispatch(&mut self, msg: &CoordinatorMessage, out: &mut Vec<Output>) -> Result<Handled> {
+        let handled = self.route(msg, out);
+        self.settle(out);
+        handled
+    }
+
+    fn route(&mut self, msg: &CoordinatorMessage, out: &mut Vec<Output>) -> Result<Handled> {
         let retiring = self.role == Role::Retiring;
-        if retiring && sender_of(msg).is_some_and(|v| !self.def.is_validator(v)) {
+        if retiring && sender_of(msg).is_some_and(|v| !self.party.def().is_validator(v)) {
             return Ok(Handled::Done); // not a participant of this (retiring) vault
         }
-        if let Some(result) = self.dispatch_signing(msg, out) {
+        let cx = Scope {
+            party: &self.party,
+            vault: self.vault.as_ref(),
+        };
+        if let Some(result) = self.signing.dispatch(&cx, msg, out) {
             return result.map(|()| Handled::Done);
         }
         if retiring
@@ -579,520 +465,46 @@ impl Processor {
         {
             return Ok(Handled::Done); // DKG traffic of the current session
         }
+        let party = &self.party;
         match msg {
-            CoordinatorMessage::ExternalPublicKeyIn(m) => self.on_external_key(m, out),
-            CoordinatorMessage::EncryptedPublicKeyIn(m) => self.on_encrypted_public_key(m, out),
-            CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => self.on_commitment(m, out),
-            CoordinatorMessage::EncryptedKeyShareIn(m) => self.on_share(m, out),
+            CoordinatorMessage::ExternalPublicKeyIn(m) => self.party.on_external_key(m, out),
+            CoordinatorMessage::EncryptedPublicKeyIn(m) => {
+                let handled = self.party.on_encrypted_public_key(m)?;
+                // Step 13 starts once every participant's key is known.
+                self.keygen.start(&self.party, out)?;
+                Ok(handled)
+            }
+            CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => {
+                self.keygen.on_commitment(party, m, out)
+            }
+            CoordinatorMessage::EncryptedKeyShareIn(m) => self.keygen.on_share(party, m, out),
             CoordinatorMessage::GeneralIn(m) => self.on_general(m, out),
-            // Signing's inputs were taken by `dispatch_signing` above.
+            // Signing's inputs were taken by `Signing::dispatch` above.
             CoordinatorMessage::EncryptedPreprocessIn(_)
             | CoordinatorMessage::EncryptedSignatureShareIn(_)
             | CoordinatorMessage::SignatureRequested(_) => Ok(Handled::Done),
         }
     }
 
-    fn check_sender(&self, from: &ValidatorId, coin: Coin) -> Result<()> {
-        if !self.def.is_validator(from) || *from == self.me {
-            return Err(ProtocolError::UnknownValidator(from.clone()));
-        }
-        if coin != self.coin {
-            return Err(ProtocolError::peer(
-                from,
-                format!("{coin} message on the {} topic", self.coin),
-            ));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn index_of(&self, v: &ValidatorId) -> Result<u16> {
-        self.member_index(v).ok_or_else(|| {
-            ProtocolError::peer(
-                v,
-                format!("not a participant of DKG attempt {}", self.attempt),
-            )
-        })
-    }
-
-    /// What a DKG seal binds besides the parties: the DKG context (zero for the key exchange,
-    /// which outlives contexts).
-    fn dkg_seal_context(&self, kind: SealKind) -> [u8; 32] {
-        if kind == SealKind::PublicKey {
-            [0; 32]
-        } else {
-            self.params.context
-        }
-    }
-
-    fn seal_ctx<'a>(
-        &'a self,
-        kind: SealKind,
-        from: &'a ValidatorId,
-        to: &'a ValidatorId,
-        context: [u8; 32],
-    ) -> SealContext<'a> {
-        SealContext {
-            network: &self.def.name,
-            coin: self.coin,
-            kind,
-            from,
-            to,
-            context,
-        }
-    }
-
-    /// Open a DKG payload from `from` (see [`Processor::open_with`]).
-    fn open_from(
-        &self,
-        kind: SealKind,
-        from: &ValidatorId,
-        sealed: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
-        self.open_with(kind, from, self.dkg_seal_context(kind), sealed)
-    }
-
-    /// Open a sealed payload from `from`, bound to `context`, and check it was sealed by
-    /// `from`'s known messaging key; `None` while that key is unknown.
-    pub(crate) fn open_with(
-        &self,
-        kind: SealKind,
-        from: &ValidatorId,
-        context: [u8; 32],
-        sealed: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
-        let Some((known, _)) = self.peers.get(from).and_then(|p| p.messaging_key) else {
-            return Ok(None);
-        };
-        let (static_key, payload) = seal::open(
-            &self.messaging,
-            &self.seal_ctx(kind, from, &self.me, context),
-            sealed,
-        )?;
-        if static_key != known {
-            return Err(ProtocolError::Seal {
-                peer: from.clone(),
-                reason: "sealed by a key that is not the sender's processor messaging key".into(),
-            });
-        }
-        Ok(Some(payload))
-    }
-
-    /// Seal a DKG payload to `to` (see [`Processor::seal_with`]).
-    fn seal_to(&self, kind: SealKind, to: &ValidatorId, payload: &[u8]) -> Result<Vec<u8>> {
-        self.seal_with(kind, to, self.dkg_seal_context(kind), payload)
-    }
-
-    /// Seal `payload` to `to`'s processor messaging key, bound to `context`.
-    pub(crate) fn seal_with(
-        &self,
-        kind: SealKind,
-        to: &ValidatorId,
-        context: [u8; 32],
-        payload: &[u8],
-    ) -> Result<Vec<u8>> {
-        let (key, _) = self
-            .peers
-            .get(to)
-            .and_then(|p| p.messaging_key)
-            .ok_or_else(|| ProtocolError::SealLocal(format!("no messaging key for {to}")))?;
-        seal::seal(
-            &self.messaging,
-            &key,
-            &self.seal_ctx(kind, &self.me, to, context),
-            payload,
-        )
-    }
-
-    /// Step 9.
-    fn send_exchange(&mut self, to: &ValidatorId) -> Result<Vec<Output>> {
-        let payload = postcard::to_stdvec(&PublicKeyPayload {
-            signer: self.signer.public(),
-            seq: self.messaging.seq,
-        })
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        let sealed = self.seal_to(SealKind::PublicKey, to, &payload)?;
-        if let Some(p) = self.peers.get_mut(to) {
-            p.sent_exchange_to = p.messaging_key.map(|(_, seq)| seq);
-        }
-        Ok(vec![Output::Bus(ProcessorMessage::EncryptedPublicKeyOut(
-            EncryptedPublicKeyOut {
-                coin: self.coin,
-                to: to.clone(),
-                sealed,
-            },
-        ))])
-    }
-
-    /// Step 8 as received: learn (or replace, step 4) an external processor's messaging key,
-    /// then send it ours sealed (step 9).
-    fn on_external_key(
-        &mut self,
-        m: &ExternalPublicKeyIn,
-        out: &mut Vec<Output>,
-    ) -> Result<Handled> {
-        self.check_sender(&m.from, m.key.coin)?;
-        let peer = self
-            .peers
-            .get_mut(&m.from)
-            .ok_or_else(|| ProtocolError::UnknownValidator(m.from.clone()))?;
-        match peer.messaging_key {
-            Some((_, seq)) if seq > m.key.seq => return Ok(Handled::Done), // stale
-            Some((key, seq)) if seq == m.key.seq && key != m.key.pubkey => {
-                return Err(ProtocolError::peer(
-                    &m.from,
-                    format!("two messaging keys with seq {seq}"),
-                ));
-            }
-            Some((_, seq)) if seq == m.key.seq && peer.sent_exchange_to == Some(seq) => {
-                return Ok(Handled::Done); // already have it, already answered
-            }
-            _ => {}
-        }
-        // Step 4: forget the previous key.
-        peer.messaging_key = Some((m.key.pubkey, m.key.seq));
-        out.extend(self.send_exchange(&m.from)?);
-        Ok(Handled::Done)
-    }
-
-    /// Step 12: decrypt the external processor's public key message and keep its signer key.
-    fn on_encrypted_public_key(
-        &mut self,
-        m: &EncryptedPublicKeyIn,
-        out: &mut Vec<Output>,
-    ) -> Result<Handled> {
-        self.check_sender(&m.from, m.msg.coin)?;
-        if m.msg.to != self.me {
-            return Err(ProtocolError::peer(
-                &m.from,
-                "EncryptedPublicKeyOut addressed to another validator",
-            ));
-        }
-        let Some((_, known_seq)) = self.peers.get(&m.from).and_then(|p| p.messaging_key) else {
-            return Ok(Handled::Wait);
-        };
-        // Open without the static check first, to read which key version sealed it.
-        let (static_key, payload) = seal::open(
-            &self.messaging,
-            &self.seal_ctx(
-                SealKind::PublicKey,
-                &m.from,
-                &self.me,
-                self.dkg_seal_context(SealKind::PublicKey),
-            ),
-            &m.msg.sealed,
-        )?;
-        let payload: PublicKeyPayload = postcard::from_bytes(&payload)
-            .map_err(|e| ProtocolError::peer(&m.from, format!("public key payload: {e}")))?;
-        if payload.seq > known_seq {
-            return Ok(Handled::Wait); // its new ProcessorPublicKey has not reached us yet
-        }
-        if payload.seq < known_seq {
-            return Ok(Handled::Done); // stale
-        }
-        let peer = self
-            .peers
-            .get_mut(&m.from)
-            .ok_or_else(|| ProtocolError::UnknownValidator(m.from.clone()))?;
-        if Some((static_key, payload.seq)) != peer.messaging_key {
-            return Err(ProtocolError::Seal {
-                peer: m.from.clone(),
-                reason: "sealed by a key that is not the sender's processor messaging key".into(),
-            });
-        }
-        if let Some(existing) = peer.signer {
-            if existing != payload.signer {
-                return Err(ProtocolError::peer(
-                    &m.from,
-                    "processor signature key changed",
-                ));
-            }
-        }
-        peer.signer = Some(payload.signer);
-        peer.verified_seq = Some(payload.seq);
-        self.maybe_start_dkg(out)?;
-        Ok(Handled::Done)
-    }
-
-    /// Step 13: once every participant's encrypted key arrived, send our commitments.
-    pub(crate) fn maybe_start_dkg(&mut self, out: &mut Vec<Output>) -> Result<()> {
-        let others: Vec<ValidatorId> = self
-            .participants
-            .iter()
-            .filter(|v| **v != self.me)
-            .cloned()
-            .collect();
-        if self.dkg.stage >= DkgStage::Committed
-            || self.vault.is_some()
-            || others.iter().any(|v| self.signer_of(v).is_none())
-        {
-            return Ok(());
-        }
-        let commitments = dkg::commitments(self.coin.curve(), &self.entropy, &self.params)
-            .map_err(|e| ProtocolError::Dkg(e.to_string()))?;
-        let signature = self.signer.sign(
-            COMMITMENT_DOMAIN,
-            &payload_body(
-                self.coin,
-                &self.params.context,
-                &self.me,
-                None,
-                &commitments,
-            ),
-        );
-        let payload = postcard::to_stdvec(&KeyGenPayload {
-            bytes: commitments.clone(),
-            signature: signature.clone(),
-        })
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        let mut sends = Vec::new();
-        for v in &others {
-            let sealed = self.seal_to(SealKind::KeyGenCommitment, v, &payload)?;
-            sends.push(Output::Bus(ProcessorMessage::EncryptedKeyGenCommitmentOut(
-                EncryptedKeyGenCommitmentOut {
-                    coin: self.coin,
-                    to: v.clone(),
-                    context: self.params.context,
-                    sealed,
-                },
-            )));
-        }
-        self.dkg.stage = DkgStage::Committed;
-        self.faults
-            .record_commitment(self.params.i, &commitments, &signature);
-        self.dkg.commitments.insert(self.params.i, commitments);
-        self.dkg.commitment_sigs.insert(self.params.i, signature);
-        out.extend(sends);
-        self.after_commitment(out)
-    }
-
-    /// Whether a DKG message belongs to the current attempt: `None` if it does, else what to
-    /// do with it (done with if it is for an earlier attempt, wait if it may be for a later one
-    /// this node has not reached yet).
-    pub(crate) fn attempt_of(&self, context: &[u8; 32]) -> Option<Handled> {
-        if *context == self.params.context {
-            None
-        } else if self.faults.is_past(context) || self.vault_decided() {
-            Some(Handled::Done)
-        } else {
-            Some(Handled::Wait)
-        }
-    }
-
-    /// Whether this coin's DKG is over here (active, failed or left out).
-    pub(crate) fn vault_decided(&self) -> bool {
-        self.vault
-            .as_ref()
-            .is_some_and(|v| v.status != VaultStatus::Pending)
-    }
-
-    fn check_addressed(&self, from: &ValidatorId, to: &ValidatorId) -> Result<()> {
-        if *to != self.me {
-            return Err(ProtocolError::peer(
-                from,
-                "message addressed to another validator",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Open a signed DKG payload and check its sender's processor signature; `None` while the
-    /// sender's keys are unknown.
-    fn open_signed(
-        &self,
-        kind: SealKind,
-        from: &ValidatorId,
-        sealed: &[u8],
-        domain: &[u8],
-        to: Option<&ValidatorId>,
-    ) -> Result<Option<KeyGenPayload>> {
-        let Some(signer) = self.signer_of(from) else {
-            return Ok(None);
-        };
-        let Some(bytes) = self.open_from(kind, from, sealed)? else {
-            return Ok(None);
-        };
-        let payload: KeyGenPayload = postcard::from_bytes(&bytes)
-            .map_err(|e| ProtocolError::peer(from, format!("DKG payload: {e}")))?;
-        let body = payload_body(self.coin, &self.params.context, from, to, &payload.bytes);
-        if !verify_processor_signature(&signer, domain, &body, &payload.signature) {
-            return Err(ProtocolError::peer(
-                from,
-                "bad processor signature on its DKG payload",
-            ));
-        }
-        Ok(Some(payload))
-    }
-
-    /// Step 16 (first half): keep a participant's commitments.
-    fn on_commitment(
-        &mut self,
-        m: &EncryptedKeyGenCommitmentIn,
-        out: &mut Vec<Output>,
-    ) -> Result<Handled> {
-        self.check_sender(&m.from, m.msg.coin)?;
-        self.check_addressed(&m.from, &m.msg.to)?;
-        if let Some(h) = self.attempt_of(&m.msg.context) {
-            return Ok(h);
-        }
-        if self.vault.is_some() {
-            return Ok(Handled::Done);
-        }
-        let l = self.index_of(&m.from)?;
-        let Some(payload) = self.open_signed(
-            SealKind::KeyGenCommitment,
-            &m.from,
-            &m.msg.sealed,
-            COMMITMENT_DOMAIN,
-            None,
-        )?
-        else {
-            return Ok(Handled::Wait);
-        };
-        let p = DkgParams {
-            i: l,
-            ..self.params
-        };
-        dkg::validate_commitment(self.coin.curve(), &p, &payload.bytes)
-            .map_err(|e| ProtocolError::peer(&m.from, format!("malformed commitments: {e}")))?;
-        if let Some(existing) = self.dkg.commitments.get(&l) {
-            if *existing != payload.bytes {
-                return Err(ProtocolError::peer(
-                    &m.from,
-                    "sent two different commitments",
-                ));
-            }
-            return Ok(Handled::Done);
-        }
-        self.faults
-            .record_commitment(l, &payload.bytes, &payload.signature);
-        self.dkg.commitments.insert(l, payload.bytes);
-        self.dkg.commitment_sigs.insert(l, payload.signature);
-        self.after_commitment(out)?;
-        self.check_equivocation(out);
-        Ok(Handled::Done)
-    }
-
-    /// All n commitments in: echo their digest.
-    fn after_commitment(&mut self, out: &mut Vec<Output>) -> Result<()> {
-        if self.dkg.stage < DkgStage::Committed
-            || self.dkg.commitments.len() < usize::from(self.params.n)
-            || self.dkg.digests.contains_key(&self.params.i)
-        {
-            return Ok(());
-        }
-        let hashes = dkg::commitment_hashes(&self.params.context, &self.dkg.commitments);
-        let digest = dkg::commitments_digest(&self.params.context, &hashes);
-        self.dkg.digests.insert(self.params.i, digest);
-        self.dkg.hashes.insert(self.params.i, hashes.clone());
-        self.publish_differing_commitments(out);
-        let body = digest_body(self.coin, &self.params.context, &digest);
-        out.push(Output::Bus(ProcessorMessage::KeyGenCommitmentsDigest(
-            KeyGenCommitmentsDigest {
-                coin: self.coin,
-                context: self.params.context,
-                digest,
-                hashes,
-                signature: self.signer.sign(DIGEST_DOMAIN, &body),
-            },
-        )));
-        self.after_digest(out)
-    }
-
-    /// A participant's processor signature key (ours included), once known.
-    pub(crate) fn signer_of(&self, v: &ValidatorId) -> Option<[u8; 32]> {
-        if *v == self.me {
-            return Some(self.signer.public());
-        }
-        self.peers.get(v).and_then(|p| p.signer)
-    }
-
     fn on_general(&mut self, m: &GeneralIn, out: &mut Vec<Output>) -> Result<Handled> {
+        let party = &self.party;
         match &m.msg {
             GeneralMessage::KeyGenCommitmentsDigest(d) => {
-                self.check_sender(&m.from, d.coin)?;
-                if let Some(h) = self.attempt_of(&d.context) {
-                    return Ok(h);
-                }
-                if self.vault.is_some() {
-                    return Ok(Handled::Done);
-                }
-                let l = self.index_of(&m.from)?;
-                let Some(signer) = self.signer_of(&m.from) else {
-                    return Ok(Handled::Wait);
-                };
-                let body = digest_body(d.coin, &d.context, &d.digest);
-                if !verify_processor_signature(&signer, DIGEST_DOMAIN, &body, &d.signature) {
-                    return Err(ProtocolError::peer(
-                        &m.from,
-                        "bad processor signature on digest",
-                    ));
-                }
-                if d.hashes.len() != usize::from(self.params.n)
-                    || dkg::commitments_digest(&d.context, &d.hashes) != d.digest
-                {
-                    return Err(ProtocolError::peer(
-                        &m.from,
-                        "digest does not match its commitment hashes",
-                    ));
-                }
-                match self.dkg.digests.get(&l) {
-                    Some(existing) if *existing != d.digest => {
-                        return Err(ProtocolError::peer(&m.from, "sent two different digests"))
-                    }
-                    Some(_) => return Ok(Handled::Done),
-                    None => {}
-                }
-                self.dkg.digests.insert(l, d.digest);
-                self.dkg.hashes.insert(l, d.hashes.clone());
-                self.publish_differing_commitments(out);
-                self.after_digest(out)?;
-                Ok(Handled::Done)
+                self.keygen.on_digest(party, &m.from, d, out)
             }
-            GeneralMessage::KeyGenExclusionVote(v) => self.on_vote(&m.from, v, out),
-            GeneralMessage::KeyGenBlame(b) => self.on_blame(&m.from, b, out),
+            GeneralMessage::KeyGenExclusionVote(v) => {
+                let decided = self.keygen.decided();
+                let handled =
+                    self.votes
+                        .on_vote(party, self.keygen.attempt(), decided, &m.from, v)?;
+                if matches!(handled, Handled::Done) {
+                    self.next_attempt(out);
+                }
+                Ok(handled)
+            }
+            GeneralMessage::KeyGenBlame(b) => self.keygen.on_blame(party, &m.from, b),
             GeneralMessage::PublicAddressAvailable(a) => {
-                self.check_sender(&m.from, a.coin)?;
-                if let Some(h) = self.attempt_of(&a.context) {
-                    return Ok(h);
-                }
-                if self
-                    .vault
-                    .as_ref()
-                    .is_some_and(|v| v.status != VaultStatus::Pending)
-                {
-                    return Ok(Handled::Done); // decided: nothing left to confirm
-                }
-                let Some(signer) = self.signer_of(&m.from) else {
-                    return Ok(Handled::Wait);
-                };
-                if !verify_processor_signature(
-                    &signer,
-                    ADDRESS_DOMAIN,
-                    &address_body(a),
-                    &a.signature,
-                ) {
-                    return Err(ProtocolError::peer(
-                        &m.from,
-                        "bad processor signature on address",
-                    ));
-                }
-                let l = self.index_of(&m.from)?;
-                if self.member_index(&self.me).is_none() {
-                    return Ok(Handled::Done);
-                }
-                match self.dkg.confirmations.get(&l) {
-                    Some(existing) if *existing != a.group_key => {
-                        return Err(ProtocolError::peer(
-                            &m.from,
-                            "announced two different group keys",
-                        ))
-                    }
-                    Some(_) => return Ok(Handled::Done),
-                    None => {}
-                }
-                self.dkg.confirmations.insert(l, a.group_key.clone());
-                self.after_confirmation(out);
-                Ok(Handled::Done)
+                self.keygen.on_confirmation(party, &m.from, a)
             }
             // Keys arrive as ExternalPublicKeyIn; the rest is informational (signing messages
             // were dispatched before).
@@ -1104,258 +516,174 @@ impl Processor {
         }
     }
 
-    /// All n digests in: go on to shares if they match, fail if they do not.
-    fn after_digest(&mut self, out: &mut Vec<Output>) -> Result<()> {
-        if self.dkg.stage >= DkgStage::SharesSent
-            || self.vault.is_some()
-            || self.dkg.digests.len() < usize::from(self.params.n)
-        {
-            return Ok(());
-        }
-        let Some(mine) = self.dkg.digests.get(&self.params.i).copied() else {
-            return Ok(());
-        };
-        if self.dkg.digests.values().any(|d| *d != mine) {
-            // Someone saw other commitments than we did: our signed copies of the differing
-            // ones are published (`publish_differing_commitments`), so whoever holds another
-            // copy proves the equivocation. A false echo proves nothing and is left to the
-            // timeout vote.
-            return Ok(());
-        }
-        let shares = match dkg::secret_shares(
-            self.coin.curve(),
-            &self.entropy,
-            &self.params,
-            &self.dkg.commitments,
-        ) {
-            Ok(s) => s,
-            Err(DkgFailure::Blame { participant, .. }) => {
-                // Every participant checks the same commitments (the echo matched), so every
-                // one of them finds the same invalid proof of knowledge.
-                if let Some(v) = self.member_at(participant).cloned() {
-                    self.prove_fault(v, ExclusionReason::InvalidCommitments, out);
-                }
-                return Ok(());
+    /// Act on what the DKG machine reported: its outcomes become the vault record, a freshly
+    /// proven fault becomes our vote (which may start the next attempt, whose machine may
+    /// report in turn).
+    fn settle(&mut self, out: &mut Vec<Output>) {
+        loop {
+            let outcomes = self.keygen.take_outcomes();
+            let fresh = self.keygen.take_fresh_proof();
+            if outcomes.is_empty() && !fresh {
+                return;
             }
-            Err(e) => {
-                self.fail(out, self.describe(&e));
-                return Ok(());
+            for outcome in outcomes {
+                self.apply(outcome, out);
             }
-        };
-        let mut sends = Vec::new();
-        for (l, share) in shares {
-            let Some(v) = self.member_at(l).cloned() else {
-                continue;
-            };
-            let signature = self.signer.sign(
-                SHARE_DOMAIN,
-                &payload_body(self.coin, &self.params.context, &self.me, Some(&v), &share),
-            );
-            let payload = postcard::to_stdvec(&KeyGenPayload {
-                bytes: share,
-                signature,
-            })
-            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-            let sealed = self.seal_to(SealKind::KeyShare, &v, &payload)?;
-            sends.push(Output::Bus(ProcessorMessage::EncryptedKeyShareOut(
-                EncryptedKeyShareOut {
-                    coin: self.coin,
-                    to: v,
-                    context: self.params.context,
-                    sealed,
-                },
-            )));
+            if fresh {
+                self.vote(out);
+            }
         }
-        self.dkg.stage = DkgStage::SharesSent;
-        out.extend(sends);
-        self.after_share(out);
-        Ok(())
     }
 
-    /// Step 19: keep a share addressed to us.
-    fn on_share(&mut self, m: &EncryptedKeyShareIn, out: &mut Vec<Output>) -> Result<Handled> {
-        self.check_sender(&m.from, m.msg.coin)?;
-        self.check_addressed(&m.from, &m.msg.to)?;
-        if let Some(h) = self.attempt_of(&m.msg.context) {
-            return Ok(h);
-        }
-        if self.vault.is_some() {
-            return Ok(Handled::Done);
-        }
-        let l = self.index_of(&m.from)?;
-        let me = self.me.clone();
-        let Some(payload) = self.open_signed(
-            SealKind::KeyShare,
-            &m.from,
-            &m.msg.sealed,
-            SHARE_DOMAIN,
-            Some(&me),
-        )?
-        else {
-            return Ok(Handled::Wait);
-        };
-        if let Some(existing) = self.dkg.shares.get(&l) {
-            if *existing != payload.bytes {
-                return Err(ProtocolError::peer(&m.from, "sent two different shares"));
-            }
-            return Ok(Handled::Done);
-        }
-        if dkg::validate_share(self.coin.curve(), &self.params, &payload.bytes).is_err() {
-            // Signed garbage is evidence too: publish it so everyone blames the sender.
-            self.blame_share(m.from.clone(), payload.bytes, payload.signature, None, out);
-            return Ok(Handled::Done);
-        }
-        self.dkg.shares.insert(l, payload.bytes);
-        self.dkg.share_sigs.insert(l, payload.signature);
-        self.after_share(out);
-        Ok(Handled::Done)
-    }
-
-    /// Step 20: all shares in: compute the key share, the group key and the address.
-    fn after_share(&mut self, out: &mut Vec<Output>) {
-        if self.dkg.stage < DkgStage::SharesSent
-            || self.vault.is_some()
-            || self.dkg.shares.len() + 1 < usize::from(self.params.n)
-        {
-            return;
-        }
-        let result = dkg::complete(
-            self.coin.curve(),
-            &self.entropy,
-            &self.params,
-            &self.dkg.commitments,
-            &self.dkg.shares,
-        );
-        let output = match result {
-            Ok(o) => o,
-            Err(DkgFailure::InvalidShare { participant, proof }) => {
-                let (Some(v), Some(share), Some(sig)) = (
-                    self.member_at(participant).cloned(),
-                    self.dkg.shares.get(&participant).cloned(),
-                    self.dkg.share_sigs.get(&participant).cloned(),
-                ) else {
-                    self.fail(out, format!("participant {participant}: invalid share"));
+    fn apply(&mut self, outcome: Outcome, out: &mut Vec<Output>) {
+        match outcome {
+            Outcome::Computed(output) => self.computed(output, out),
+            Outcome::Confirmed(agreed) => {
+                let Some(vault) = self.vault.as_mut() else {
                     return;
                 };
-                self.blame_share(v, share, sig, proof, out);
-                return;
+                match agreed {
+                    Ok(()) => vault.status = VaultStatus::Active,
+                    Err(reason) => {
+                        vault.status = VaultStatus::Failed;
+                        vault.reason = Some(reason);
+                    }
+                }
+                out.push(Output::Persist(Persist::Vault(vault.clone())));
             }
-            Err(e) => {
-                self.fail(out, self.describe(&e));
-                return;
-            }
-        };
-        let address = match address::address(self.coin, &output.group_key) {
+            Outcome::Failed(reason) => self.fail(out, reason),
+        }
+    }
+
+    /// Step 20: our key share and the group key: keep them as the pending vault, publish its
+    /// address, and see whether every participant already confirmed it.
+    fn computed(&mut self, output: dkg::DkgOutput, out: &mut Vec<Output>) {
+        let coin = self.coin();
+        let address = match address::address(coin, &output.group_key) {
             Ok(a) => a,
-            Err(e) => {
-                self.fail(out, format!("address: {e}"));
-                return;
-            }
+            Err(e) => return self.fail(out, format!("address: {e}")),
         };
+        if let Err(e) = self.signing.load_keys(coin, &output.keys) {
+            return self.fail(out, format!("key share unusable for signing: {e}"));
+        }
+        let attempt = self.keygen.attempt();
         let vault = VaultRecord {
-            coin: self.coin,
-            session: self.def.session,
-            context: self.params.context,
-            attempt: self.attempt,
+            coin,
+            session: self.party.def().session,
+            context: attempt.context(),
+            attempt: attempt.number(),
             status: VaultStatus::Pending,
             group_key: output.group_key.clone(),
             address,
-            threshold: self.params.t,
-            participants: self.participants.clone(),
-            excluded: self.excluded.clone(),
+            threshold: attempt.params().t,
+            participants: attempt.participants().to_vec(),
+            excluded: attempt.excluded().to_vec(),
             reason: None,
         };
-        if let Err(e) = self.set_key_share(&output.keys) {
-            self.fail(out, format!("key share unusable for signing: {e}"));
-            return;
-        }
         out.push(Output::Persist(Persist::KeyShare {
-            coin: self.coin,
-            context: self.params.context,
+            coin,
+            context: attempt.context(),
             keys: output.keys,
         }));
         out.push(Output::Persist(Persist::Vault(vault.clone())));
         out.push(Output::Bus(ProcessorMessage::PublicAddressAvailable(
             self.address_message(&vault),
         )));
-        self.dkg
-            .confirmations
-            .insert(self.params.i, output.group_key);
         self.vault = Some(vault);
-        self.after_confirmation(out);
+        self.keygen.check_confirmations();
     }
 
-    /// A vault is active when every participant published the same group key.
-    fn after_confirmation(&mut self, out: &mut Vec<Output>) {
-        let Some(vault) = self.vault.as_mut() else {
+    /// Our vote on the current attempt, if the DKG machine proposes one (a proven fault, or a
+    /// phase that timed out) and it differs from our last.
+    fn vote(&mut self, out: &mut Vec<Output>) {
+        let now = self.signing.now();
+        let proposal = self.keygen.proposal(&self.party);
+        let Some(vote) = self
+            .votes
+            .cast(&self.party, self.keygen.attempt(), proposal, now)
+        else {
             return;
         };
-        if vault.status != VaultStatus::Pending
-            || self.dkg.confirmations.len() < usize::from(self.params.n)
+        out.push(Output::Persist(Persist::Vote(vote.clone())));
+        out.push(Output::Bus(ProcessorMessage::KeyGenExclusionVote(vote)));
+        self.next_attempt(out);
+    }
+
+    /// If the votes decide an attempt after the current one, move to it: a new DKG machine, no
+    /// vault and no key share of the old attempt.
+    ///
+    /// An active vault follows too: if t participants of its attempt voted to run another one,
+    /// the vault was not agreed by them (they missed a confirmation), and keeping it would split
+    /// the validator set.
+    fn next_attempt(&mut self, out: &mut Vec<Output>) {
+        if self
+            .vault
+            .as_ref()
+            .is_some_and(|v| matches!(v.status, VaultStatus::Failed | VaultStatus::Excluded))
         {
             return;
         }
-        let differing: Vec<String> = self
-            .dkg
-            .confirmations
+        let Some(next) = self.votes.next_attempt(&self.party, self.keygen.attempt()) else {
+            return;
+        };
+        self.keygen = self.keygen.next(next);
+        self.signing.forget_keys();
+        self.vault = None;
+        let attempt = self.keygen.attempt();
+        let left_out = attempt
+            .excluded()
             .iter()
-            .filter(|(_, k)| **k != vault.group_key)
-            .filter_map(|(l, _)| {
-                usize::from(*l)
-                    .checked_sub(1)
-                    .and_then(|i| self.participants.get(i))
-                    .map(|v| v.to_string())
+            .map(|e| {
+                format!(
+                    "{} ({}, attempt {})",
+                    e.validator,
+                    e.reason.label(),
+                    e.attempt
+                )
             })
-            .collect();
-        if differing.is_empty() {
-            vault.status = VaultStatus::Active;
-        } else {
-            vault.status = VaultStatus::Failed;
-            vault.reason = Some(format!("group key differs at {}", differing.join(", ")));
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (number, n) = (attempt.number(), attempt.participants().len());
+        let t = usize::from(self.party.def().threshold);
+        if attempt.member_index(self.party.me()).is_none() {
+            return self.decide(
+                out,
+                VaultStatus::Excluded,
+                format!("left out of the DKG by the other participants' votes: {left_out}"),
+            );
         }
-        out.push(Output::Persist(Persist::Vault(vault.clone())));
-    }
-
-    fn describe(&self, e: &DkgFailure) -> String {
-        match e {
-            DkgFailure::Blame {
-                participant,
-                reason,
-            } => {
-                let who = self
-                    .member_at(*participant)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                format!("{who} (participant {participant}): {reason}")
-            }
-            DkgFailure::InvalidShare { participant, .. } => {
-                let who = self
-                    .member_at(*participant)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                format!("{who} (participant {participant}): invalid secret share")
-            }
-            DkgFailure::Other(s) => s.clone(),
+        if n < t {
+            return self.fail(
+                out,
+                format!(
+                    "only {n} participants remain and the threshold is {t}; left out: {left_out}"
+                ),
+            );
+        }
+        if let Err(e) = self.keygen.start(&self.party, out) {
+            self.fail(out, format!("cannot start DKG attempt {number}: {e}"));
         }
     }
 
-    pub(crate) fn fail(&mut self, out: &mut Vec<Output>, reason: String) {
+    fn fail(&mut self, out: &mut Vec<Output>, reason: String) {
         self.decide(out, VaultStatus::Failed, reason);
     }
 
     /// End this coin's DKG here without a key (failed, or left out by the others).
-    pub(crate) fn decide(&mut self, out: &mut Vec<Output>, status: VaultStatus, reason: String) {
+    fn decide(&mut self, out: &mut Vec<Output>, status: VaultStatus, reason: String) {
+        self.keygen.stop();
+        let attempt = self.keygen.attempt();
         let vault = VaultRecord {
-            coin: self.coin,
-            session: self.def.session,
-            context: self.params.context,
-            attempt: self.attempt,
+            coin: self.coin(),
+            session: self.party.def().session,
+            context: attempt.context(),
+            attempt: attempt.number(),
             status,
             group_key: Vec::new(),
             address: String::new(),
-            threshold: self.params.t,
-            participants: self.participants.clone(),
-            excluded: self.excluded.clone(),
+            threshold: attempt.params().t,
+            participants: attempt.participants().to_vec(),
+            excluded: attempt.excluded().to_vec(),
             reason: Some(reason),
         };
         out.push(Output::Persist(Persist::Vault(vault.clone())));
@@ -1372,8 +700,103 @@ impl Processor {
             participants: v.participants.clone(),
             signature: Vec::new(),
         };
-        msg.signature = self.signer.sign(ADDRESS_DOMAIN, &address_body(&msg));
+        msg.signature = self
+            .party
+            .signer()
+            .sign(keygen::ADDRESS_DOMAIN, &keygen::address_body(&msg));
         msg
+    }
+
+    /// How long a DKG phase may make no progress before this participant votes.
+    pub fn set_dkg_timeout(&mut self, ms: u64) {
+        self.votes.set_timeout(ms);
+    }
+
+    /// After a restart, before the inbound replay: this node's own votes, so it never casts a
+    /// different vote in a round it already voted in.
+    pub fn restore_votes(&mut self, votes: Vec<KeyGenExclusionVote>) -> Vec<Output> {
+        self.votes.restore(&self.party, votes);
+        let mut out = Vec::new();
+        self.next_attempt(&mut out);
+        self.settle(&mut out);
+        out
+    }
+
+    /// The votes of the current attempt (for the status page).
+    pub fn votes(&self) -> Vec<VoteView> {
+        self.votes.views(&self.context())
+    }
+
+    /// Replace the signing bounds and timeouts.
+    pub fn set_signing_config(&mut self, config: SigningConfig) {
+        self.signing.set_config(config);
+    }
+
+    /// Load the vault's key share (stored `ThresholdKeys`) so the processor can sign.
+    pub fn set_key_share(&mut self, serialized: &[u8]) -> Result<()> {
+        self.signing.load_keys(self.party.coin(), serialized)
+    }
+
+    /// The key this vault's signatures verify under.
+    pub fn verifying_key(&self) -> Option<Vec<u8>> {
+        self.signing.verifying_key()
+    }
+
+    /// After a restart: the (id, attempt) pairs already preprocessed, the requests this node
+    /// originated that are still pending (they resume with a new attempt) and past cheater
+    /// reports.
+    pub fn restore_signing(
+        &mut self,
+        used: impl IntoIterator<Item = ([u8; 32], u32)>,
+        pending: Vec<SignRecord>,
+        cheaters: Vec<CheaterReport>,
+    ) {
+        let cx = Scope {
+            party: &self.party,
+            vault: self.vault.as_ref(),
+        };
+        self.signing.restore(&cx, used, pending, cheaters);
+    }
+
+    /// Signing state for status.
+    pub fn signing_status(&self) -> SigningStatus {
+        self.signing.status()
+    }
+
+    /// Whether the vault can sign now (active, key share loaded).
+    pub fn can_sign(&self) -> bool {
+        let cx = Scope {
+            party: &self.party,
+            vault: self.vault.as_ref(),
+        };
+        self.signing.can_sign(&cx)
+    }
+
+    /// Time passes: `now_ms` is a monotonic clock, `reachable` the validators the node is
+    /// connected to. A stalled DKG phase asks for announcements or votes, waiting messages are
+    /// retried, signing attempts past their deadline are retried with another signer set,
+    /// queued requests start, and stale ceremonies are dropped.
+    pub fn tick(&mut self, now_ms: u64, reachable: BTreeSet<ValidatorId>) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.signing.set_clock(now_ms, reachable);
+        let timeout = self.votes.timeout_ms();
+        if self.keygen.tick(&self.party, now_ms, timeout, &mut out) {
+            self.vote(&mut out);
+        }
+        self.settle(&mut out);
+        self.retry_pending(&mut out);
+        let cx = Scope {
+            party: &self.party,
+            vault: self.vault.as_ref(),
+        };
+        self.signing.tick(&cx, &mut out);
+        out
+    }
+
+    /// Test-only sabotage reaches the DKG machine with our identity.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn dkg_parts(&mut self) -> (&Party, &mut KeyGen) {
+        (&self.party, &mut self.keygen)
     }
 }
 
@@ -1387,39 +810,4 @@ fn sender_of(m: &CoordinatorMessage) -> Option<&ValidatorId> {
         CoordinatorMessage::GeneralIn(m) => Some(&m.from),
         _ => None,
     }
-}
-
-/// What a sender signs over a DKG payload: coin, context, sender, recipient (shares only) and
-/// the PedPoP bytes.
-pub(crate) fn payload_body(
-    coin: Coin,
-    context: &[u8; 32],
-    from: &ValidatorId,
-    to: Option<&ValidatorId>,
-    bytes: &[u8],
-) -> Vec<u8> {
-    let mut b = coin.ticker().as_bytes().to_vec();
-    b.extend_from_slice(context);
-    for v in std::iter::once(from).chain(to) {
-        b.push(v.as_bytes().len() as u8);
-        b.extend_from_slice(v.as_bytes());
-    }
-    b.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    b.extend_from_slice(bytes);
-    b
-}
-
-fn digest_body(coin: Coin, context: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
-    let mut b = coin.ticker().as_bytes().to_vec();
-    b.extend_from_slice(context);
-    b.extend_from_slice(digest);
-    b
-}
-
-fn address_body(a: &PublicAddressAvailable) -> Vec<u8> {
-    let unsigned = PublicAddressAvailable {
-        signature: Vec::new(),
-        ..a.clone()
-    };
-    postcard::to_stdvec(&unsigned).unwrap_or_default()
 }

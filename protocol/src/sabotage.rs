@@ -6,8 +6,10 @@
 
 use crate::{
     dkg,
+    keygen::{payload_body, KeyGen, COMMITMENT_DOMAIN, SHARE_DOMAIN},
     messages::{BlameEvidence, KeyGenPayload, ProcessorMessage},
-    processor::{payload_body, Output, Processor, COMMITMENT_DOMAIN, SHARE_DOMAIN},
+    party::Party,
+    processor::{Output, Processor},
     seal::SealKind,
     ValidatorId,
 };
@@ -43,21 +45,18 @@ impl std::str::FromStr for Sabotage {
 }
 
 impl Processor {
-    fn victim(&self) -> Option<ValidatorId> {
-        self.participants.iter().find(|v| **v != self.me).cloned()
-    }
-
-    fn other_entropy(&self) -> [u8; 32] {
-        let mut e = [0u8; 32];
-        for (i, b) in e.iter_mut().enumerate() {
-            *b = (i as u8) ^ 0xa5;
-        }
-        e[..8].copy_from_slice(&self.params.context[..8]);
-        e
-    }
-
     /// Rewrite what the honest machine emitted (and add to it).
     pub fn sabotage(&mut self, how: Sabotage, out: Vec<Output>) -> Vec<Output> {
+        let (party, keygen) = self.dkg_parts();
+        let attempt = keygen.attempt();
+        let params = *attempt.params();
+        let (coin, me) = (party.coin(), party.me());
+        let victim = attempt.participants().iter().find(|v| *v != me).cloned();
+        let other_entropy = other_entropy(&params.context);
+        let reseal = |kind, to: &ValidatorId, bytes, signature| {
+            let payload = postcard::to_stdvec(&KeyGenPayload { bytes, signature }).ok()?;
+            party.seal_with(kind, to, params.context, &payload).ok()
+        };
         let mut result = Vec::with_capacity(out.len());
         for o in out {
             let Output::Bus(msg) = o else {
@@ -66,17 +65,14 @@ impl Processor {
             };
             let msg = match (how, msg) {
                 (Sabotage::Equivocate, ProcessorMessage::EncryptedKeyGenCommitmentOut(mut m))
-                    if Some(&m.to) == self.victim().as_ref() =>
+                    if Some(&m.to) == victim.as_ref() =>
                 {
-                    if let Ok(other) =
-                        dkg::commitments(self.coin().curve(), &self.other_entropy(), &self.params)
-                    {
-                        let sig = self.signer.sign(
+                    if let Ok(other) = dkg::commitments(coin.curve(), &other_entropy, &params) {
+                        let sig = party.signer().sign(
                             COMMITMENT_DOMAIN,
-                            &payload_body(self.coin(), &m.context, &self.me, None, &other),
+                            &payload_body(coin, &m.context, me, None, &other),
                         );
-                        if let Some(sealed) =
-                            self.reseal(SealKind::KeyGenCommitment, &m.to, other, sig)
+                        if let Some(sealed) = reseal(SealKind::KeyGenCommitment, &m.to, other, sig)
                         {
                             m.sealed = sealed;
                         }
@@ -84,21 +80,21 @@ impl Processor {
                     ProcessorMessage::EncryptedKeyGenCommitmentOut(m)
                 }
                 (Sabotage::BadShare, ProcessorMessage::EncryptedKeyShareOut(mut m))
-                    if Some(&m.to) == self.victim().as_ref() =>
+                    if Some(&m.to) == victim.as_ref() =>
                 {
                     let shares = dkg::secret_shares(
-                        self.coin().curve(),
-                        &self.other_entropy(),
-                        &self.params,
-                        &self.dkg.commitments,
+                        coin.curve(),
+                        &other_entropy,
+                        &params,
+                        keygen.commitments(),
                     );
-                    let l = self.member_index(&m.to);
+                    let l = attempt.member_index(&m.to);
                     if let Some(share) = shares.ok().and_then(|s| s.get(&l?).cloned()) {
-                        let sig = self.signer.sign(
+                        let sig = party.signer().sign(
                             SHARE_DOMAIN,
-                            &payload_body(self.coin(), &m.context, &self.me, Some(&m.to), &share),
+                            &payload_body(coin, &m.context, me, Some(&m.to), &share),
                         );
-                        if let Some(sealed) = self.reseal(SealKind::KeyShare, &m.to, share, sig) {
+                        if let Some(sealed) = reseal(SealKind::KeyShare, &m.to, share, sig) {
                             m.sealed = sealed;
                         }
                     }
@@ -119,41 +115,40 @@ impl Processor {
             };
             result.push(Output::Bus(msg));
         }
-        if how == Sabotage::FalseAccusation && !self.dkg.shares.is_empty() {
-            self.accuse_falsely(&mut result);
+        if how == Sabotage::FalseAccusation {
+            accuse_falsely(party, keygen, &mut result);
         }
         result
     }
+}
 
-    fn accuse_falsely(&mut self, out: &mut Vec<Output>) {
-        let Some((&l, share)) = self.dkg.shares.iter().next() else {
-            return;
-        };
-        let (Some(v), Some(sig)) = (self.member_at(l).cloned(), self.dkg.share_sigs.get(&l)) else {
-            return;
-        };
-        if !self.faults.accused_falsely.insert(self.params.context) {
-            return;
-        }
-        let evidence = BlameEvidence::InvalidShare {
-            accused: v,
-            share: share.clone(),
-            share_signature: sig.clone(),
-            proof: None,
-        };
-        self.publish_blame(evidence, out);
+/// Accuse the first participant whose (valid) share we received, once per attempt.
+fn accuse_falsely(party: &Party, keygen: &mut KeyGen, out: &mut Vec<Output>) {
+    let Some((l, share, Some(sig))) = keygen.shares().next() else {
+        return;
+    };
+    let Some(v) = keygen.attempt().member_at(l).cloned() else {
+        return;
+    };
+    let evidence = BlameEvidence::InvalidShare {
+        accused: v,
+        share: share.clone(),
+        share_signature: sig.clone(),
+        proof: None,
+    };
+    if keygen.mark_accused_falsely() {
+        keygen.publish_blame(party, evidence, out);
     }
+}
 
-    fn reseal(
-        &self,
-        kind: SealKind,
-        to: &ValidatorId,
-        bytes: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Option<Vec<u8>> {
-        let payload = postcard::to_stdvec(&KeyGenPayload { bytes, signature }).ok()?;
-        self.seal_with(kind, to, self.params.context, &payload).ok()
+/// Entropy of "another polynomial", different per attempt.
+fn other_entropy(context: &[u8; 32]) -> [u8; 32] {
+    let mut e = [0u8; 32];
+    for (i, b) in e.iter_mut().enumerate() {
+        *b = (i as u8) ^ 0xa5;
     }
+    e[..8].copy_from_slice(&context[..8]);
+    e
 }
 
 fn garbage(seed: &[u8; 32], len: usize) -> Vec<u8> {

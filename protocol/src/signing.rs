@@ -36,10 +36,11 @@ use crate::{
     ids::ValidatorId,
     keys::verify_processor_signature,
     messages::*,
-    processor::{Output, Persist, Processor},
+    party::Party,
+    processor::{Output, Persist},
     seal::SealKind,
     sign::{self, SignError, SignRound1, SignRound2, VaultKeys},
-    vault::{CheaterReport, SignFailure, SignRecord, SignStatus, VaultStatus},
+    vault::{CheaterReport, SignFailure, SignRecord, SignStatus, VaultRecord, VaultStatus},
 };
 
 /// Most messages in one request.
@@ -151,7 +152,37 @@ struct Origination {
     attempt_started: u64,
 }
 
-/// The signing half of a processor.
+/// What signing reads of the rest of the processor: who we are (and our peers' keys), and the
+/// vault whose key share signs.
+pub(crate) struct Scope<'a> {
+    pub(crate) party: &'a Party,
+    pub(crate) vault: Option<&'a VaultRecord>,
+}
+
+impl Scope<'_> {
+    /// The vault's participants (none before a vault exists).
+    fn participants(&self) -> &[ValidatorId] {
+        self.vault.map_or(&[], |v| v.participants.as_slice())
+    }
+
+    /// `v`'s FROST index: its 1-based position among the vault's participants.
+    fn member_index(&self, v: &ValidatorId) -> Option<u16> {
+        self.participants()
+            .iter()
+            .position(|p| p == v)
+            .and_then(|i| u16::try_from(i + 1).ok())
+    }
+
+    /// The participant with FROST index `l`.
+    fn member_at(&self, l: u16) -> Option<&ValidatorId> {
+        usize::from(l)
+            .checked_sub(1)
+            .and_then(|i| self.participants().get(i))
+    }
+}
+
+/// The signing part of a processor: its key share, the ceremonies it takes part in, the
+/// requests it originates, and the used-nonce markers.
 #[derive(Default)]
 pub(crate) struct Signing {
     config: SigningConfig,
@@ -208,47 +239,48 @@ fn message_session(session: &[u8; 32], i: usize) -> Vec<u8> {
     s
 }
 
-impl Processor {
+impl Signing {
     /// Replace the signing bounds and timeouts.
-    pub fn set_signing_config(&mut self, config: SigningConfig) {
-        self.signing.config = config;
+    pub(crate) fn set_config(&mut self, config: SigningConfig) {
+        self.config = config;
     }
 
     /// Load the vault's key share (stored `ThresholdKeys`) so the processor can sign.
-    pub fn set_key_share(&mut self, serialized: &[u8]) -> Result<()> {
-        let keys = VaultKeys::load(self.coin(), serialized)
-            .map_err(|e| ProtocolError::Key(e.to_string()))?;
-        self.signing.keys = Some(keys);
+    pub(crate) fn load_keys(&mut self, coin: crate::Coin, serialized: &[u8]) -> Result<()> {
+        let keys =
+            VaultKeys::load(coin, serialized).map_err(|e| ProtocolError::Key(e.to_string()))?;
+        self.keys = Some(keys);
         Ok(())
     }
 
     /// The key this vault's signatures verify under (see [`VaultKeys::verifying_key`]).
-    pub fn verifying_key(&self) -> Option<Vec<u8>> {
-        self.signing.keys.as_ref().map(VaultKeys::verifying_key)
+    pub(crate) fn verifying_key(&self) -> Option<Vec<u8>> {
+        self.keys.as_ref().map(VaultKeys::verifying_key)
     }
 
     /// After a restart: the (id, attempt) pairs already preprocessed, the requests this node
     /// originated that are still pending (they resume with a new attempt) and past cheater
     /// reports.
-    pub fn restore_signing(
+    pub(crate) fn restore(
         &mut self,
+        cx: &Scope,
         used: impl IntoIterator<Item = ([u8; 32], u32)>,
         pending: Vec<SignRecord>,
         cheaters: Vec<CheaterReport>,
     ) {
-        self.signing.used.extend(used);
-        let vault = self.vault().map(|v| v.context);
+        self.used.extend(used);
+        let vault = cx.vault.map(|v| v.context);
         for record in pending {
             // Only this node's own pending requests for this very vault (a retiring vault of the
             // same coin resumes its own).
-            if record.origin != self.me
+            if record.origin != *cx.party.me()
                 || record.status != SignStatus::Pending
                 || Some(record.vault) != vault
             {
                 continue;
             }
             let id = record.id;
-            self.signing.originated.insert(
+            self.originated.insert(
                 id,
                 Origination {
                     cheaters: BTreeMap::new(),
@@ -258,7 +290,7 @@ impl Processor {
                     attempt_started: 0,
                 },
             );
-            self.signing.queue.push_back(id);
+            self.queue.push_back(id);
         }
         for c in cheaters {
             self.push_cheater(c);
@@ -266,8 +298,8 @@ impl Processor {
     }
 
     /// Signing state for status.
-    pub fn signing_status(&self) -> SigningStatus {
-        let s = &self.signing;
+    pub(crate) fn status(&self) -> SigningStatus {
+        let s = self;
         SigningStatus {
             originating: s
                 .originated
@@ -281,64 +313,62 @@ impl Processor {
     }
 
     /// Whether the vault can sign now (active, key share loaded).
-    pub fn can_sign(&self) -> bool {
-        self.signing.keys.is_some()
-            && self
-                .vault()
-                .is_some_and(|v| v.status == VaultStatus::Active)
+    pub(crate) fn can_sign(&self, cx: &Scope) -> bool {
+        self.keys.is_some() && cx.vault.is_some_and(|v| v.status == VaultStatus::Active)
     }
 
     /// Time passes: `now_ms` is a monotonic clock, `reachable` the validators the node is
-    /// connected to. Attempts past their deadline are retried with another signer set, queued
-    /// requests start, and stale ceremonies are dropped.
-    pub fn tick(&mut self, now_ms: u64, reachable: BTreeSet<ValidatorId>) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.signing.now = now_ms;
-        self.signing.reachable = reachable;
-        self.dkg_tick(now_ms, &mut out);
-        self.retry_pending(&mut out);
+    /// connected to (read by the next [`Signing::tick`] and every selection until then).
+    pub(crate) fn set_clock(&mut self, now_ms: u64, reachable: BTreeSet<ValidatorId>) {
+        self.now = now_ms;
+        self.reachable = reachable;
+    }
+
+    /// Attempts past their deadline are retried with another signer set, queued requests
+    /// start, and stale ceremonies are dropped.
+    pub(crate) fn tick(&mut self, cx: &Scope, out: &mut Vec<Output>) {
+        let now_ms = self.now;
         let due: Vec<[u8; 32]> = self
-            .signing
             .originated
             .iter()
             .filter(|(_, o)| o.deadline.is_some_and(|d| d <= now_ms))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.attempt_timed_out(id);
-            self.start_attempt(id, &mut out);
+            self.attempt_timed_out(cx, id);
+            self.start_attempt(cx, id, out);
         }
-        let ttl = self.signing.config.attempt_timeout_ms.saturating_mul(3);
-        let originated = &self.signing.originated;
-        self.signing.ceremonies.retain(|(id, attempt), c| {
+        let ttl = self.config.attempt_timeout_ms.saturating_mul(3);
+        let originated = &self.originated;
+        self.ceremonies.retain(|(id, attempt), c| {
             let current = originated
                 .get(id)
                 .is_some_and(|o| o.record.attempt == *attempt && o.deadline.is_some());
             current || c.started.saturating_add(ttl) > now_ms
         });
-        self.signing.slow_until.retain(|_, until| *until > now_ms);
-        self.start_queued(&mut out);
-        out
+        self.slow_until.retain(|_, until| *until > now_ms);
+        self.start_queued(cx, out);
     }
 
-    /// Signing messages of [`Processor::handle`].
-    pub(crate) fn dispatch_signing(
+    /// Signing messages of [`crate::processor::Processor::handle`]; `None` for the others.
+    pub(crate) fn dispatch(
         &mut self,
+        cx: &Scope,
         msg: &CoordinatorMessage,
         out: &mut Vec<Output>,
     ) -> Option<Result<()>> {
         Some(match msg {
-            CoordinatorMessage::SignatureRequested(r) => self.on_requested(r, out),
-            CoordinatorMessage::EncryptedPreprocessIn(m) => self.on_preprocess(m, out),
-            CoordinatorMessage::EncryptedSignatureShareIn(m) => self.on_signature_share(m, out),
+            CoordinatorMessage::SignatureRequested(r) => self.on_requested(cx, r, out),
+            CoordinatorMessage::EncryptedPreprocessIn(m) => self.on_preprocess(cx, m, out),
+            CoordinatorMessage::EncryptedSignatureShareIn(m) => self.on_signature_share(cx, m, out),
             CoordinatorMessage::GeneralIn(GeneralIn {
                 from,
                 msg: GeneralMessage::SignRequest(r),
-            }) => self.on_sign_request(from, r, out),
+            }) => self.on_sign_request(cx, from, r, out),
             CoordinatorMessage::GeneralIn(GeneralIn {
                 from,
                 msg: GeneralMessage::SignatureAvailable(a),
-            }) => self.on_signature_available(from, a, out),
+            }) => self.on_signature_available(cx, from, a, out),
             _ => return None,
         })
     }
@@ -346,26 +376,31 @@ impl Processor {
     /// A request from this node's API (already stored as pending by the node): queue it and
     /// start it if there is room. Whatever is wrong with it ends as a failed record, never as a
     /// record left pending.
-    fn on_requested(&mut self, r: &SignatureRequested, out: &mut Vec<Output>) -> Result<()> {
-        let coin = self.coin();
+    fn on_requested(
+        &mut self,
+        cx: &Scope,
+        r: &SignatureRequested,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let coin = cx.party.coin();
         let mut record = SignRecord::pending(
             r.id,
             coin,
-            self.me.clone(),
-            self.vault().map(|v| v.context).unwrap_or_default(),
+            cx.party.me().clone(),
+            cx.vault.map(|v| v.context).unwrap_or_default(),
             r.messages.clone(),
         );
-        if self.signing.originated.contains_key(&r.id) || self.signing.recent_done.contains(&r.id) {
+        if self.originated.contains_key(&r.id) || self.recent_done.contains(&r.id) {
             return Err(ProtocolError::Malformed("request id already used".into()));
         }
         let refused = if let Err(e) = check_messages(coin, &r.messages) {
             Some(e)
-        } else if !self.can_sign() {
+        } else if !self.can_sign(cx) {
             Some(format!("the {coin} vault is not active"))
-        } else if self.signing.queue.len() >= self.signing.config.max_queued {
+        } else if self.queue.len() >= self.config.max_queued {
             Some(format!(
                 "{} requests already wait; try again later",
-                self.signing.queue.len()
+                self.queue.len()
             ))
         } else {
             None
@@ -379,7 +414,7 @@ impl Processor {
             }));
             return Ok(());
         }
-        self.signing.originated.insert(
+        self.originated.insert(
             r.id,
             Origination {
                 record,
@@ -389,41 +424,40 @@ impl Processor {
                 attempt_started: 0,
             },
         );
-        self.signing.queue.push_back(r.id);
-        self.start_queued(out);
+        self.queue.push_back(r.id);
+        self.start_queued(cx, out);
         Ok(())
     }
 
-    fn start_queued(&mut self, out: &mut Vec<Output>) {
+    fn start_queued(&mut self, cx: &Scope, out: &mut Vec<Output>) {
         loop {
             let running = self
-                .signing
                 .originated
                 .values()
                 .filter(|o| o.deadline.is_some())
                 .count();
-            if running >= self.signing.config.max_originating || !self.can_sign() {
+            if running >= self.config.max_originating || !self.can_sign(cx) {
                 return;
             }
-            let Some(id) = self.signing.queue.pop_front() else {
+            let Some(id) = self.queue.pop_front() else {
                 return;
             };
-            self.start_attempt(id, out);
+            self.start_attempt(cx, id, out);
         }
     }
 
     /// The originator's deadline passed: name who did not answer.
-    fn attempt_timed_out(&mut self, id: [u8; 32]) {
-        let Some(o) = self.signing.originated.get(&id) else {
+    fn attempt_timed_out(&mut self, cx: &Scope, id: [u8; 32]) {
+        let Some(o) = self.originated.get(&id) else {
             return;
         };
         let attempt = o.record.attempt;
         let mut slow = Vec::new();
-        if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
+        if let Some(c) = self.ceremonies.get_mut(&(id, attempt)) {
             c.stage = Stage::Done;
             let waiting_preprocess = c.preprocesses.len() + 1 < c.indices.len();
             for (v, l) in &c.indices {
-                if *v == self.me {
+                if v == cx.party.me() {
                     continue;
                 }
                 if waiting_preprocess && !c.preprocesses.contains_key(l) {
@@ -436,11 +470,11 @@ impl Processor {
                 }
             }
         }
-        let until = self.signing.now + self.signing.config.attempt_timeout_ms * 3;
+        let until = self.now + self.config.attempt_timeout_ms * 3;
         for (v, _) in &slow {
-            self.signing.slow_until.insert(v.clone(), until);
+            self.slow_until.insert(v.clone(), until);
         }
-        if let Some(o) = self.signing.originated.get_mut(&id) {
+        if let Some(o) = self.originated.get_mut(&id) {
             o.slow.extend(slow);
         }
     }
@@ -451,8 +485,8 @@ impl Processor {
     /// attempt) only for being slow; a silent signer stops the progress and the attempt times
     /// out as before, and the cap bounds what a set of slow signers can delay.
     fn extend_deadline(&mut self, id: [u8; 32], attempt: u32) {
-        let (now, timeout) = (self.signing.now, self.signing.config.attempt_timeout_ms);
-        let Some(o) = self.signing.originated.get_mut(&id) else {
+        let (now, timeout) = (self.now, self.config.attempt_timeout_ms);
+        let Some(o) = self.originated.get_mut(&id) else {
             return;
         };
         if o.record.attempt != attempt {
@@ -465,9 +499,9 @@ impl Processor {
     }
 
     /// Start the next attempt of an originated request (or fail it).
-    fn start_attempt(&mut self, id: [u8; 32], out: &mut Vec<Output>) {
-        let t = usize::from(self.def.threshold);
-        let Some(o) = self.signing.originated.get(&id) else {
+    fn start_attempt(&mut self, cx: &Scope, id: [u8; 32], out: &mut Vec<Output>) {
+        let t = usize::from(cx.party.def().threshold);
+        let Some(o) = self.originated.get(&id) else {
             return;
         };
         let mut attempt = if o.record.signers.is_empty() {
@@ -475,20 +509,20 @@ impl Processor {
         } else {
             o.record.attempt + 1
         };
-        while self.signing.used.contains(&(id, attempt)) {
+        while self.used.contains(&(id, attempt)) {
             attempt += 1;
         }
-        let Some(vault) = self.vault().map(|v| v.context) else {
+        let Some(vault) = cx.vault.map(|v| v.context) else {
             return;
         };
         // Candidates: reachable participants that did not cheat on this request; slow ones last.
-        let mut candidates: Vec<(bool, [u8; 32], ValidatorId)> = self
-            .participants
+        let mut candidates: Vec<(bool, [u8; 32], ValidatorId)> = cx
+            .participants()
             .iter()
-            .filter(|v| **v != self.me)
-            .filter(|v| self.signing.reachable.contains(*v) && !o.cheaters.contains_key(*v))
+            .filter(|v| *v != cx.party.me())
+            .filter(|v| self.reachable.contains(*v) && !o.cheaters.contains_key(*v))
             .map(|v| {
-                let slow = o.slow.contains_key(v) || self.signing.slow_until.contains_key(v);
+                let slow = o.slow.contains_key(v) || self.slow_until.contains_key(v);
                 let mut h = Sha256::new();
                 h.update(id);
                 h.update(attempt.to_be_bytes());
@@ -499,10 +533,10 @@ impl Processor {
         candidates.sort();
         if candidates.len() + 1 < t || attempt >= MAX_ATTEMPTS {
             let mut missing: Vec<String> = Vec::new();
-            for v in self.participants.iter().filter(|v| **v != self.me) {
+            for v in cx.participants().iter().filter(|v| *v != cx.party.me()) {
                 if let Some(why) = o.cheaters.get(v) {
                     missing.push(format!("{v} ({why})"));
-                } else if !self.signing.reachable.contains(v) {
+                } else if !self.reachable.contains(v) {
                     missing.push(format!("{v} (unreachable)"));
                 } else if let Some(why) = o.slow.get(v) {
                     missing.push(format!("{v} ({why})"));
@@ -532,38 +566,41 @@ impl Processor {
             .into_iter()
             .take(t - 1)
             .map(|(_, _, v)| v)
-            .chain(std::iter::once(self.me.clone()))
+            .chain(std::iter::once(cx.party.me().clone()))
             .collect();
-        signers.sort_by_key(|v| self.member_index(v));
+        signers.sort_by_key(|v| cx.member_index(v));
         let mut request = SignRequest {
-            coin: self.coin(),
+            coin: cx.party.coin(),
             id,
             attempt,
-            origin: self.me.clone(),
+            origin: cx.party.me().clone(),
             vault,
             signers: signers.clone(),
             messages: o.record.messages.clone(),
             signature: Vec::new(),
         };
-        request.signature = self.signer.sign(REQUEST_DOMAIN, &request_body(&request));
-        let deadline = self.signing.now + self.signing.config.attempt_timeout_ms;
+        request.signature = cx
+            .party
+            .signer()
+            .sign(REQUEST_DOMAIN, &request_body(&request));
+        let deadline = self.now + self.config.attempt_timeout_ms;
         let left_out: Vec<(ValidatorId, String)> = o
             .cheaters
             .iter()
             .chain(o.slow.iter())
             .map(|(v, w)| (v.clone(), w.clone()))
             .collect();
-        let Some(o) = self.signing.originated.get_mut(&id) else {
+        let Some(o) = self.originated.get_mut(&id) else {
             return;
         };
         o.record.attempt = attempt;
         o.record.signers = signers;
         o.record.left_out = left_out;
         o.deadline = Some(deadline);
-        o.attempt_started = self.signing.now;
+        o.attempt_started = self.now;
         let record = o.record.clone();
         let mut sends = Vec::new();
-        match self.join(&request, &mut sends) {
+        match self.join(cx, &request, &mut sends) {
             Ok(()) => {
                 out.push(Output::Persist(Persist::SignRecord {
                     record,
@@ -588,8 +625,8 @@ impl Processor {
         reason: String,
         out: &mut Vec<Output>,
     ) {
-        self.signing.queue.retain(|q| *q != id);
-        if let Some(mut o) = self.signing.originated.remove(&id) {
+        self.queue.retain(|q| *q != id);
+        if let Some(mut o) = self.originated.remove(&id) {
             o.record.status = SignStatus::Failed;
             o.record.reason = Some(reason);
             out.push(Output::Persist(Persist::SignRecord {
@@ -600,16 +637,16 @@ impl Processor {
     }
 
     /// Check a request announced by `request.origin`.
-    fn check_request(&self, from: &ValidatorId, r: &SignRequest) -> Result<()> {
-        let coin = self.coin();
+    fn check_request(&self, cx: &Scope, from: &ValidatorId, r: &SignRequest) -> Result<()> {
+        let coin = cx.party.coin();
         if r.coin != coin {
             return Err(ProtocolError::peer(
                 from,
                 format!("{} request on the {coin} topic", r.coin),
             ));
         }
-        let vault = self
-            .vault()
+        let vault = cx
+            .vault
             .filter(|v| v.status == VaultStatus::Active)
             .ok_or_else(|| ProtocolError::peer(from, format!("our {coin} vault is not active")))?;
         if r.vault != vault.context {
@@ -618,19 +655,19 @@ impl Processor {
         if r.attempt >= MAX_ATTEMPTS {
             return Err(ProtocolError::peer(from, format!("attempt {}", r.attempt)));
         }
-        if r.signers.len() != usize::from(self.def.threshold) {
+        if r.signers.len() != usize::from(cx.party.def().threshold) {
             return Err(ProtocolError::peer(
                 from,
                 format!(
                     "{} signers, the threshold is {}",
                     r.signers.len(),
-                    self.def.threshold
+                    cx.party.def().threshold
                 ),
             ));
         }
         let mut last = 0u16;
         for v in &r.signers {
-            let l = self.index_of_validator(from, v)?;
+            let l = Self::index_of_validator(cx, from, v)?;
             if l <= last {
                 return Err(ProtocolError::peer(
                     from,
@@ -643,10 +680,10 @@ impl Processor {
             return Err(ProtocolError::peer(from, "the originator is not a signer"));
         }
         check_messages(coin, &r.messages).map_err(|e| ProtocolError::peer(from, e))?;
-        let key = if r.origin == self.me {
-            Some(self.signer.public())
+        let key = if r.origin == *cx.party.me() {
+            Some(cx.party.signer().public())
         } else {
-            self.peers().get(&r.origin).and_then(|p| p.signer)
+            cx.party.peers().get(&r.origin).and_then(|p| p.signer)
         };
         let key = key.ok_or_else(|| {
             ProtocolError::peer(from, format!("unknown processor key of {}", r.origin))
@@ -660,31 +697,32 @@ impl Processor {
         Ok(())
     }
 
-    fn index_of_validator(&self, from: &ValidatorId, v: &ValidatorId) -> Result<u16> {
-        self.member_index(v).ok_or_else(|| {
+    fn index_of_validator(cx: &Scope, from: &ValidatorId, v: &ValidatorId) -> Result<u16> {
+        cx.member_index(v).ok_or_else(|| {
             ProtocolError::peer(from, format!("{v} is not a participant of the vault"))
         })
     }
 
     /// Open a signing payload from `from`, bound to the ceremony's `session`.
     fn open_sign(
-        &self,
+        cx: &Scope,
         kind: SealKind,
         from: &ValidatorId,
         session: [u8; 32],
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        self.open_with(kind, from, session, sealed)?
+        cx.party
+            .open_with(kind, from, session, sealed)?
             .ok_or_else(|| ProtocolError::peer(from, "its messaging key is unknown"))
     }
 
     /// Take part in `request`'s ceremony: mark it preprocessed, then send our preprocesses.
-    fn join(&mut self, request: &SignRequest, out: &mut Vec<Output>) -> Result<()> {
+    fn join(&mut self, cx: &Scope, request: &SignRequest, out: &mut Vec<Output>) -> Result<()> {
         let key = (request.id, request.attempt);
-        if self.signing.ceremonies.contains_key(&key) {
+        if self.ceremonies.contains_key(&key) {
             return Ok(());
         }
-        if self.signing.used.contains(&key) {
+        if self.used.contains(&key) {
             return Err(ProtocolError::peer(
                 &request.origin,
                 format!(
@@ -693,14 +731,13 @@ impl Processor {
                 ),
             ));
         }
-        if request.origin != self.me {
+        if request.origin != *cx.party.me() {
             let participating = self
-                .signing
                 .ceremonies
                 .values()
-                .filter(|c| !c.done() && c.request.origin != self.me)
+                .filter(|c| !c.done() && c.request.origin != *cx.party.me())
                 .count();
-            if participating >= self.signing.config.max_participating {
+            if participating >= self.config.max_participating {
                 return Err(ProtocolError::peer(
                     &request.origin,
                     format!("{participating} ceremonies already in progress here"),
@@ -708,14 +745,13 @@ impl Processor {
             }
         }
         let keys = self
-            .signing
             .keys
             .clone()
             .ok_or_else(|| ProtocolError::Key("no key share loaded".into()))?;
-        let session = session(&self.def.name, request);
+        let session = session(&cx.party.def().name, request);
         let mut indices = BTreeMap::new();
         for v in &request.signers {
-            indices.insert(v.clone(), self.index_of_validator(&request.origin, v)?);
+            indices.insert(v.clone(), Self::index_of_validator(cx, &request.origin, v)?);
         }
         let mut machines = Vec::new();
         let mut preprocesses = Vec::new();
@@ -727,8 +763,10 @@ impl Processor {
         let payload = postcard::to_stdvec(&PreprocessPayload { preprocesses })
             .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let mut sends = Vec::new();
-        for v in request.signers.iter().filter(|v| **v != self.me) {
-            let sealed = self.seal_with(SealKind::Preprocess, v, session, &payload)?;
+        for v in request.signers.iter().filter(|v| *v != cx.party.me()) {
+            let sealed = cx
+                .party
+                .seal_with(SealKind::Preprocess, v, session, &payload)?;
             sends.push(Output::Bus(ProcessorMessage::EncryptedPreprocessOut(
                 EncryptedPreprocessOut {
                     to: v.clone(),
@@ -738,14 +776,14 @@ impl Processor {
             )));
         }
         // Persist before send: the marker is in this call's outputs, ahead of the messages.
-        self.signing.used.insert(key);
+        self.used.insert(key);
         out.push(Output::Persist(Persist::NonceUsed {
-            coin: self.coin(),
+            coin: cx.party.coin(),
             id: request.id,
             attempt: request.attempt,
         }));
         out.extend(sends);
-        self.signing.ceremonies.insert(
+        self.ceremonies.insert(
             key,
             Ceremony {
                 request: request.clone(),
@@ -754,7 +792,7 @@ impl Processor {
                 stage: Stage::AwaitingPreprocesses(machines),
                 preprocesses: BTreeMap::new(),
                 shares: BTreeMap::new(),
-                started: self.signing.now,
+                started: self.now,
             },
         );
         Ok(())
@@ -762,6 +800,7 @@ impl Processor {
 
     fn on_sign_request(
         &mut self,
+        cx: &Scope,
         from: &ValidatorId,
         r: &SignRequest,
         out: &mut Vec<Output>,
@@ -772,11 +811,11 @@ impl Processor {
                 "announced another validator's request",
             ));
         }
-        if !r.signers.contains(&self.me) || self.signing.recent_done.contains(&r.id) {
+        if !r.signers.contains(cx.party.me()) || self.recent_done.contains(&r.id) {
             return Ok(()); // not ours to sign, or already signed
         }
-        self.check_request(from, r)?;
-        if let Some(c) = self.signing.ceremonies.get(&(r.id, r.attempt)) {
+        self.check_request(cx, from, r)?;
+        if let Some(c) = self.ceremonies.get(&(r.id, r.attempt)) {
             if c.request != *r {
                 return Err(ProtocolError::peer(
                     from,
@@ -785,31 +824,36 @@ impl Processor {
             }
             return Ok(());
         }
-        self.join(r, out)?;
-        self.advance(r.id, r.attempt, out);
+        self.join(cx, r, out)?;
+        self.advance(cx, r.id, r.attempt, out);
         Ok(())
     }
 
-    fn on_preprocess(&mut self, m: &EncryptedPreprocessIn, out: &mut Vec<Output>) -> Result<()> {
+    fn on_preprocess(
+        &mut self,
+        cx: &Scope,
+        m: &EncryptedPreprocessIn,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let from = &m.from;
-        if m.msg.to != self.me {
+        if m.msg.to != *cx.party.me() {
             return Err(ProtocolError::peer(
                 from,
                 "preprocess addressed to another validator",
             ));
         }
         let r = &m.msg.request;
-        if !r.signers.contains(from) || !r.signers.contains(&self.me) {
+        if !r.signers.contains(from) || !r.signers.contains(cx.party.me()) {
             return Err(ProtocolError::peer(
                 from,
                 "preprocess from or to a non-signer",
             ));
         }
-        if self.signing.recent_done.contains(&r.id) {
+        if self.recent_done.contains(&r.id) {
             return Ok(());
         }
         let key = (r.id, r.attempt);
-        match self.signing.ceremonies.get(&key) {
+        match self.ceremonies.get(&key) {
             Some(c) if c.request != *r => {
                 return Err(ProtocolError::peer(
                     from,
@@ -818,16 +862,16 @@ impl Processor {
             }
             Some(_) => {}
             None => {
-                self.check_request(from, r)?;
-                self.join(r, out)?;
+                self.check_request(cx, from, r)?;
+                self.join(cx, r, out)?;
             }
         }
-        let Some(c) = self.signing.ceremonies.get(&key) else {
+        let Some(c) = self.ceremonies.get(&key) else {
             return Ok(());
         };
         let (session, l) = (c.session, c.indices.get(from).copied());
         let l = l.ok_or_else(|| ProtocolError::peer(from, "not a signer of this attempt"))?;
-        let payload = self.open_sign(SealKind::Preprocess, from, session, &m.msg.sealed)?;
+        let payload = Self::open_sign(cx, SealKind::Preprocess, from, session, &m.msg.sealed)?;
         let payload: PreprocessPayload = postcard::from_bytes(&payload)
             .map_err(|e| ProtocolError::peer(from, format!("preprocess payload: {e}")))?;
         if payload.preprocesses.len() != r.messages.len() {
@@ -836,7 +880,7 @@ impl Processor {
                 "preprocess count differs from the message count",
             ));
         }
-        let Some(c) = self.signing.ceremonies.get_mut(&key) else {
+        let Some(c) = self.ceremonies.get_mut(&key) else {
             return Ok(());
         };
         match c.preprocesses.get(&l) {
@@ -847,31 +891,32 @@ impl Processor {
             None => {}
         }
         c.preprocesses.insert(l, payload.preprocesses);
-        self.advance(r.id, r.attempt, out);
+        self.advance(cx, r.id, r.attempt, out);
         Ok(())
     }
 
     fn on_signature_share(
         &mut self,
+        cx: &Scope,
         m: &EncryptedSignatureShareIn,
         out: &mut Vec<Output>,
     ) -> Result<()> {
         let from = &m.from;
-        if m.msg.to != self.me {
+        if m.msg.to != *cx.party.me() {
             return Err(ProtocolError::peer(
                 from,
                 "share addressed to another validator",
             ));
         }
-        if m.msg.coin != self.coin() {
+        if m.msg.coin != cx.party.coin() {
             return Err(ProtocolError::peer(from, "share for another coin"));
         }
-        if self.signing.recent_done.contains(&m.msg.id) {
+        if self.recent_done.contains(&m.msg.id) {
             return Ok(());
         }
         let key = (m.msg.id, m.msg.attempt);
-        let Some(c) = self.signing.ceremonies.get(&key) else {
-            if self.signing.used.contains(&key) {
+        let Some(c) = self.ceremonies.get(&key) else {
+            if self.used.contains(&key) {
                 // Late: we took part in this attempt and have since dropped it (it expired
                 // under load, or a restart cut it). Nothing to do, and nobody to blame.
                 return Ok(());
@@ -890,10 +935,10 @@ impl Processor {
             .get(from)
             .copied()
             .ok_or_else(|| ProtocolError::peer(from, "not a signer of this attempt"))?;
-        let payload = self.open_sign(SealKind::SignatureShare, from, session, &m.msg.sealed)?;
+        let payload = Self::open_sign(cx, SealKind::SignatureShare, from, session, &m.msg.sealed)?;
         let payload: SignatureSharePayload = postcard::from_bytes(&payload)
             .map_err(|e| ProtocolError::peer(from, format!("share payload: {e}")))?;
-        let Some(c) = self.signing.ceremonies.get_mut(&key) else {
+        let Some(c) = self.ceremonies.get_mut(&key) else {
             return Ok(());
         };
         if payload.shares.len() != c.request.messages.len() {
@@ -913,15 +958,15 @@ impl Processor {
             None => {}
         }
         c.shares.insert(l, payload.shares);
-        self.advance(m.msg.id, m.msg.attempt, out);
+        self.advance(cx, m.msg.id, m.msg.attempt, out);
         Ok(())
     }
 
     /// Move a ceremony on as far as its inputs allow.
-    fn advance(&mut self, id: [u8; 32], attempt: u32, out: &mut Vec<Output>) {
+    fn advance(&mut self, cx: &Scope, id: [u8; 32], attempt: u32, out: &mut Vec<Output>) {
         self.extend_deadline(id, attempt);
-        let me = self.me.clone();
-        let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) else {
+        let me = cx.party.me().clone();
+        let Some(c) = self.ceremonies.get_mut(&(id, attempt)) else {
             return;
         };
         let others = c.indices.len() - 1;
@@ -946,7 +991,7 @@ impl Processor {
                         shares.push(s);
                     }
                     Err(e) => {
-                        self.ceremony_failed(id, attempt, e, out);
+                        self.ceremony_failed(cx, id, attempt, e, out);
                         return;
                     }
                 }
@@ -960,11 +1005,14 @@ impl Processor {
                 Err(_) => return,
             };
             for v in targets {
-                match self.seal_with(SealKind::SignatureShare, &v, session, &payload) {
+                match cx
+                    .party
+                    .seal_with(SealKind::SignatureShare, &v, session, &payload)
+                {
                     Ok(sealed) => out.push(Output::Bus(
                         ProcessorMessage::EncryptedSignatureShareOut(EncryptedSignatureShareOut {
-                            coin: self.coin(),
-                            vault: self.vault().map(|v| v.context).unwrap_or_default(),
+                            coin: cx.party.coin(),
+                            vault: cx.vault.map(|v| v.context).unwrap_or_default(),
                             to: v,
                             id,
                             attempt,
@@ -972,13 +1020,13 @@ impl Processor {
                         }),
                     )),
                     Err(e) => {
-                        self.ceremony_failed(id, attempt, SignError::Other(e.to_string()), out);
+                        self.ceremony_failed(cx, id, attempt, SignError::Other(e.to_string()), out);
                         return;
                     }
                 }
             }
         }
-        let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) else {
+        let Some(c) = self.ceremonies.get_mut(&(id, attempt)) else {
             return;
         };
         // Round 3: every share in.
@@ -998,7 +1046,7 @@ impl Processor {
             match m.complete(&shares) {
                 Ok(sig) => signatures.push(sig.to_vec()),
                 Err(e) => {
-                    self.ceremony_failed(id, attempt, e, out);
+                    self.ceremony_failed(cx, id, attempt, e, out);
                     return;
                 }
             }
@@ -1014,18 +1062,24 @@ impl Processor {
             messages: r.messages.clone(),
             signatures,
         };
-        self.signature_done(&available, out);
+        self.signature_done(cx, &available, out);
         out.push(Output::Bus(ProcessorMessage::SignatureAvailable(available)));
     }
 
-    fn ceremony_failed(&mut self, id: [u8; 32], attempt: u32, e: SignError, out: &mut Vec<Output>) {
-        if let Some(c) = self.signing.ceremonies.get_mut(&(id, attempt)) {
+    fn ceremony_failed(
+        &mut self,
+        cx: &Scope,
+        id: [u8; 32],
+        attempt: u32,
+        e: SignError,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(c) = self.ceremonies.get_mut(&(id, attempt)) {
             c.stage = Stage::Done;
         }
-        let culprit = e.culprit().and_then(|l| self.member_at(l).cloned());
+        let culprit = e.culprit().and_then(|l| cx.member_at(l).cloned());
         let Some(peer) = culprit else {
             if self
-                .signing
                 .originated
                 .get(&id)
                 .is_some_and(|o| o.record.attempt == attempt)
@@ -1044,7 +1098,7 @@ impl Processor {
             _ => "invalid signature share",
         };
         let report = CheaterReport {
-            coin: self.coin(),
+            coin: cx.party.coin(),
             peer: peer.clone(),
             id,
             attempt,
@@ -1052,38 +1106,38 @@ impl Processor {
         };
         out.push(Output::Persist(Persist::Cheater(report.clone())));
         self.push_cheater(report.clone());
-        if let Some(o) = self.signing.originated.get_mut(&id) {
+        if let Some(o) = self.originated.get_mut(&id) {
             if o.record.attempt == attempt {
                 o.cheaters.insert(peer, report.reason);
-                self.start_attempt(id, out);
+                self.start_attempt(cx, id, out);
             }
         }
     }
 
     fn push_cheater(&mut self, report: CheaterReport) {
-        if self.signing.cheaters.len() >= MAX_CHEATER_REPORTS {
-            self.signing.cheaters.pop_front();
+        if self.cheaters.len() >= MAX_CHEATER_REPORTS {
+            self.cheaters.pop_front();
         }
-        self.signing.cheaters.push_back(report);
+        self.cheaters.push_back(report);
     }
 
     /// A valid signature set for `a.id`: store it once, finish the request.
-    fn signature_done(&mut self, a: &SignatureAvailable, out: &mut Vec<Output>) {
-        if !self.signing.recent_done.insert(a.id) {
+    fn signature_done(&mut self, cx: &Scope, a: &SignatureAvailable, out: &mut Vec<Output>) {
+        if !self.recent_done.insert(a.id) {
             return;
         }
-        self.signing.recent_order.push_back(a.id);
-        if self.signing.recent_order.len() > RECENT_DONE {
-            if let Some(old) = self.signing.recent_order.pop_front() {
-                self.signing.recent_done.remove(&old);
+        self.recent_order.push_back(a.id);
+        if self.recent_order.len() > RECENT_DONE {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent_done.remove(&old);
             }
         }
-        for ((id, _), c) in self.signing.ceremonies.iter_mut() {
+        for ((id, _), c) in self.ceremonies.iter_mut() {
             if *id == a.id {
                 c.stage = Stage::Done;
             }
         }
-        let record = match self.signing.originated.remove(&a.id) {
+        let record = match self.originated.remove(&a.id) {
             Some(o) => SignRecord {
                 status: SignStatus::Done,
                 attempt: a.attempt,
@@ -1105,34 +1159,35 @@ impl Processor {
                 left_out: Vec::new(),
             },
         };
-        self.signing.queue.retain(|q| *q != a.id);
+        self.queue.retain(|q| *q != a.id);
         out.push(Output::Persist(Persist::SignRecord {
             record,
             failure: None,
         }));
-        self.start_queued(out);
+        self.start_queued(cx, out);
     }
 
     fn on_signature_available(
         &mut self,
+        cx: &Scope,
         from: &ValidatorId,
         a: &SignatureAvailable,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        if a.coin != self.coin() {
+        if a.coin != cx.party.coin() {
             return Err(ProtocolError::peer(from, "signatures for another coin"));
         }
-        if self.signing.recent_done.contains(&a.id) {
+        if self.recent_done.contains(&a.id) {
             return Ok(());
         }
-        let vault = self
-            .vault()
+        let vault = cx
+            .vault
             .filter(|v| v.status == VaultStatus::Active)
             .map(|v| v.context);
         if vault != Some(a.vault) {
             return Err(ProtocolError::peer(from, "signatures for another vault"));
         }
-        if !a.signers.contains(from) || !self.def.is_validator(&a.origin) {
+        if !a.signers.contains(from) || !cx.party.def().is_validator(&a.origin) {
             return Err(ProtocolError::peer(
                 from,
                 "announced signatures it did not make",
@@ -1156,17 +1211,17 @@ impl Processor {
                 ));
             }
         }
-        if let Some(o) = self.signing.originated.get(&a.id) {
+        if let Some(o) = self.originated.get(&a.id) {
             if o.record.messages != a.messages {
                 return Err(ProtocolError::peer(
                     from,
                     "signatures for other messages than our request's",
                 ));
             }
-        } else if a.origin == self.me {
+        } else if a.origin == *cx.party.me() {
             return Ok(()); // not (or no longer) a request of ours: nothing to answer
         }
-        self.signature_done(a, out);
+        self.signature_done(cx, a, out);
         Ok(())
     }
 }

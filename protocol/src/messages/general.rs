@@ -62,7 +62,7 @@ pub struct KeyGenCommitmentsDigest {
 pub struct KeyGenPayload {
     /// dkg-pedpop's serialized message.
     pub bytes: Vec<u8>,
-    /// Sender's processor signature (see `processor::payload_body`).
+    /// Sender's processor signature (see `keygen::payload_body`).
     pub signature: Vec<u8>,
 }
 

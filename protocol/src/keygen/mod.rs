@@ -1,0 +1,826 @@
+//! One DKG attempt's machine (steps 13 to 20): commitments, their echo, shares, the group key
+//! and its confirmations, and what the attempt observed about its participants (stalls here,
+//! evidence in `keygen/blame.rs`).
+//!
+//! A new attempt gets a new machine: nothing of an abandoned attempt survives it. The machine
+//! never decides the vault itself; it reports [`Outcome`]s (key computed, confirmed, failed)
+//! that the processor turns into a vault record, and proven faults that the processor turns
+//! into a vote (`attempts.rs`).
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+mod blame;
+
+use crate::{
+    attempts::{Attempt, ANNOUNCEMENT_REQUESTS_PER_TIMEOUT},
+    dkg::{self, DkgFailure, DkgOutput},
+    error::{ProtocolError, Result},
+    ids::ValidatorId,
+    keys::verify_processor_signature,
+    messages::*,
+    party::Party,
+    processor::{Handled, Output, Phase},
+    seal::SealKind,
+};
+
+const DIGEST_DOMAIN: &[u8] = b"KeyGenCommitmentsDigest";
+pub(crate) const ADDRESS_DOMAIN: &[u8] = b"PublicAddressAvailable";
+pub(crate) const COMMITMENT_DOMAIN: &[u8] = b"EncryptedKeyGenCommitment";
+pub(crate) const SHARE_DOMAIN: &[u8] = b"EncryptedKeyShare";
+
+/// How far the attempt has gone (in order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    /// Keys are still being exchanged (steps 8-12): nothing of the DKG sent.
+    #[default]
+    KeyExchange,
+    /// Our commitments are out (step 13); waiting for everyone's and the echo.
+    Committed,
+    /// Our shares are out (step 16); waiting for everyone's.
+    SharesSent,
+    /// Our key share and the group key are computed (step 20); waiting for the confirmations.
+    Computed,
+    /// Over: the vault is active, failed, or we are left out. Nothing more happens here.
+    Decided,
+}
+
+/// What the machine reports to the processor.
+pub(crate) enum Outcome {
+    /// Step 20: our key share and the group key (the processor stores them as a pending
+    /// vault, then calls [`KeyGen::check_confirmations`]).
+    Computed(DkgOutput),
+    /// Every participant confirmed the group key: `Ok` if all agree, else who differed.
+    Confirmed(std::result::Result<(), String>),
+    /// The DKG cannot go on, and why.
+    Failed(String),
+}
+
+/// One attempt's DKG.
+pub(crate) struct KeyGen {
+    attempt: Attempt,
+    entropy: Zeroizing<[u8; 32]>,
+    stage: Stage,
+    commitments: BTreeMap<u16, Vec<u8>>,
+    /// Each sender's signature over its commitments (ours included).
+    commitment_sigs: BTreeMap<u16, Vec<u8>>,
+    digests: BTreeMap<u16, [u8; 32]>,
+    /// Each echo's per-participant commitment hashes.
+    hashes: BTreeMap<u16, Vec<[u8; 32]>>,
+    shares: BTreeMap<u16, Vec<u8>>,
+    /// Each sender's signature over the share it sent us.
+    share_sigs: BTreeMap<u16, Vec<u8>>,
+    confirmations: BTreeMap<u16, Vec<u8>>,
+    /// What blame.rs keeps: proven faults, signed commitment copies, what we published.
+    evidence: blame::Evidence,
+    /// When the phase last progressed, and the progress counter then.
+    last_progress: Option<(u64, usize)>,
+    /// Announcement requests made since the phase last progressed.
+    requests: u64,
+    timed_out: bool,
+    outcomes: Vec<Outcome>,
+}
+
+impl KeyGen {
+    /// A fresh machine for `attempt`, seeded by this node's DKG entropy (so a restarted node
+    /// regenerates the same commitments and shares for the same attempt).
+    pub(crate) fn new(attempt: Attempt, entropy: Zeroizing<[u8; 32]>) -> Self {
+        KeyGen {
+            attempt,
+            entropy,
+            stage: Stage::default(),
+            commitments: BTreeMap::new(),
+            commitment_sigs: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            hashes: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            share_sigs: BTreeMap::new(),
+            confirmations: BTreeMap::new(),
+            evidence: Default::default(),
+            last_progress: None,
+            requests: 0,
+            timed_out: false,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// The machine for the next attempt (same entropy; everything else starts over).
+    pub(crate) fn next(&self, attempt: Attempt) -> Self {
+        KeyGen::new(attempt, self.entropy.clone())
+    }
+
+    /// The attempt this machine runs.
+    pub(crate) fn attempt(&self) -> &Attempt {
+        &self.attempt
+    }
+
+    /// The commitments received (ours included), by participant index.
+    pub(crate) fn commitments(&self) -> &BTreeMap<u16, Vec<u8>> {
+        &self.commitments
+    }
+
+    /// The shares received, by sender index, with the sender's signature over each.
+    pub(crate) fn shares(&self) -> impl Iterator<Item = (u16, &Vec<u8>, Option<&Vec<u8>>)> {
+        self.shares
+            .iter()
+            .map(|(l, s)| (*l, s, self.share_sigs.get(l)))
+    }
+
+    /// This attempt's DKG is over here.
+    pub(crate) fn stop(&mut self) {
+        self.stage = Stage::Decided;
+    }
+
+    /// Whether the DKG is over here (active, failed or left out).
+    pub(crate) fn decided(&self) -> bool {
+        self.stage == Stage::Decided
+    }
+
+    /// Whether a DKG runs: our commitments are out and the vault is not decided.
+    pub(crate) fn running(&self) -> bool {
+        self.stage >= Stage::Committed && self.stage < Stage::Decided
+    }
+
+    /// What the machine has to report, in order.
+    pub(crate) fn take_outcomes(&mut self) -> Vec<Outcome> {
+        std::mem::take(&mut self.outcomes)
+    }
+
+    /// Where the DKG stands before a vault exists (`Decided` reads as the vault's status).
+    pub(crate) fn phase(&self) -> Phase {
+        let n = usize::from(self.attempt.params().n);
+        match self.stage {
+            Stage::KeyExchange => Phase::KeyExchange,
+            Stage::Committed if self.commitments.len() < n => Phase::Commitments,
+            Stage::Committed => Phase::CommitmentEcho,
+            Stage::SharesSent => Phase::Shares,
+            Stage::Computed => Phase::Confirming,
+            Stage::Decided => Phase::Active,
+        }
+    }
+
+    /// Progress counters of a running phase: (received, expected).
+    pub(crate) fn progress(&self, party: &Party, phase: Phase) -> (usize, usize) {
+        let n = usize::from(self.attempt.params().n);
+        match phase {
+            Phase::KeyExchange => (
+                self.attempt
+                    .participants()
+                    .iter()
+                    .filter(|v| party.signer_of(v).is_some())
+                    .count(),
+                n - 1,
+            ),
+            Phase::Commitments => (self.commitments.len(), n),
+            Phase::CommitmentEcho => (self.digests.len(), n),
+            Phase::Shares => (self.shares.len(), n - 1),
+            Phase::Confirming => (self.confirmations.len(), n),
+            Phase::Active | Phase::Failed | Phase::Excluded => (n, n),
+        }
+    }
+
+    /// Step 13: once every participant's processor key is known, send our commitments.
+    pub(crate) fn start(&mut self, party: &Party, out: &mut Vec<Output>) -> Result<()> {
+        let me = party.me();
+        let others: Vec<ValidatorId> = self
+            .attempt
+            .participants()
+            .iter()
+            .filter(|v| *v != me)
+            .cloned()
+            .collect();
+        if self.stage >= Stage::Committed || others.iter().any(|v| party.signer_of(v).is_none()) {
+            return Ok(());
+        }
+        let params = *self.attempt.params();
+        let coin = party.coin();
+        let commitments = dkg::commitments(coin.curve(), &self.entropy, &params)
+            .map_err(|e| ProtocolError::Dkg(e.to_string()))?;
+        let signature = party.signer().sign(
+            COMMITMENT_DOMAIN,
+            &payload_body(coin, &params.context, me, None, &commitments),
+        );
+        let payload = postcard::to_stdvec(&KeyGenPayload {
+            bytes: commitments.clone(),
+            signature: signature.clone(),
+        })
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let mut sends = Vec::new();
+        for v in &others {
+            let sealed =
+                party.seal_with(SealKind::KeyGenCommitment, v, params.context, &payload)?;
+            sends.push(Output::Bus(ProcessorMessage::EncryptedKeyGenCommitmentOut(
+                EncryptedKeyGenCommitmentOut {
+                    coin,
+                    to: v.clone(),
+                    context: params.context,
+                    sealed,
+                },
+            )));
+        }
+        self.stage = Stage::Committed;
+        self.evidence
+            .record_commitment(params.i, &commitments, &signature);
+        self.commitments.insert(params.i, commitments);
+        self.commitment_sigs.insert(params.i, signature);
+        out.extend(sends);
+        self.after_commitment(party, out)
+    }
+
+    /// Where a message for `context` belongs (see [`Attempt::classify`]).
+    pub(crate) fn classify(&self, context: &[u8; 32]) -> Option<Handled> {
+        self.attempt.classify(context, self.decided())
+    }
+
+    /// Open a signed DKG payload and check its sender's processor signature; `None` while the
+    /// sender's keys are unknown.
+    fn open_signed(
+        &self,
+        party: &Party,
+        kind: SealKind,
+        from: &ValidatorId,
+        sealed: &[u8],
+        domain: &[u8],
+        to: Option<&ValidatorId>,
+    ) -> Result<Option<KeyGenPayload>> {
+        let Some(signer) = party.signer_of(from) else {
+            return Ok(None);
+        };
+        let context = self.attempt.context();
+        let Some(bytes) = party.open_with(kind, from, context, sealed)? else {
+            return Ok(None);
+        };
+        let payload: KeyGenPayload = postcard::from_bytes(&bytes)
+            .map_err(|e| ProtocolError::peer(from, format!("DKG payload: {e}")))?;
+        let body = payload_body(party.coin(), &context, from, to, &payload.bytes);
+        if !verify_processor_signature(&signer, domain, &body, &payload.signature) {
+            return Err(ProtocolError::peer(
+                from,
+                "bad processor signature on its DKG payload",
+            ));
+        }
+        Ok(Some(payload))
+    }
+
+    /// Step 16 (first half): keep a participant's commitments.
+    pub(crate) fn on_commitment(
+        &mut self,
+        party: &Party,
+        m: &EncryptedKeyGenCommitmentIn,
+        out: &mut Vec<Output>,
+    ) -> Result<Handled> {
+        party.check_sender(&m.from, m.msg.coin)?;
+        check_addressed(party, &m.from, &m.msg.to)?;
+        if let Some(h) = self.classify(&m.msg.context) {
+            return Ok(h);
+        }
+        if self.stage >= Stage::Computed {
+            return Ok(Handled::Done);
+        }
+        let l = self.attempt.index_of(&m.from)?;
+        let Some(payload) = self.open_signed(
+            party,
+            SealKind::KeyGenCommitment,
+            &m.from,
+            &m.msg.sealed,
+            COMMITMENT_DOMAIN,
+            None,
+        )?
+        else {
+            return Ok(Handled::Wait);
+        };
+        let p = dkg::DkgParams {
+            i: l,
+            ..*self.attempt.params()
+        };
+        dkg::validate_commitment(party.coin().curve(), &p, &payload.bytes)
+            .map_err(|e| ProtocolError::peer(&m.from, format!("malformed commitments: {e}")))?;
+        if let Some(existing) = self.commitments.get(&l) {
+            if *existing != payload.bytes {
+                return Err(ProtocolError::peer(
+                    &m.from,
+                    "sent two different commitments",
+                ));
+            }
+            return Ok(Handled::Done);
+        }
+        self.evidence
+            .record_commitment(l, &payload.bytes, &payload.signature);
+        self.commitments.insert(l, payload.bytes);
+        self.commitment_sigs.insert(l, payload.signature);
+        self.after_commitment(party, out)?;
+        self.check_equivocation();
+        Ok(Handled::Done)
+    }
+
+    /// All n commitments in: echo their digest.
+    fn after_commitment(&mut self, party: &Party, out: &mut Vec<Output>) -> Result<()> {
+        let params = *self.attempt.params();
+        if self.stage < Stage::Committed
+            || self.commitments.len() < usize::from(params.n)
+            || self.digests.contains_key(&params.i)
+        {
+            return Ok(());
+        }
+        let hashes = dkg::commitment_hashes(&params.context, &self.commitments);
+        let digest = dkg::commitments_digest(&params.context, &hashes);
+        self.digests.insert(params.i, digest);
+        self.hashes.insert(params.i, hashes.clone());
+        self.publish_differing_commitments(party, out);
+        let body = digest_body(party.coin(), &params.context, &digest);
+        out.push(Output::Bus(ProcessorMessage::KeyGenCommitmentsDigest(
+            KeyGenCommitmentsDigest {
+                coin: party.coin(),
+                context: params.context,
+                digest,
+                hashes,
+                signature: party.signer().sign(DIGEST_DOMAIN, &body),
+            },
+        )));
+        self.after_digest(party, out)
+    }
+
+    /// Step 16 (second half): a participant's echo of the commitments it holds.
+    pub(crate) fn on_digest(
+        &mut self,
+        party: &Party,
+        from: &ValidatorId,
+        d: &KeyGenCommitmentsDigest,
+        out: &mut Vec<Output>,
+    ) -> Result<Handled> {
+        party.check_sender(from, d.coin)?;
+        if let Some(h) = self.classify(&d.context) {
+            return Ok(h);
+        }
+        if self.stage >= Stage::Computed {
+            return Ok(Handled::Done);
+        }
+        let l = self.attempt.index_of(from)?;
+        let Some(signer) = party.signer_of(from) else {
+            return Ok(Handled::Wait);
+        };
+        let body = digest_body(d.coin, &d.context, &d.digest);
+        if !verify_processor_signature(&signer, DIGEST_DOMAIN, &body, &d.signature) {
+            return Err(ProtocolError::peer(
+                from,
+                "bad processor signature on digest",
+            ));
+        }
+        if d.hashes.len() != usize::from(self.attempt.params().n)
+            || dkg::commitments_digest(&d.context, &d.hashes) != d.digest
+        {
+            return Err(ProtocolError::peer(
+                from,
+                "digest does not match its commitment hashes",
+            ));
+        }
+        match self.digests.get(&l) {
+            Some(existing) if *existing != d.digest => {
+                return Err(ProtocolError::peer(from, "sent two different digests"))
+            }
+            Some(_) => return Ok(Handled::Done),
+            None => {}
+        }
+        self.digests.insert(l, d.digest);
+        self.hashes.insert(l, d.hashes.clone());
+        self.publish_differing_commitments(party, out);
+        self.after_digest(party, out)?;
+        Ok(Handled::Done)
+    }
+
+    /// All n digests in: go on to shares if they match.
+    fn after_digest(&mut self, party: &Party, out: &mut Vec<Output>) -> Result<()> {
+        let params = *self.attempt.params();
+        if self.stage >= Stage::SharesSent || self.digests.len() < usize::from(params.n) {
+            return Ok(());
+        }
+        let Some(mine) = self.digests.get(&params.i).copied() else {
+            return Ok(());
+        };
+        if self.digests.values().any(|d| *d != mine) {
+            // Someone saw other commitments than we did: our signed copies of the differing
+            // ones are published (`publish_differing_commitments`), so whoever holds another
+            // copy proves the equivocation. A false echo proves nothing and is left to the
+            // timeout vote.
+            return Ok(());
+        }
+        let coin = party.coin();
+        let shares =
+            match dkg::secret_shares(coin.curve(), &self.entropy, &params, &self.commitments) {
+                Ok(s) => s,
+                Err(DkgFailure::Blame { participant, .. }) => {
+                    // Every participant checks the same commitments (the echo matched), so every
+                    // one of them finds the same invalid proof of knowledge.
+                    if let Some(v) = self.attempt.member_at(participant).cloned() {
+                        self.prove(v, ExclusionReason::InvalidCommitments);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.fail(self.describe(&e));
+                    return Ok(());
+                }
+            };
+        let mut sends = Vec::new();
+        for (l, share) in shares {
+            let Some(v) = self.attempt.member_at(l).cloned() else {
+                continue;
+            };
+            let signature = party.signer().sign(
+                SHARE_DOMAIN,
+                &payload_body(coin, &params.context, party.me(), Some(&v), &share),
+            );
+            let payload = postcard::to_stdvec(&KeyGenPayload {
+                bytes: share,
+                signature,
+            })
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            let sealed = party.seal_with(SealKind::KeyShare, &v, params.context, &payload)?;
+            sends.push(Output::Bus(ProcessorMessage::EncryptedKeyShareOut(
+                EncryptedKeyShareOut {
+                    coin,
+                    to: v,
+                    context: params.context,
+                    sealed,
+                },
+            )));
+        }
+        self.stage = Stage::SharesSent;
+        out.extend(sends);
+        self.after_share(party, out);
+        Ok(())
+    }
+
+    /// Step 19: keep a share addressed to us.
+    pub(crate) fn on_share(
+        &mut self,
+        party: &Party,
+        m: &EncryptedKeyShareIn,
+        out: &mut Vec<Output>,
+    ) -> Result<Handled> {
+        party.check_sender(&m.from, m.msg.coin)?;
+        check_addressed(party, &m.from, &m.msg.to)?;
+        if let Some(h) = self.classify(&m.msg.context) {
+            return Ok(h);
+        }
+        if self.stage >= Stage::Computed {
+            return Ok(Handled::Done);
+        }
+        let l = self.attempt.index_of(&m.from)?;
+        let Some(payload) = self.open_signed(
+            party,
+            SealKind::KeyShare,
+            &m.from,
+            &m.msg.sealed,
+            SHARE_DOMAIN,
+            Some(party.me()),
+        )?
+        else {
+            return Ok(Handled::Wait);
+        };
+        if let Some(existing) = self.shares.get(&l) {
+            if *existing != payload.bytes {
+                return Err(ProtocolError::peer(&m.from, "sent two different shares"));
+            }
+            return Ok(Handled::Done);
+        }
+        let params = *self.attempt.params();
+        if dkg::validate_share(party.coin().curve(), &params, &payload.bytes).is_err() {
+            // Signed garbage is evidence too: publish it so everyone blames the sender.
+            self.blame_share(
+                party,
+                m.from.clone(),
+                payload.bytes,
+                payload.signature,
+                None,
+                out,
+            );
+            return Ok(Handled::Done);
+        }
+        self.shares.insert(l, payload.bytes);
+        self.share_sigs.insert(l, payload.signature);
+        self.after_share(party, out);
+        Ok(Handled::Done)
+    }
+
+    /// Step 20: all shares in: compute the key share and the group key.
+    fn after_share(&mut self, party: &Party, out: &mut Vec<Output>) {
+        let params = *self.attempt.params();
+        if self.stage != Stage::SharesSent || self.shares.len() + 1 < usize::from(params.n) {
+            return;
+        }
+        let result = dkg::complete(
+            party.coin().curve(),
+            &self.entropy,
+            &params,
+            &self.commitments,
+            &self.shares,
+        );
+        match result {
+            Ok(output) => {
+                self.stage = Stage::Computed;
+                self.confirmations
+                    .insert(params.i, output.group_key.clone());
+                self.outcomes.push(Outcome::Computed(output));
+            }
+            Err(DkgFailure::InvalidShare { participant, proof }) => {
+                let (Some(v), Some(share), Some(sig)) = (
+                    self.attempt.member_at(participant).cloned(),
+                    self.shares.get(&participant).cloned(),
+                    self.share_sigs.get(&participant).cloned(),
+                ) else {
+                    self.fail(format!("participant {participant}: invalid share"));
+                    return;
+                };
+                self.blame_share(party, v, share, sig, proof, out);
+            }
+            Err(e) => self.fail(self.describe(&e)),
+        }
+    }
+
+    /// Step 20 as received: a participant's group key.
+    pub(crate) fn on_confirmation(
+        &mut self,
+        party: &Party,
+        from: &ValidatorId,
+        a: &PublicAddressAvailable,
+    ) -> Result<Handled> {
+        party.check_sender(from, a.coin)?;
+        if let Some(h) = self.classify(&a.context) {
+            return Ok(h);
+        }
+        if self.decided() {
+            return Ok(Handled::Done); // nothing left to confirm
+        }
+        let Some(signer) = party.signer_of(from) else {
+            return Ok(Handled::Wait);
+        };
+        if !verify_processor_signature(&signer, ADDRESS_DOMAIN, &address_body(a), &a.signature) {
+            return Err(ProtocolError::peer(
+                from,
+                "bad processor signature on address",
+            ));
+        }
+        let l = self.attempt.index_of(from)?;
+        if self.attempt.member_index(party.me()).is_none() {
+            return Ok(Handled::Done);
+        }
+        match self.confirmations.get(&l) {
+            Some(existing) if *existing != a.group_key => {
+                return Err(ProtocolError::peer(
+                    from,
+                    "announced two different group keys",
+                ))
+            }
+            Some(_) => return Ok(Handled::Done),
+            None => {}
+        }
+        self.confirmations.insert(l, a.group_key.clone());
+        self.check_confirmations();
+        Ok(Handled::Done)
+    }
+
+    /// Once our key is computed and every participant published its group key: report
+    /// whether they all agree.
+    pub(crate) fn check_confirmations(&mut self) {
+        let params = self.attempt.params();
+        if self.stage != Stage::Computed || self.confirmations.len() < usize::from(params.n) {
+            return;
+        }
+        let Some(ours) = self.confirmations.get(&params.i) else {
+            return;
+        };
+        let differing: Vec<String> = self
+            .confirmations
+            .iter()
+            .filter(|(_, k)| *k != ours)
+            .filter_map(|(l, _)| self.attempt.member_at(*l).map(|v| v.to_string()))
+            .collect();
+        self.stage = Stage::Decided;
+        self.outcomes
+            .push(Outcome::Confirmed(if differing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("group key differs at {}", differing.join(", ")))
+            }));
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.stage = Stage::Decided;
+        self.outcomes.push(Outcome::Failed(reason));
+    }
+
+    fn describe(&self, e: &DkgFailure) -> String {
+        let who = |l: &u16| {
+            self.attempt
+                .member_at(*l)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        match e {
+            DkgFailure::Blame {
+                participant,
+                reason,
+            } => format!("{} (participant {participant}): {reason}", who(participant)),
+            DkgFailure::InvalidShare { participant, .. } => format!(
+                "{} (participant {participant}): invalid secret share",
+                who(participant)
+            ),
+            DkgFailure::Other(s) => s.clone(),
+        }
+    }
+
+    /// A counter that grows whenever the DKG moves on.
+    fn progress_mark(&self, party: &Party) -> usize {
+        let keys = self
+            .attempt
+            .participants()
+            .iter()
+            .filter(|v| party.signer_of(v).is_some())
+            .count();
+        keys + self.commitments.len()
+            + self.digests.len()
+            + self.shares.len()
+            + self.confirmations.len()
+    }
+
+    /// Who the current phase still waits for, and what a vote would say of them.
+    fn missing(&self, party: &Party) -> (Vec<ValidatorId>, ExclusionReason) {
+        let me = party.me();
+        let others = self.attempt.participants().iter().filter(|v| *v != me);
+        let has = |map: &BTreeMap<u16, _>, v: &ValidatorId| {
+            self.attempt
+                .member_index(v)
+                .is_some_and(|l| map.contains_key(&l))
+        };
+        match self.phase() {
+            Phase::KeyExchange => (
+                others
+                    .filter(|v| party.signer_of(v).is_none())
+                    .cloned()
+                    .collect(),
+                ExclusionReason::SilentKeyExchange,
+            ),
+            Phase::Commitments => (
+                others
+                    .filter(|v| !has(&self.commitments, v))
+                    .cloned()
+                    .collect(),
+                ExclusionReason::SilentCommitments,
+            ),
+            Phase::CommitmentEcho => {
+                let mine = self.digests.get(&self.attempt.params().i).copied();
+                (
+                    others
+                        .filter(|v| {
+                            let d = self
+                                .attempt
+                                .member_index(v)
+                                .and_then(|l| self.digests.get(&l));
+                            mine.is_none() || d.copied() != mine
+                        })
+                        .cloned()
+                        .collect(),
+                    ExclusionReason::SilentEcho,
+                )
+            }
+            Phase::Shares => (
+                others.filter(|v| !has(&self.shares, v)).cloned().collect(),
+                ExclusionReason::SilentShares,
+            ),
+            Phase::Confirming => (
+                others
+                    .filter(|v| !has(&self.confirmations, v))
+                    .cloned()
+                    .collect(),
+                ExclusionReason::SilentConfirmation,
+            ),
+            Phase::Active | Phase::Failed | Phase::Excluded => {
+                (Vec::new(), ExclusionReason::SilentShares)
+            }
+        }
+    }
+
+    /// Time passes: notice a phase that made no progress, ask for lost announcements, and say
+    /// whether it is time to vote (the phase timed out, or a fault is proven).
+    pub(crate) fn tick(
+        &mut self,
+        party: &Party,
+        now: u64,
+        timeout_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if self.decided() || self.attempt.member_index(party.me()).is_none() {
+            return false;
+        }
+        let mark = self.progress_mark(party);
+        match self.last_progress {
+            Some((_, m)) if m == mark => {}
+            _ => {
+                self.last_progress = Some((now, mark));
+                self.requests = 0;
+                self.timed_out = false;
+            }
+        }
+        let since = self.last_progress.map_or(now, |(t, _)| t);
+        let stalled = now.saturating_sub(since);
+        if stalled >= timeout_ms {
+            self.timed_out = true;
+        }
+        if !self.timed_out {
+            self.request_announcements(party, stalled, timeout_ms, out);
+        }
+        self.timed_out || self.evidence.has_proofs()
+    }
+
+    /// A phase that waits for gossiped announcements and has been stalled for `stalled` ms:
+    /// once per [`ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`]th of the timeout, ask the validators it
+    /// waits for (the phases fed by direct messages need not: their senders retry until we
+    /// answer).
+    fn request_announcements(
+        &mut self,
+        party: &Party,
+        stalled: u64,
+        timeout_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if !matches!(self.phase(), Phase::CommitmentEcho | Phase::Confirming) {
+            return;
+        }
+        let every = (timeout_ms / ANNOUNCEMENT_REQUESTS_PER_TIMEOUT).max(1);
+        let due = stalled / every;
+        if due <= self.requests {
+            return;
+        }
+        self.requests = due;
+        let (from, _) = self.missing(party);
+        if !from.is_empty() {
+            out.push(Output::Bus(ProcessorMessage::AnnouncementsWanted(
+                AnnouncementsWanted {
+                    coin: party.coin(),
+                    from,
+                },
+            )));
+        }
+    }
+
+    /// Who a vote of ours would leave out now: the faults proven, and (once the phase timed
+    /// out) whoever it still waits for.
+    pub(crate) fn proposal(&self, party: &Party) -> BTreeMap<ValidatorId, ExclusionReason> {
+        let mut set = self.evidence.proven().clone();
+        if self.timed_out {
+            let (missing, reason) = self.missing(party);
+            for v in missing {
+                set.entry(v).or_insert(reason);
+            }
+        }
+        set
+    }
+}
+
+fn check_addressed(party: &Party, from: &ValidatorId, to: &ValidatorId) -> Result<()> {
+    if to != party.me() {
+        return Err(ProtocolError::peer(
+            from,
+            "message addressed to another validator",
+        ));
+    }
+    Ok(())
+}
+
+/// What a sender signs over a DKG payload: coin, context, sender, recipient (shares only) and
+/// the PedPoP bytes.
+pub(crate) fn payload_body(
+    coin: crate::Coin,
+    context: &[u8; 32],
+    from: &ValidatorId,
+    to: Option<&ValidatorId>,
+    bytes: &[u8],
+) -> Vec<u8> {
+    let mut b = coin.ticker().as_bytes().to_vec();
+    b.extend_from_slice(context);
+    for v in std::iter::once(from).chain(to) {
+        b.push(v.as_bytes().len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    b.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    b.extend_from_slice(bytes);
+    b
+}
+
+fn digest_body(coin: crate::Coin, context: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
+    let mut b = coin.ticker().as_bytes().to_vec();
+    b.extend_from_slice(context);
+    b.extend_from_slice(digest);
+    b
+}
+
+/// What a participant signs of its `PublicAddressAvailable`: all of it but the signature.
+pub(crate) fn address_body(a: &PublicAddressAvailable) -> Vec<u8> {
+    let unsigned = PublicAddressAvailable {
+        signature: Vec::new(),
+        ..a.clone()
+    };
+    postcard::to_stdvec(&unsigned).unwrap_or_default()
+}
