@@ -1,6 +1,7 @@
 //! The node crate's error type.
 
-/// Errors of the node library. Errors a peer can cause name the peer.
+/// Errors of the node library. What a peer can cause is a `ProtocolError` naming the peer, or
+/// a typed `core::Rejection`; neither stops the node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// Configuration or CLI input is invalid.
@@ -22,12 +23,4 @@ pub enum NodeError {
     /// I/O.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    /// A peer sent something invalid.
-    #[error("from {peer}: {reason}")]
-    Peer {
-        /// The peer.
-        peer: String,
-        /// What was wrong.
-        reason: String,
-    },
 }

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod local;
 pub mod messages;
 pub mod network;
+mod output;
 mod party;
 pub mod processor;
 pub mod routing;

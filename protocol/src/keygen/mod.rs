@@ -1,20 +1,25 @@
 //! One DKG attempt's machine (steps 13 to 20): commitments, their echo, shares, the group key
-//! and its confirmations, and what the attempt observed about its participants (stalls here,
-//! evidence in `keygen/blame.rs`).
+//! and its confirmations, and what the attempt observed about its participants (stalls in
+//! `stall`, evidence in `blame`).
 //!
 //! A new attempt gets a new machine: nothing of an abandoned attempt survives it. The machine
 //! never decides the vault itself; it reports [`Outcome`]s (key computed, confirmed, failed)
 //! that the processor turns into a vault record, and proven faults that the processor turns
 //! into a vote (`attempts.rs`).
+//!
+//! Why a file of this size: it is steps 13 to 20 in the order the spec gives them, each
+//! handler next to the check it guards; blame evidence and stall detection are the child
+//! modules `blame` and `stall`.
 
 use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
 mod blame;
+mod stall;
 
 use crate::{
-    attempts::{Attempt, ANNOUNCEMENT_REQUESTS_PER_TIMEOUT},
+    attempts::Attempt,
     dkg::{self, DkgFailure, DkgOutput},
     error::{ProtocolError, Result},
     ids::ValidatorId,
@@ -74,11 +79,8 @@ pub(crate) struct KeyGen {
     confirmations: BTreeMap<u16, Vec<u8>>,
     /// What blame.rs keeps: proven faults, signed commitment copies, what we published.
     evidence: blame::Evidence,
-    /// When the phase last progressed, and the progress counter then.
-    last_progress: Option<(u64, usize)>,
-    /// Announcement requests made since the phase last progressed.
-    requests: u64,
-    timed_out: bool,
+    /// When the phase last made progress (`stall.rs`).
+    stall: stall::Stall,
     outcomes: Vec<Outcome>,
 }
 
@@ -98,9 +100,7 @@ impl KeyGen {
             share_sigs: BTreeMap::new(),
             confirmations: BTreeMap::new(),
             evidence: Default::default(),
-            last_progress: None,
-            requests: 0,
-            timed_out: false,
+            stall: stall::Stall::default(),
             outcomes: Vec::new(),
         }
     }
@@ -629,153 +629,6 @@ impl KeyGen {
             ),
             DkgFailure::Other(s) => s.clone(),
         }
-    }
-
-    /// A counter that grows whenever the DKG moves on.
-    fn progress_mark(&self, party: &Party) -> usize {
-        let keys = self
-            .attempt
-            .participants()
-            .iter()
-            .filter(|v| party.signer_of(v).is_some())
-            .count();
-        keys + self.commitments.len()
-            + self.digests.len()
-            + self.shares.len()
-            + self.confirmations.len()
-    }
-
-    /// Who the current phase still waits for, and what a vote would say of them.
-    fn missing(&self, party: &Party) -> (Vec<ValidatorId>, ExclusionReason) {
-        let me = party.me();
-        let others = self.attempt.participants().iter().filter(|v| *v != me);
-        let has = |map: &BTreeMap<u16, _>, v: &ValidatorId| {
-            self.attempt
-                .member_index(v)
-                .is_some_and(|l| map.contains_key(&l))
-        };
-        match self.phase() {
-            Phase::KeyExchange => (
-                others
-                    .filter(|v| party.signer_of(v).is_none())
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentKeyExchange,
-            ),
-            Phase::Commitments => (
-                others
-                    .filter(|v| !has(&self.commitments, v))
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentCommitments,
-            ),
-            Phase::CommitmentEcho => {
-                let mine = self.digests.get(&self.attempt.params().i).copied();
-                (
-                    others
-                        .filter(|v| {
-                            let d = self
-                                .attempt
-                                .member_index(v)
-                                .and_then(|l| self.digests.get(&l));
-                            mine.is_none() || d.copied() != mine
-                        })
-                        .cloned()
-                        .collect(),
-                    ExclusionReason::SilentEcho,
-                )
-            }
-            Phase::Shares => (
-                others.filter(|v| !has(&self.shares, v)).cloned().collect(),
-                ExclusionReason::SilentShares,
-            ),
-            Phase::Confirming => (
-                others
-                    .filter(|v| !has(&self.confirmations, v))
-                    .cloned()
-                    .collect(),
-                ExclusionReason::SilentConfirmation,
-            ),
-            Phase::Active | Phase::Failed | Phase::Excluded => {
-                (Vec::new(), ExclusionReason::SilentShares)
-            }
-        }
-    }
-
-    /// Time passes: notice a phase that made no progress, ask for lost announcements, and say
-    /// whether it is time to vote (the phase timed out, or a fault is proven).
-    pub(crate) fn tick(
-        &mut self,
-        party: &Party,
-        now: u64,
-        timeout_ms: u64,
-        out: &mut Vec<Output>,
-    ) -> bool {
-        if self.decided() || self.attempt.member_index(party.me()).is_none() {
-            return false;
-        }
-        let mark = self.progress_mark(party);
-        match self.last_progress {
-            Some((_, m)) if m == mark => {}
-            _ => {
-                self.last_progress = Some((now, mark));
-                self.requests = 0;
-                self.timed_out = false;
-            }
-        }
-        let since = self.last_progress.map_or(now, |(t, _)| t);
-        let stalled = now.saturating_sub(since);
-        if stalled >= timeout_ms {
-            self.timed_out = true;
-        }
-        if !self.timed_out {
-            self.request_announcements(party, stalled, timeout_ms, out);
-        }
-        self.timed_out || self.evidence.has_proofs()
-    }
-
-    /// A phase that waits for gossiped announcements and has been stalled for `stalled` ms:
-    /// once per [`ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`]th of the timeout, ask the validators it
-    /// waits for (the phases fed by direct messages need not: their senders retry until we
-    /// answer).
-    fn request_announcements(
-        &mut self,
-        party: &Party,
-        stalled: u64,
-        timeout_ms: u64,
-        out: &mut Vec<Output>,
-    ) {
-        if !matches!(self.phase(), Phase::CommitmentEcho | Phase::Confirming) {
-            return;
-        }
-        let every = (timeout_ms / ANNOUNCEMENT_REQUESTS_PER_TIMEOUT).max(1);
-        let due = stalled / every;
-        if due <= self.requests {
-            return;
-        }
-        self.requests = due;
-        let (from, _) = self.missing(party);
-        if !from.is_empty() {
-            out.push(Output::Bus(ProcessorMessage::AnnouncementsWanted(
-                AnnouncementsWanted {
-                    coin: party.coin(),
-                    from,
-                },
-            )));
-        }
-    }
-
-    /// Who a vote of ours would leave out now: the faults proven, and (once the phase timed
-    /// out) whoever it still waits for.
-    pub(crate) fn proposal(&self, party: &Party) -> BTreeMap<ValidatorId, ExclusionReason> {
-        let mut set = self.evidence.proven().clone();
-        if self.timed_out {
-            let (missing, reason) = self.missing(party);
-            for v in missing {
-                set.entry(v).or_insert(reason);
-            }
-        }
-        set
     }
 }
 
