@@ -11,7 +11,7 @@
 //! handler next to the check it guards; blame evidence and stall detection are the child
 //! modules `blame` and `stall`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::ControlFlow};
 
 use zeroize::Zeroizing;
 
@@ -263,6 +263,33 @@ impl KeyGen {
         Ok(Some(payload))
     }
 
+    /// What every sealed DKG message (commitments, shares) passes before it is opened: a
+    /// validator's, addressed to us, for this attempt while it still takes them. Continues
+    /// with the sender's participant index.
+    fn admit_sealed(
+        &self,
+        party: &Party,
+        from: &ValidatorId,
+        coin: crate::Coin,
+        to: &ValidatorId,
+        context: &[u8; 32],
+    ) -> Result<ControlFlow<Handled, u16>> {
+        party.check_sender(from, coin)?;
+        if to != party.me() {
+            return Err(ProtocolError::peer(
+                from,
+                "message addressed to another validator",
+            ));
+        }
+        if let Some(h) = self.classify(context) {
+            return Ok(ControlFlow::Break(h));
+        }
+        if self.stage >= Stage::Computed {
+            return Ok(ControlFlow::Break(Handled::Done));
+        }
+        self.attempt.index_of(from).map(ControlFlow::Continue)
+    }
+
     /// Step 16 (first half): keep a participant's commitments.
     pub(crate) fn on_commitment(
         &mut self,
@@ -270,15 +297,10 @@ impl KeyGen {
         m: &EncryptedKeyGenCommitmentIn,
         out: &mut Vec<Output>,
     ) -> Result<Handled> {
-        party.check_sender(&m.from, m.msg.coin)?;
-        check_addressed(party, &m.from, &m.msg.to)?;
-        if let Some(h) = self.classify(&m.msg.context) {
-            return Ok(h);
-        }
-        if self.stage >= Stage::Computed {
-            return Ok(Handled::Done);
-        }
-        let l = self.attempt.index_of(&m.from)?;
+        let l = match self.admit_sealed(party, &m.from, m.msg.coin, &m.msg.to, &m.msg.context)? {
+            ControlFlow::Continue(l) => l,
+            ControlFlow::Break(h) => return Ok(h),
+        };
         let Some(payload) = self.open_signed(
             party,
             SealKind::KeyGenCommitment,
@@ -459,15 +481,10 @@ impl KeyGen {
         m: &EncryptedKeyShareIn,
         out: &mut Vec<Output>,
     ) -> Result<Handled> {
-        party.check_sender(&m.from, m.msg.coin)?;
-        check_addressed(party, &m.from, &m.msg.to)?;
-        if let Some(h) = self.classify(&m.msg.context) {
-            return Ok(h);
-        }
-        if self.stage >= Stage::Computed {
-            return Ok(Handled::Done);
-        }
-        let l = self.attempt.index_of(&m.from)?;
+        let l = match self.admit_sealed(party, &m.from, m.msg.coin, &m.msg.to, &m.msg.context)? {
+            ControlFlow::Continue(l) => l,
+            ControlFlow::Break(h) => return Ok(h),
+        };
         let Some(payload) = self.open_signed(
             party,
             SealKind::KeyShare,
@@ -630,16 +647,6 @@ impl KeyGen {
             DkgFailure::Other(s) => s.clone(),
         }
     }
-}
-
-fn check_addressed(party: &Party, from: &ValidatorId, to: &ValidatorId) -> Result<()> {
-    if to != party.me() {
-        return Err(ProtocolError::peer(
-            from,
-            "message addressed to another validator",
-        ));
-    }
-    Ok(())
 }
 
 /// What a sender signs over a DKG payload: coin, context, sender, recipient (shares only) and
