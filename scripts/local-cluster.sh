@@ -161,10 +161,10 @@ for i in $(seq 1 "$N"); do
   printf '%-6s %-54s http://127.0.0.1:%s/status\n' "node$i" "${IDS[$((i-1))]}" "$(api_port "$i")"
 done
 echo
-echo "sign with a vault (any node's API; t of the $N validators sign):"
-echo "  $BIN sign --api 127.0.0.1:$(api_port 1) --coin BTC --message aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-echo "  $BIN sign --api 127.0.0.1:$(api_port 2) --coin SOL --message 48656c6c6f"
-echo "  curl -s -XPOST http://127.0.0.1:$(api_port 1)/sign -H 'content-type: application/json' -d '{\"coin\": \"ETH\", \"messages\": [\"0000000000000000000000000000000000000000000000000000000000000007\"]}'"
+echo "sign with a vault (any node's API with its operator's token; t of the $N validators sign):"
+echo "  $BIN sign --api 127.0.0.1:$(api_port 1) --data-dir $DIR/node1 --coin BTC --message aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+echo "  $BIN sign --api 127.0.0.1:$(api_port 2) --data-dir $DIR/node2 --coin SOL --message 48656c6c6f"
+echo "  curl -s -XPOST http://127.0.0.1:$(api_port 1)/sign -H \"Authorization: Bearer \$(cat $DIR/node1/api-token)\" -H 'content-type: application/json' -d '{\"coin\": \"ETH\", \"messages\": [\"0000000000000000000000000000000000000000000000000000000000000007\"]}'"
 echo "  curl -s http://127.0.0.1:$(api_port 1)/sign/<id>"
 echo
 echo "cluster description: $DIR/cluster.json"

@@ -17,6 +17,8 @@ use crate::{messages_for, Latencies};
 struct Node {
     child: Child,
     api: String,
+    /// The operator's API token (from its data directory).
+    token: vaultd::token::ApiToken,
     log: PathBuf,
 }
 
@@ -101,6 +103,7 @@ impl Cluster {
             let data = dir.join(format!("node{i}"));
             let log = data.join("node.log");
             let file = fs::File::create(&log)?;
+            let token = vaultd::token::read(&vaultd::token::path(&data))?;
             let child = Command::new(bin)
                 .args(["run", "--insecure-no-passphrase", "--log-format", "json"])
                 .arg("--data-dir")
@@ -118,6 +121,7 @@ impl Cluster {
             nodes.push(Node {
                 child,
                 api: format!("127.0.0.1:{}", api(i)),
+                token,
                 log,
             });
         }
@@ -269,7 +273,9 @@ impl Cluster {
                 self.coins[k % self.coins.len()],
             );
             let started = Instant::now();
-            let id = vaultd::submit_sign(&node.api, coin, &hex_messages(coin, k), None).await?;
+            let id =
+                vaultd::submit_sign(&node.api, &node.token, coin, &hex_messages(coin, k), None)
+                    .await?;
             let r = vaultd::wait_sign(
                 &node.api,
                 &id,
@@ -295,7 +301,8 @@ impl Cluster {
             );
             ids.push((
                 node,
-                vaultd::submit_sign(&node.api, coin, &hex_messages(coin, k), None).await?,
+                vaultd::submit_sign(&node.api, &node.token, coin, &hex_messages(coin, k), None)
+                    .await?,
             ));
         }
         let mut failed = 0;

@@ -1,15 +1,24 @@
 //! The HTTP endpoint: `GET /status` (JSON), `GET /health`, `GET /metrics` (Prometheus text),
 //! `POST /sign` and `GET /sign/{id}`.
+//!
+//! Whatever changes state (`POST /sign`) needs the operator's bearer token (`token.rs`); a
+//! request without it, or with a wrong one, is answered 401 before anything is read or
+//! recorded, logged without the token and counted in `vaultd_api_unauthorized_total`. Reads
+//! are open to whoever reaches the listener, which is loopback unless the operator says
+//! otherwise (`--api-allow-remote`). `/metrics` and `/health` can also be served alone on
+//! their own listener ([`metrics_router`], `--metrics-listen`).
 
 use std::{
+    path::PathBuf,
     str::FromStr,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
 use axum::{
-    extract::{Path, State},
-    http::{header, StatusCode},
+    extract::{Path, Request, State},
+    http::{header, HeaderMap, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -36,17 +45,69 @@ pub struct ApiState {
     pub sign: mpsc::Sender<SignCommand>,
     /// The database (signature records are read from it).
     pub store: Arc<Store>,
+    /// The operator's API token file (read on each state-changing request, so a rotation
+    /// takes effect at once).
+    pub token_file: PathBuf,
+    /// The node's metrics (401s are counted).
+    pub metrics: crate::metrics::Metrics,
 }
 
-/// The router.
+/// The router of the API listener.
 pub fn router(state: ApiState) -> Router {
+    // State-changing routes: every one of them behind the token check.
+    let operator = Router::new()
+        .route("/sign", post(sign))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/sign", post(sign))
         .route("/sign/{id}", get(sign_result))
+        .merge(operator)
         .with_state(state)
+}
+
+/// The router of the metrics listener: `/metrics` and `/health` only.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Let a request through only with `Authorization: Bearer <the operator's token>`.
+async fn authorize(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = request.uri().path().to_string();
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refused = match (presented, crate::token::read(&s.token_file)) {
+        (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot read the API token; refusing state changes");
+            Some("the node cannot read its API token file")
+        }
+        (None, Ok(_)) => Some("missing bearer token (Authorization: Bearer <DATA_DIR/api-token>)"),
+        (Some(p), Ok(token)) if !token.matches(p) => Some("wrong bearer token"),
+        (Some(_), Ok(_)) => None,
+    };
+    let Some(reason) = refused else {
+        return next.run(request).await;
+    };
+    s.metrics.unauthorized(&endpoint);
+    tracing::warn!(%endpoint, %reason, "refused an unauthenticated API request");
+    let mut response = error(StatusCode::UNAUTHORIZED, reason);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// Body of `POST /sign`.

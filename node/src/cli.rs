@@ -49,6 +49,26 @@ pub struct SecretsArgs {
     pub insecure_no_passphrase: bool,
 }
 
+/// Where a client command finds the operator's API token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The node's data directory (its `api-token` file is used).
+    #[arg(long, env = "VAULTD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The API token file (instead of `DATA_DIR/api-token`).
+    #[arg(long, env = "VAULTD_API_TOKEN_FILE", conflicts_with = "data_dir")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token file these arguments name.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.token_file
+            .clone()
+            .or_else(|| self.data_dir.as_deref().map(crate::token::path))
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -81,9 +101,18 @@ pub enum Command {
             default_value = "/ip4/0.0.0.0/tcp/30555"
         )]
         listen: Vec<Multiaddr>,
-        /// HTTP endpoint address (status, health, metrics).
+        /// HTTP endpoint address (status, health, metrics; `POST /sign` with the API token).
+        /// A loopback address unless `--api-allow-remote` is given.
         #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
         api: SocketAddr,
+        /// Allow `--api` on an address other hosts can reach. Reads (status, metrics, results)
+        /// are then open to them; state changes still need the token.
+        #[arg(long, env = "VAULTD_API_ALLOW_REMOTE")]
+        api_allow_remote: bool,
+        /// Also serve `/metrics` and `/health`, and nothing else, on this address (e.g. for a
+        /// Prometheus server on another host).
+        #[arg(long, env = "VAULTD_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         /// Extra bootstrap multiaddr with /p2p/<peer id> (repeatable; comma-separated in the
         /// environment).
         #[arg(long, env = "VAULTD_BOOTSTRAP", value_delimiter = ',')]
@@ -128,6 +157,16 @@ pub enum Command {
         /// current one.
         #[arg(long)]
         session: Option<u32>,
+        /// Where the API token is read from.
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Replace the API token of a data directory (a running node uses the new one at once;
+    /// the old one stops working).
+    RotateToken {
+        /// Data directory.
+        #[arg(long, env = "VAULTD_DATA_DIR")]
+        data_dir: PathBuf,
     },
     /// Step 4: replace a coin processor's messaging key on a running node; every peer forgets
     /// the old key and uses the new one.

@@ -34,6 +34,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("listen", "VAULTD_LISTEN", Kind::List),
     ("api", "VAULTD_API", Kind::Text),
+    ("api_allow_remote", "VAULTD_API_ALLOW_REMOTE", Kind::Flag),
+    ("metrics_listen", "VAULTD_METRICS_LISTEN", Kind::Text),
     ("bootstrap", "VAULTD_BOOTSTRAP", Kind::List),
     ("sign_timeout", "VAULTD_SIGN_TIMEOUT", Kind::Integer),
     ("dkg_timeout", "VAULTD_DKG_TIMEOUT", Kind::Integer),

@@ -7,19 +7,31 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::error::NodeError;
+use zeroize::Zeroizing;
+
+use crate::{error::NodeError, token::ApiToken};
 
 /// Largest body accepted.
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// GET `path` from `addr` (host:port); returns (status code, body).
 pub async fn get(addr: &str, path: &str) -> Result<(u16, String), NodeError> {
-    request(addr, "GET", path, None).await
+    request(addr, "GET", path, None, None).await
 }
 
-/// POST a JSON `body` to `path` at `addr`; returns (status code, body).
+/// POST a JSON `body` to `path` at `addr` without credentials; returns (status code, body).
 pub async fn post_json(addr: &str, path: &str, body: &str) -> Result<(u16, String), NodeError> {
-    request(addr, "POST", path, Some(body)).await
+    request(addr, "POST", path, Some(body), None).await
+}
+
+/// POST a JSON `body` to `path` at `addr` with the operator's bearer `token`.
+pub async fn post_json_authorized(
+    addr: &str,
+    path: &str,
+    body: &str,
+    token: &ApiToken,
+) -> Result<(u16, String), NodeError> {
+    request(addr, "POST", path, Some(body), Some(token)).await
 }
 
 async fn request(
@@ -27,10 +39,18 @@ async fn request(
     method: &str,
     path: &str,
     body: Option<&str>,
+    token: Option<&ApiToken>,
 ) -> Result<(u16, String), NodeError> {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut req = Zeroizing::new(format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n"
+        ));
+        if let Some(t) = token {
+            req.push_str("Authorization: Bearer ");
+            req.push_str(t.expose());
+            req.push_str("\r\n");
+        }
         if let Some(b) = body {
             req.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -26,6 +26,7 @@ pub mod rate;
 pub mod redial;
 pub mod status;
 mod status_view;
+pub mod token;
 
 use std::{
     collections::BTreeMap,
@@ -112,6 +113,7 @@ pub fn init(data_dir: &Path, secrets: &Secrets) -> Result<protocol::keys::Public
     }
     let keys = NodeKeys::generate(&mut rand_core::OsRng)?;
     store.put::<Identity>(&IdentityKey::Node, &IdentityValue::Node(keys.clone()))?;
+    token::ensure(data_dir)?;
     Ok(keys.public())
 }
 
@@ -147,6 +149,11 @@ pub struct RunConfig {
     pub listen: Vec<Multiaddr>,
     /// HTTP endpoint address.
     pub api: SocketAddr,
+    /// Serve the API on an address other than loopback (it is then reachable from other
+    /// hosts: reads without a token, state changes with it).
+    pub api_allow_remote: bool,
+    /// A second listener serving only `/metrics` and `/health`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Extra bootstrap addresses (besides the definition's).
     pub bootstrap: Vec<Multiaddr>,
     /// How long a signing attempt waits for its signers before a retry with another set.
@@ -172,6 +179,9 @@ pub struct RunInfo {
     pub p2p: Vec<String>,
     /// HTTP endpoint, host:port.
     pub api: String,
+    /// Metrics listener, host:port, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// Process id.
     pub pid: u32,
 }
@@ -233,11 +243,38 @@ pub async fn run(
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Network(format!("listen on {addr}: {e}")))?;
     }
+    if !cfg.api.ip().is_loopback() && !cfg.api_allow_remote {
+        return Err(NodeError::Config(format!(
+            "--api {} is not a loopback address: other hosts could reach the API; pass \
+             --api-allow-remote to serve it there (state changes still need the token), or use \
+             --metrics-listen for a scrape-only listener",
+            cfg.api
+        )));
+    }
+    let (token_file, made) = token::ensure(&cfg.data_dir)?;
+    if made {
+        info!(file = %token_file.display(), "created the API token file (this data directory had none)");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.api)
         .await
         .map_err(|e| NodeError::Config(format!("api address {}: {e}", cfg.api)))?;
     let api_addr = listener.local_addr()?;
     info!(api = %api_addr, "HTTP endpoint up");
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| NodeError::Config(format!("metrics address {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    if let Some(addr) = metrics_addr {
+        info!(metrics = %addr, "metrics endpoint up");
+    }
 
     let status = Arc::new(RwLock::new(status::Status::default()));
     let (sign_tx, sign_rx) = mpsc::channel(256);
@@ -246,11 +283,21 @@ pub async fn run(
         registry: Arc::new(Mutex::new(registry)),
         sign: sign_tx,
         store: store.clone(),
+        token_file,
+        metrics: metrics.clone(),
     };
     let signing = protocol::signing::SigningConfig {
         attempt_timeout_ms: u64::try_from(cfg.sign_timeout.as_millis()).unwrap_or(u64::MAX),
         ..Default::default()
     };
+    if let Some(l) = metrics_listener {
+        let router = api::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, api::router(state)).await {
             tracing::error!(error = %e, "HTTP endpoint stopped");
@@ -359,6 +406,7 @@ pub async fn run(
             peer_id: peer_id.to_string(),
             p2p: addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect(),
             api: api_addr.to_string(),
+            metrics: metrics_addr.map(|a| a.to_string()),
             pid: std::process::id(),
         };
         match serde_json::to_vec_pretty(&info) {
@@ -456,18 +504,21 @@ fn start_processor(
 /// `timeout` passes).
 pub async fn sign_and_wait(
     api: &str,
+    token: &token::ApiToken,
     coin: protocol::Coin,
     messages: &[String],
     session: Option<u32>,
     timeout: std::time::Duration,
 ) -> Result<api::SignResult, NodeError> {
-    let id = submit_sign(api, coin, messages, session).await?;
+    let id = submit_sign(api, token, coin, messages, session).await?;
     wait_sign(api, &id, std::time::Duration::from_millis(200), timeout).await
 }
 
-/// `POST /sign` to `api`; the request id (hex), or the node's refusal as an error.
+/// `POST /sign` to `api` with the operator's `token`; the request id (hex), or the node's
+/// refusal as an error.
 pub async fn submit_sign(
     api: &str,
+    token: &token::ApiToken,
     coin: protocol::Coin,
     messages: &[String],
     session: Option<u32>,
@@ -478,7 +529,7 @@ pub async fn submit_sign(
         session,
     })
     .map_err(|e| NodeError::Config(e.to_string()))?;
-    let (code, answer) = http_client::post_json(api, "/sign", &body).await?;
+    let (code, answer) = http_client::post_json_authorized(api, "/sign", &body, token).await?;
     let value: serde_json::Value = serde_json::from_str(&answer)
         .map_err(|_| NodeError::Config(format!("{api} answered {code}: {answer}")))?;
     match value.get("id").and_then(|v| v.as_str()) {

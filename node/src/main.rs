@@ -84,6 +84,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             secrets,
             listen,
             api,
+            api_allow_remote,
+            metrics_listen,
             bootstrap,
             sign_timeout,
             dkg_timeout,
@@ -94,17 +96,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bus_capacity,
         } => {
             if print_config {
-                let effective = toml::toml! {
+                let mut effective = toml::toml! {
                     data_dir = (data_dir.display().to_string())
                     network = (network.display().to_string())
                     password_file = (secrets.password_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
                     insecure_no_passphrase = (secrets.insecure_no_passphrase)
                     listen = (listen.iter().map(|a| a.to_string()).collect::<Vec<_>>())
                     api = (api.to_string())
+                    api_allow_remote = (api_allow_remote)
                     bootstrap = (bootstrap.iter().map(|a| a.to_string()).collect::<Vec<_>>())
                     sign_timeout = (sign_timeout as i64)
                     dkg_timeout = (dkg_timeout as i64)
                 };
+                if let Some(addr) = metrics_listen {
+                    effective.insert("metrics_listen".into(), addr.to_string().into());
+                }
                 print!("{effective}");
                 return Ok(());
             }
@@ -118,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 network_file: network,
                 listen,
                 api,
+                api_allow_remote,
+                metrics_listen,
                 bootstrap,
                 sign_timeout: std::time::Duration::from_secs(sign_timeout),
                 dkg_timeout: std::time::Duration::from_secs(dkg_timeout),
@@ -129,6 +137,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             vaultd::run(cfg, shutdown_signal())
                 .await
                 .context("vaultd stopped with an error")?;
+        }
+        Command::RotateToken { data_dir } => {
+            let file = vaultd::token::rotate(&data_dir)?;
+            eprintln!("wrote a new API token to {}", file.display());
         }
         Command::RotateKey { data_dir, coin } => {
             let reply = vaultd::control::request(
@@ -147,9 +159,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             messages,
             timeout,
             session,
+            token,
         } => {
+            let file = token.file().context(
+                "no API token: pass --data-dir (the node's, for DATA_DIR/api-token) or --token-file",
+            )?;
+            let token = vaultd::token::read(&file)?;
             let result = vaultd::sign_and_wait(
                 &api,
+                &token,
                 coin,
                 &messages,
                 session,

@@ -59,6 +59,8 @@ pub struct Metrics {
     /// Messages that found a processor's queue full, by coin: a stored one waited in the
     /// inbound table for room, a volatile one was turned away (its sender retries).
     pub bus_full: Family<Labels, Counter>,
+    /// State-changing API requests refused for a missing or wrong token, by endpoint.
+    pub api_unauthorized: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -86,6 +88,7 @@ impl Default for Metrics {
             rate_limited: Family::default(),
             gossip_dropped: Counter::default(),
             bus_full: Family::default(),
+            api_unauthorized: Family::default(),
             dkg_duration: Family::new_with_constructor(duration_histogram),
             sign_duration: Family::new_with_constructor(duration_histogram),
             dkg_outcomes: Family::default(),
@@ -205,11 +208,23 @@ impl Metrics {
             m.bus_full.clone(),
         );
         r.register(
+            "api_unauthorized",
+            "State-changing API requests refused (401) for a missing or wrong bearer token, by endpoint",
+            m.api_unauthorized.clone(),
+        );
+        r.register(
             "dkg_attempt",
             "Current DKG attempt per coin (0 unless participants were left out)",
             m.dkg_attempt.clone(),
         );
         m
+    }
+
+    /// Count a request refused for its token.
+    pub fn unauthorized(&self, endpoint: &str) {
+        self.api_unauthorized
+            .get_or_create(&vec![("endpoint".into(), endpoint.into())])
+            .inc();
     }
 
     /// Mark a validator left out of a DKG attempt.

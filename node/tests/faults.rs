@@ -347,10 +347,7 @@ async fn kill_9_during_signing_then_restart_finishes_every_request() {
                 _ => vec![k; 32],
             };
             let body = serde_json::json!({"coin": coin, "messages": [hex::encode(msg)]});
-            let (code, reply) =
-                vaultd::http_client::post_json(&c.node(0).api, "/sign", &body.to_string())
-                    .await
-                    .unwrap();
+            let (code, reply) = c.node(0).post("/sign", &body.to_string()).await;
             assert_eq!(code, 202, "{reply}");
             let reply: Value = serde_json::from_str(&reply).unwrap();
             ids.push(reply["id"].as_str().unwrap().to_string());

@@ -110,9 +110,10 @@ async fn a_fifth_validator_joins_through_a_new_definition() {
     // Both vaults sign: the new one by default, the retiring one when asked for its session.
     // (SOL: the signature checks with ed25519-dalek under the vault's group key.)
     let message = hex::encode([0x42u8; 40]);
-    for (session, api) in [(None, &nodes[4].api), (Some(0), &nodes[1].api)] {
+    for (session, node) in [(None, &nodes[4]), (Some(0), &nodes[1])] {
         let result = vaultd::sign_and_wait(
-            api,
+            &node.api,
+            &node.token,
             protocol::Coin::Sol,
             std::slice::from_ref(&message),
             session,

@@ -70,14 +70,12 @@ fn chain_accepts(coin: &str, vault: &Value, msg: &[u8], sig: &[u8]) -> bool {
     }
 }
 
-async fn post_sign(api: &str, coin: &str, messages: &[Vec<u8>]) -> (u16, Value) {
+async fn post_sign(node: &Node, coin: &str, messages: &[Vec<u8>]) -> (u16, Value) {
     let body = serde_json::json!({
         "coin": coin,
         "messages": messages.iter().map(hex::encode).collect::<Vec<_>>(),
     });
-    let (code, body) = vaultd::http_client::post_json(api, "/sign", &body.to_string())
-        .await
-        .unwrap();
+    let (code, body) = node.post("/sign", &body.to_string()).await;
     (code, serde_json::from_str(&body).unwrap())
 }
 
@@ -142,7 +140,16 @@ async fn many_requests_then_one_and_two_validators_down() {
     let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
     let network = tmp.path().join("network.toml");
     write_network(&network, &ids, &COINS);
-    let mut nodes = vec![Node::start(&dirs[0], &network, None).await];
+    // Node 1 also serves its metrics alone on a second listener.
+    let mut nodes = vec![
+        Node::start_with(
+            &dirs[0],
+            &network,
+            None,
+            &["--metrics-listen", "127.0.0.1:0"],
+        )
+        .await,
+    ];
     for d in &dirs[1..] {
         let boot = nodes[0].p2p.clone();
         nodes.push(Node::start(d, &network, Some(&boot)).await);
@@ -151,23 +158,80 @@ async fn many_requests_then_one_and_two_validators_down() {
     wait_all_active(&refs, COINS.len(), Duration::from_secs(240)).await;
     let status = nodes[0].status().await.unwrap();
 
-    // Bad requests get a 4xx and a reason.
+    // Without the operator's token, or with another one, nothing is signed or recorded.
     let api = nodes[0].api.clone();
-    let (code, body) = post_sign(&api, "BTC", &[vec![1; 31]]).await;
+    let valid = serde_json::json!({"coin": "BTC", "messages": [hex::encode([7u8; 32])]});
+    let (code, body) = vaultd::http_client::post_json(&api, "/sign", &valid.to_string())
+        .await
+        .unwrap();
+    assert_eq!(code, 401, "{body}");
+    let other = vaultd::token::read(&vaultd::token::path(&dirs[1])).unwrap();
+    let (code, body) =
+        vaultd::http_client::post_json_authorized(&api, "/sign", &valid.to_string(), &other)
+            .await
+            .unwrap();
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains(other.expose()), "the token is not echoed");
+    let log = log_of(&dirs[0]);
+    assert!(
+        log.contains("refused an unauthenticated API request"),
+        "{log}"
+    );
+    assert!(!log.contains(other.expose()) && !log.contains(nodes[0].token.expose()));
+    let after = nodes[0].status().await.unwrap();
+    for coin in COINS {
+        let signing = &vault(&after, coin)["signing"];
+        assert_eq!(signing["originating"], 0, "{coin}: {signing}");
+        assert_eq!(signing["queued"], 0, "{coin}: {signing}");
+    }
+    let metrics = nodes[0].metrics().await;
+    assert!(
+        metrics.contains("vaultd_api_unauthorized_total{endpoint=\"/sign\"} 2"),
+        "{metrics}"
+    );
+    // The metrics listener serves metrics and health, and nothing that signs or reads results.
+    let scrape = nodes[0].metrics_api.clone().unwrap();
+    let (code, body) = vaultd::http_client::get(&scrape, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("vaultd_api_unauthorized_total"), "{body}");
+    assert_eq!(
+        vaultd::http_client::get(&scrape, "/health")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let (code, _) = vaultd::http_client::post_json_authorized(
+        &scrape,
+        "/sign",
+        &valid.to_string(),
+        &nodes[0].token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 404);
+    assert_eq!(
+        vaultd::http_client::get(&scrape, "/status")
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+
+    // Bad requests get a 4xx and a reason.
+    let (code, body) = post_sign(&nodes[0], "BTC", &[vec![1; 31]]).await;
     assert_eq!(code, 400);
     assert!(
         body["error"].as_str().unwrap().contains("32-byte"),
         "{body}"
     );
-    let (code, body) =
-        vaultd::http_client::post_json(&api, "/sign", r#"{"coin": "DOGE", "messages": ["00"]}"#)
-            .await
-            .unwrap();
+    let (code, body) = nodes[0]
+        .post("/sign", r#"{"coin": "DOGE", "messages": ["00"]}"#)
+        .await;
     assert_eq!(code, 400, "{body}");
-    let (code, _) =
-        vaultd::http_client::post_json(&api, "/sign", r#"{"coin": "SOL", "messages": ["0g"]}"#)
-            .await
-            .unwrap();
+    let (code, _) = nodes[0]
+        .post("/sign", r#"{"coin": "SOL", "messages": ["0g"]}"#)
+        .await;
     assert_eq!(code, 400);
     let (code, _) = vaultd::http_client::get(&api, "/sign/00").await.unwrap();
     assert_eq!(code, 400);
@@ -178,7 +242,7 @@ async fn many_requests_then_one_and_two_validators_down() {
         for k in 0..PER_COIN {
             let origin = k % nodes.len();
             let msgs = vec![message(coin, k)];
-            let (code, body) = post_sign(&nodes[origin].api, coin, &msgs).await;
+            let (code, body) = post_sign(&nodes[origin], coin, &msgs).await;
             assert_eq!(code, 202, "{body}");
             submitted.push((coin, origin, msgs, body["id"].as_str().unwrap().to_string()));
         }
@@ -221,6 +285,8 @@ async fn many_requests_then_one_and_two_validators_down() {
         let msgs = [message(coin, 1000), message(coin, 1001)];
         let out = Command::new(BIN)
             .args(["sign", "--api", &nodes[i % nodes.len()].api, "--coin", coin])
+            .arg("--data-dir")
+            .arg(&nodes[i % nodes.len()].dir)
             .args(
                 msgs.iter()
                     .flat_map(|m| ["--message".to_string(), hex::encode(m)]),
@@ -251,7 +317,7 @@ async fn many_requests_then_one_and_two_validators_down() {
     let dead2_id = dead2.peer_id.clone();
     drop(dead2);
     wait_disconnected(&nodes, &dead2_id).await;
-    let (code, body) = post_sign(&nodes[0].api, "SOL", &[message("SOL", 2000)]).await;
+    let (code, body) = post_sign(&nodes[0], "SOL", &[message("SOL", 2000)]).await;
     assert_eq!(code, 202, "{body}");
     let r = finished(&nodes[0].api, body["id"].as_str().unwrap()).await;
     assert_eq!(r["status"], "failed");

@@ -68,6 +68,10 @@ pub struct Node {
     pub dir: PathBuf,
     pub child: Child,
     pub api: String,
+    /// The metrics listener, when started with `--metrics-listen`.
+    pub metrics_api: Option<String>,
+    /// The operator's API token (`DATA_DIR/api-token`).
+    pub token: vaultd::token::ApiToken,
     pub p2p: String,
     pub peer_id: String,
 }
@@ -118,6 +122,8 @@ impl Node {
                         return Node {
                             dir: dir.to_path_buf(),
                             api: v["api"].as_str().unwrap().to_string(),
+                            metrics_api: v["metrics"].as_str().map(str::to_string),
+                            token: vaultd::token::read(&vaultd::token::path(dir)).unwrap(),
                             p2p: v["p2p"][0].as_str().unwrap().to_string(),
                             peer_id: v["peer_id"].as_str().unwrap().to_string(),
                             child,
@@ -142,6 +148,13 @@ impl Node {
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
             .flatten()
+    }
+
+    /// `POST path` with this node's API token; (status code, body).
+    pub async fn post(&self, path: &str, body: &str) -> (u16, String) {
+        vaultd::http_client::post_json_authorized(&self.api, path, body, &self.token)
+            .await
+            .unwrap()
     }
 
     pub async fn metrics(&self) -> String {
