@@ -103,3 +103,72 @@ async fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
 }
+
+#[test]
+fn the_api_stays_on_loopback_unless_the_operator_allows_remote_access() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
+    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+    let network = tmp.path().join("network.toml");
+    write_network(&network, &ids, &["BTC"]);
+    let out = Command::new(BIN)
+        .env("VAULTD_INSECURE_NO_PASSPHRASE", "true")
+        .args([
+            "run",
+            "--api",
+            "0.0.0.0:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .arg("--data-dir")
+        .arg(&dirs[0])
+        .arg("--network")
+        .arg(&network)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a non-loopback API was served");
+    assert!(
+        err.contains("0.0.0.0:0") && err.contains("--api-allow-remote"),
+        "{err}"
+    );
+}
+
+#[test]
+fn init_writes_a_private_api_token_that_rotate_token_replaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    init(&dir);
+    let file = vaultd::token::path(&dir);
+    let first = vaultd::token::read(&file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "token file mode {mode:o}");
+    }
+    let out = Command::new(BIN)
+        .args(["rotate-token", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = vaultd::token::read(&file).unwrap();
+    assert!(
+        !second.matches(first.expose()),
+        "rotate-token made a new token"
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains(second.expose()),
+        "the token is not printed"
+    );
+}

@@ -189,6 +189,26 @@ async fn many_requests_then_one_and_two_validators_down() {
         metrics.contains("vaultd_api_unauthorized_total{endpoint=\"/sign\"} 2"),
         "{metrics}"
     );
+    // A rotated token replaces the old one at once, without a restart.
+    let out = Command::new(BIN)
+        .args(["rotate-token", "--data-dir"])
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = std::mem::replace(
+        &mut nodes[0].token,
+        vaultd::token::read(&vaultd::token::path(&dirs[0])).unwrap(),
+    );
+    let (code, _) =
+        vaultd::http_client::post_json_authorized(&api, "/sign", &valid.to_string(), &old)
+            .await
+            .unwrap();
+    assert_eq!(code, 401, "the old token still works");
     // The metrics listener serves metrics and health, and nothing that signs or reads results.
     let scrape = nodes[0].metrics_api.clone().unwrap();
     let (code, body) = vaultd::http_client::get(&scrape, "/metrics").await.unwrap();
