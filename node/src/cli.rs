@@ -47,6 +47,10 @@ pub struct SecretsArgs {
         conflicts_with = "password_file"
     )]
     pub insecure_no_passphrase: bool,
+    /// Start even if the data directory or the passphrase file can be read by group or others
+    /// (a warning instead of a refusal).
+    #[arg(long, env = "VAULTD_INSECURE_PERMISSIONS")]
+    pub insecure_permissions: bool,
 }
 
 /// Where a client command finds the operator's API token.

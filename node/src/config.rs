@@ -32,6 +32,11 @@ const KEYS: &[(&str, &str, Kind)] = &[
         "VAULTD_INSECURE_NO_PASSPHRASE",
         Kind::Flag,
     ),
+    (
+        "insecure_permissions",
+        "VAULTD_INSECURE_PERMISSIONS",
+        Kind::Flag,
+    ),
     ("listen", "VAULTD_LISTEN", Kind::List),
     ("api", "VAULTD_API", Kind::Text),
     ("api_allow_remote", "VAULTD_API_ALLOW_REMOTE", Kind::Flag),

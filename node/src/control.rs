@@ -1,4 +1,4 @@
-//! The operator's control socket: `DATA_DIR/control.sock`, a Unix socket readable only by the
+//! The operator's control socket: `DATA_DIR/control/control.sock`, a Unix socket readable only by the
 //! operator (mode 0600). One JSON request line, one JSON response line. Used by
 //! `vaultd rotate-key` (step 4).
 
@@ -67,16 +67,24 @@ pub struct ControlResponse {
     pub error: Option<String>,
 }
 
-/// Where the socket lives.
+/// Where the socket lives: in `DATA_DIR/control/`, a directory private to the operator from
+/// its creation, so the socket is never reachable by others, not even between its bind and
+/// its chmod.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("control.sock")
+    data_dir.join("control").join("control.sock")
 }
 
 /// Bind the socket and serve it.
 pub fn serve(data_dir: &Path, commands: mpsc::Sender<ControlCommand>) -> Result<(), NodeError> {
     let path = socket_path(data_dir);
-    if path.exists() {
-        std::fs::remove_file(&path)?;
+    if let Some(dir) = path.parent() {
+        crate::permissions::private_subdir(dir)?;
+    }
+    // A socket left by an earlier run (and the one older versions kept in DATA_DIR itself).
+    for stale in [path.clone(), data_dir.join("control.sock")] {
+        if stale.exists() {
+            std::fs::remove_file(&stale)?;
+        }
     }
     let listener = UnixListener::bind(&path)?;
     #[cfg(unix)]

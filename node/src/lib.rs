@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod network;
 pub mod outbox;
+pub mod permissions;
 pub mod processor_task;
 pub mod rate;
 pub mod redial;
@@ -61,7 +62,11 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 const MAX_PASSWORD_FILE: u64 = 4096;
 
 /// The operator's choice of `--password-file FILE` or `--insecure-no-passphrase`.
-pub fn secrets_from(password_file: Option<&Path>, insecure: bool) -> Result<Secrets, NodeError> {
+pub fn secrets_from(
+    password_file: Option<&Path>,
+    insecure: bool,
+    insecure_permissions: bool,
+) -> Result<Secrets, NodeError> {
     match (password_file, insecure) {
         (Some(_), true) => Err(NodeError::Config(
             "give either --password-file or --insecure-no-passphrase, not both".into(),
@@ -79,13 +84,7 @@ pub fn secrets_from(password_file: Option<&Path>, insecure: bool) -> Result<Secr
             if meta.len() > MAX_PASSWORD_FILE {
                 return Err(bad("over 4 KiB".into()));
             }
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(file = %path.display(), "the passphrase file is readable by other users; chmod 600 it");
-                }
-            }
+            permissions::check_private(path, "the passphrase file", insecure_permissions)?;
             let text = zeroize::Zeroizing::new(
                 std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?,
             );
@@ -102,7 +101,7 @@ pub fn secrets_from(password_file: Option<&Path>, insecure: bool) -> Result<Secr
 
 /// Step 1: generate and persist the three keypairs; refuses to overwrite an identity.
 pub fn init(data_dir: &Path, secrets: &Secrets) -> Result<protocol::keys::PublicKeys, NodeError> {
-    std::fs::create_dir_all(data_dir)?;
+    permissions::make_private_dir(data_dir)?;
     let store = Store::open(&db_path(data_dir), secrets)?;
     if let Some(existing) = store.node_keys()? {
         return Err(NodeError::Config(format!(
@@ -162,6 +161,8 @@ pub struct RunConfig {
     pub dkg_timeout: std::time::Duration,
     /// How the keys are protected at rest.
     pub secrets: Secrets,
+    /// Start even if the data directory is open to other users (warn only).
+    pub insecure_permissions: bool,
     /// Test-only malicious behaviour of every processor of this node.
     #[cfg(feature = "fault-injection")]
     pub sabotage: Option<protocol::sabotage::Sabotage>,
@@ -192,6 +193,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let def = load_definition(&cfg.network_file)?;
+    permissions::check_private(
+        &cfg.data_dir,
+        "the data directory",
+        cfg.insecure_permissions,
+    )?;
     let store = Arc::new(Store::open(&db_path(&cfg.data_dir), &cfg.secrets)?);
     let keys = store.node_keys()?.ok_or_else(|| {
         NodeError::Config(format!(

@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let secrets = vaultd::secrets_from(
                 secrets.password_file.as_deref(),
                 secrets.insecure_no_passphrase,
+                secrets.insecure_permissions,
             )?;
             let public = vaultd::init(&data_dir, &secrets)?;
             println!("{}", serde_json::to_string_pretty(&public)?);
@@ -114,12 +115,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{effective}");
                 return Ok(());
             }
+            let secrets_args_permissions = secrets.insecure_permissions;
             let secrets = vaultd::secrets_from(
                 secrets.password_file.as_deref(),
                 secrets.insecure_no_passphrase,
+                secrets.insecure_permissions,
             )?;
             let cfg = vaultd::RunConfig {
                 secrets,
+                insecure_permissions: secrets_args_permissions,
                 data_dir,
                 network_file: network,
                 listen,

@@ -480,6 +480,48 @@ async fn keys_at_rest_open_only_with_the_passphrase() {
     // A wrong one, or none: it refuses to start, with a clear error.
     let wrong = tmp.path().join("wrong");
     std::fs::write(&wrong, "battery horse correct\n").unwrap();
+    let refused = |extra: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["run", "--network"])
+            .arg(&network)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env_remove("VAULTD_INSECURE_NO_PASSPHRASE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "started with {extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // A passphrase file, or a data directory, other users can read: refused, naming it.
+        let err = refused(&["--password-file", wrong.to_str().unwrap()]);
+        assert!(
+            err.contains("the passphrase file") && err.contains("wrong") && err.contains("644"),
+            "{err}"
+        );
+        let err = refused(&[
+            "--password-file",
+            wrong.to_str().unwrap(),
+            "--insecure-permissions",
+        ]);
+        assert!(err.contains("wrong passphrase"), "overridden: {err}");
+        std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = refused(&["--password-file", pw.to_str().unwrap()]);
+        assert!(
+            err.contains("the data directory") && err.contains("chmod 700"),
+            "{err}"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // The control socket's directory is the operator's alone.
+        let control = dir.join("control");
+        let mode = std::fs::metadata(&control).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "control directory mode {mode:o}");
+    }
     for extra in [
         vec!["--password-file", wrong.to_str().unwrap()],
         vec!["--insecure-no-passphrase"],

@@ -292,7 +292,10 @@ impl Store {
         store.sealer = match (recorded, secrets) {
             (Some(record), Secrets::Passphrase(p)) => Some(Sealer::unlock(&record, p)?),
             (Some(SecretsRecord::Insecure), Secrets::Insecure) => None,
-            (Some(SecretsRecord::Passphrase { .. }), Secrets::Insecure) => {
+            (
+                Some(SecretsRecord::Passphrase { .. } | SecretsRecord::Bound { .. }),
+                Secrets::Insecure,
+            ) => {
                 return Err(StorageError::Secrets(
                     "this data directory is encrypted; give its passphrase (--password-file)"
                         .into(),

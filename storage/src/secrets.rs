@@ -41,7 +41,8 @@ impl std::fmt::Debug for Secrets {
 pub enum SecretsRecord {
     /// Initialised with `--insecure-no-passphrase`.
     Insecure,
-    /// Initialised with a passphrase.
+    /// Initialised with a passphrase, before the KDF parameters were bound to the check
+    /// (directories made then still open; new ones are [`SecretsRecord::Bound`]).
     Passphrase {
         /// Argon2id salt.
         salt: [u8; 16],
@@ -54,14 +55,41 @@ pub enum SecretsRecord {
         /// A known plaintext sealed under the key: tells a wrong passphrase apart.
         check: Vec<u8>,
     },
+    /// Initialised with a passphrase; the check is sealed with the salt and the KDF parameters
+    /// as associated data, so a record whose parameters were altered (to weaken the KDF) does
+    /// not open.
+    Bound {
+        /// Argon2id salt.
+        salt: [u8; 16],
+        /// Memory (KiB).
+        m_cost: u32,
+        /// Iterations.
+        t_cost: u32,
+        /// Lanes.
+        p_cost: u32,
+        /// A known plaintext sealed under the key, bound to the four fields above.
+        check: Vec<u8>,
+    },
 }
 
-/// Argon2id parameters of new data directories (OWASP's minimum: 19 MiB, 2 passes).
-const M_COST: u32 = 19 * 1024;
-const T_COST: u32 = 2;
+/// Argon2id parameters of new data directories: 64 MiB, 3 passes, one lane (above OWASP's
+/// minimum of 19 MiB and 2 passes; RFC 9106's second recommendation is 64 MiB and 3 passes).
+const M_COST: u32 = 64 * 1024;
+const T_COST: u32 = 3;
 const P_COST: u32 = 1;
 const CHECK: &[u8] = b"vaultd secrets v1";
 const CHECK_AAD: &[u8] = b"meta/secrets";
+
+/// The associated data of a [`SecretsRecord::Bound`] check: the record's own fields.
+fn bound_aad(salt: &[u8; 16], m_cost: u32, t_cost: u32, p_cost: u32) -> Vec<u8> {
+    let mut aad = CHECK_AAD.to_vec();
+    aad.extend_from_slice(b"/argon2id");
+    aad.extend_from_slice(salt);
+    for v in [m_cost, t_cost, p_cost] {
+        aad.extend_from_slice(&v.to_le_bytes());
+    }
+    aad
+}
 
 /// Marker byte of a sealed value (plain values start with the schema version, 1).
 pub(crate) const SEALED: u8 = 0x80;
@@ -95,8 +123,8 @@ impl Sealer {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         let sealer = derive(passphrase, &salt, M_COST, T_COST, P_COST)?;
-        let check = sealer.seal(CHECK_AAD, CHECK)?;
-        let record = SecretsRecord::Passphrase {
+        let check = sealer.seal(&bound_aad(&salt, M_COST, T_COST, P_COST), CHECK)?;
+        let record = SecretsRecord::Bound {
             salt,
             m_cost: M_COST,
             t_cost: T_COST,
@@ -108,19 +136,35 @@ impl Sealer {
 
     /// The sealer of an existing record, if `passphrase` is the right one.
     pub(crate) fn unlock(record: &SecretsRecord, passphrase: &[u8]) -> Result<Sealer> {
-        let SecretsRecord::Passphrase {
-            salt,
-            m_cost,
-            t_cost,
-            p_cost,
-            check,
-        } = record
-        else {
-            return Err(StorageError::Secrets(
-                "this data directory was initialised without a passphrase \
-                 (--insecure-no-passphrase); run it the same way"
-                    .into(),
-            ));
+        let (salt, m_cost, t_cost, p_cost, check, aad) = match record {
+            SecretsRecord::Bound {
+                salt,
+                m_cost,
+                t_cost,
+                p_cost,
+                check,
+            } => (
+                salt,
+                m_cost,
+                t_cost,
+                p_cost,
+                check,
+                bound_aad(salt, *m_cost, *t_cost, *p_cost),
+            ),
+            SecretsRecord::Passphrase {
+                salt,
+                m_cost,
+                t_cost,
+                p_cost,
+                check,
+            } => (salt, m_cost, t_cost, p_cost, check, CHECK_AAD.to_vec()),
+            SecretsRecord::Insecure => {
+                return Err(StorageError::Secrets(
+                    "this data directory was initialised without a passphrase \
+                     (--insecure-no-passphrase); run it the same way"
+                        .into(),
+                ))
+            }
         };
         // Bound what a tampered record could make us spend.
         if *m_cost > 4 * 1024 * 1024 || *t_cost > 64 || *p_cost > 16 {
@@ -129,10 +173,12 @@ impl Sealer {
             ));
         }
         let sealer = derive(passphrase, salt, *m_cost, *t_cost, *p_cost)?;
-        match sealer.open(CHECK_AAD, check) {
+        match sealer.open(&aad, check) {
             Ok(plain) if plain.as_slice() == CHECK => Ok(sealer),
             _ => Err(StorageError::Secrets(
-                "wrong passphrase for this data directory".into(),
+                "wrong passphrase for this data directory (or its recorded KDF parameters \
+                 were altered)"
+                    .into(),
             )),
         }
     }
@@ -164,5 +210,61 @@ impl Sealer {
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
             .map(Zeroizing::new)
             .map_err(|_| bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_records_bind_strong_parameters_and_old_ones_still_open() {
+        let (record, _) = Sealer::create(b"pass").unwrap();
+        let SecretsRecord::Bound {
+            salt,
+            m_cost,
+            t_cost,
+            p_cost,
+            check,
+        } = record.clone()
+        else {
+            panic!("a new record binds its parameters");
+        };
+        assert_eq!((m_cost, t_cost, p_cost), (64 * 1024, 3, 1));
+        assert!(Sealer::unlock(&record, b"pass").is_ok());
+        assert!(Sealer::unlock(&record, b"other").is_err());
+        // Weakened parameters (and a weaker check to go with them) do not open.
+        let weakened = SecretsRecord::Bound {
+            salt,
+            m_cost: 8,
+            t_cost: 1,
+            p_cost,
+            check: check.clone(),
+        };
+        assert!(Sealer::unlock(&weakened, b"pass").is_err());
+        let relabelled = SecretsRecord::Passphrase {
+            salt,
+            m_cost,
+            t_cost,
+            p_cost,
+            check,
+        };
+        assert!(
+            Sealer::unlock(&relabelled, b"pass").is_err(),
+            "a bound check does not open as an unbound one"
+        );
+        // A directory made before the change: 19 MiB, 2 passes, check without the parameters.
+        let legacy_salt = [7u8; 16];
+        let sealer = derive(b"pass", &legacy_salt, 19 * 1024, 2, 1).unwrap();
+        let legacy = SecretsRecord::Passphrase {
+            salt: legacy_salt,
+            m_cost: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+            check: sealer.seal(CHECK_AAD, CHECK).unwrap(),
+        };
+        let opened = Sealer::unlock(&legacy, b"pass").unwrap();
+        let sealed = opened.seal(b"aad", b"secret").unwrap();
+        assert_eq!(sealer.open(b"aad", &sealed).unwrap().as_slice(), b"secret");
     }
 }
