@@ -1,6 +1,6 @@
-//! The operator's control socket: `DATA_DIR/control/control.sock`, a Unix socket readable only by the
-//! operator (mode 0600). One JSON request line, one JSON response line. Used by
-//! `vaultd rotate-key` (step 4).
+//! The operator's control socket: `DATA_DIR/control/control.sock`, a Unix socket reachable
+//! only by the operator (mode 0600, in a 0700 directory). One JSON request line, one JSON
+//! response line. Used by `vaultd rotate-key` (step 4).
 
 use std::path::{Path, PathBuf};
 
