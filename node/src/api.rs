@@ -240,6 +240,7 @@ fn refusal_status(refusal: &SignRefusal) -> StatusCode {
         SignRefusal::Queued { .. } | SignRefusal::Busy(_) | SignRefusal::Stopped(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
+        SignRefusal::Policy(_) => StatusCode::TOO_MANY_REQUESTS,
         SignRefusal::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

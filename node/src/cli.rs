@@ -121,6 +121,10 @@ pub enum Command {
         /// environment).
         #[arg(long, env = "VAULTD_BOOTSTRAP", value_delimiter = ',')]
         bootstrap: Vec<Multiaddr>,
+        /// TOML file of this operator's signing policy: per coin, `max_messages` per request and
+        /// `max_requests_per_hour` (past them `POST /sign` answers 429). Read at start.
+        #[arg(long, env = "VAULTD_SIGN_POLICY")]
+        sign_policy: Option<PathBuf>,
         /// Seconds a signing attempt waits for its signers before retrying with another set.
         #[arg(long, env = "VAULTD_SIGN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         sign_timeout: u64,

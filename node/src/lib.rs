@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod network;
 pub mod outbox;
 pub mod permissions;
+pub mod policy;
 pub mod processor_task;
 pub mod rate;
 pub mod redial;
@@ -163,6 +164,8 @@ pub struct RunConfig {
     pub secrets: Secrets,
     /// Start even if the data directory is open to other users (warn only).
     pub insecure_permissions: bool,
+    /// The operator's signing policy file (`--sign-policy`).
+    pub sign_policy: Option<PathBuf>,
     /// Test-only malicious behaviour of every processor of this node.
     #[cfg(feature = "fault-injection")]
     pub sabotage: Option<protocol::sabotage::Sabotage>,
@@ -193,6 +196,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let def = load_definition(&cfg.network_file)?;
+    let policy = match &cfg.sign_policy {
+        Some(path) => policy::SignPolicy::load(path)?,
+        None => policy::SignPolicy::default(),
+    };
     permissions::check_private(
         &cfg.data_dir,
         "the data directory",
@@ -438,6 +445,7 @@ pub async fn run(
         signing,
         dkg_timeout: cfg.dkg_timeout,
         metrics: metrics.clone(),
+        policy,
     })?;
     let coordinator = coordinator::Coordinator::new(coordinator::CoordinatorParts {
         core,

@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_allow_remote,
             metrics_listen,
             bootstrap,
+            sign_policy,
             sign_timeout,
             dkg_timeout,
             print_config,
@@ -109,6 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     sign_timeout = (sign_timeout as i64)
                     dkg_timeout = (dkg_timeout as i64)
                 };
+                if let Some(p) = &sign_policy {
+                    effective.insert("sign_policy".into(), p.display().to_string().into());
+                }
                 if let Some(addr) = metrics_listen {
                     effective.insert("metrics_listen".into(), addr.to_string().into());
                 }
@@ -124,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = vaultd::RunConfig {
                 secrets,
                 insecure_permissions: secrets_args_permissions,
+                sign_policy,
                 data_dir,
                 network_file: network,
                 listen,

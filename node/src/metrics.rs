@@ -61,6 +61,8 @@ pub struct Metrics {
     pub bus_full: Family<Labels, Counter>,
     /// State-changing API requests refused for a missing or wrong token, by endpoint.
     pub api_unauthorized: Family<Labels, Counter>,
+    /// Signature requests the operator's policy refused, by coin and rule.
+    pub sign_policy_refused: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -89,6 +91,7 @@ impl Default for Metrics {
             gossip_dropped: Counter::default(),
             bus_full: Family::default(),
             api_unauthorized: Family::default(),
+            sign_policy_refused: Family::default(),
             dkg_duration: Family::new_with_constructor(duration_histogram),
             sign_duration: Family::new_with_constructor(duration_histogram),
             dkg_outcomes: Family::default(),
@@ -208,6 +211,11 @@ impl Metrics {
             m.bus_full.clone(),
         );
         r.register(
+            "sign_policy_refused",
+            "Signature requests refused (429) by this node's --sign-policy, by coin and rule (max_messages, max_requests_per_hour)",
+            m.sign_policy_refused.clone(),
+        );
+        r.register(
             "api_unauthorized",
             "State-changing API requests refused (401) for a missing or wrong bearer token, by endpoint",
             m.api_unauthorized.clone(),
@@ -218,6 +226,16 @@ impl Metrics {
             m.dkg_attempt.clone(),
         );
         m
+    }
+
+    /// Count a request the signing policy refused.
+    pub fn policy_refused(&self, coin: protocol::Coin, rule: &str) {
+        self.sign_policy_refused
+            .get_or_create(&vec![
+                ("coin".into(), coin.to_string()),
+                ("rule".into(), rule.into()),
+            ])
+            .inc();
     }
 
     /// Count a request refused for its token.

@@ -172,3 +172,37 @@ fn init_writes_a_private_api_token_that_rotate_token_replaces() {
         "the token is not printed"
     );
 }
+
+#[test]
+fn a_wrong_sign_policy_stops_the_start_naming_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
+    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+    let network = tmp.path().join("network.toml");
+    write_network(&network, &ids, &["BTC"]);
+    let policy = tmp.path().join("policy.toml");
+    std::fs::write(&policy, "[BTC]\nmax_msgs = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .env("VAULTD_INSECURE_NO_PASSPHRASE", "true")
+        .args([
+            "run",
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .arg("--sign-policy")
+        .arg(&policy)
+        .arg("--data-dir")
+        .arg(&dirs[0])
+        .arg("--network")
+        .arg(&network)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("policy.toml") && err.contains("max_msgs"),
+        "{err}"
+    );
+}

@@ -150,9 +150,20 @@ async fn many_requests_then_one_and_two_validators_down() {
         )
         .await,
     ];
-    for d in &dirs[1..] {
+    // Node 2's operator approves at most one SOL message per request.
+    let policy = tmp.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[SOL]\nmax_messages = 1\nmax_requests_per_hour = 1000\n",
+    )
+    .unwrap();
+    for (i, d) in dirs.iter().enumerate().skip(1) {
         let boot = nodes[0].p2p.clone();
-        nodes.push(Node::start(d, &network, Some(&boot)).await);
+        let extra: Vec<&str> = match i {
+            1 => vec!["--sign-policy", policy.to_str().unwrap()],
+            _ => Vec::new(),
+        };
+        nodes.push(Node::start_with(d, &network, Some(&boot), &extra).await);
     }
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_all_active(&refs, COINS.len(), Duration::from_secs(240)).await;
@@ -237,6 +248,26 @@ async fn many_requests_then_one_and_two_validators_down() {
             .0,
         404
     );
+
+    // Past its operator's policy a node answers 429 with the rule, and counts it.
+    let (code, body) = post_sign(
+        &nodes[1],
+        "SOL",
+        &[message("SOL", 3000), message("SOL", 3001)],
+    )
+    .await;
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("at most 1"),
+        "{body}"
+    );
+    assert!(nodes[1]
+        .metrics()
+        .await
+        .contains("vaultd_sign_policy_refused_total{coin=\"SOL\",rule=\"max_messages\"} 1"));
+    assert!(nodes[1]
+        .log()
+        .contains("refused a signature request by policy"));
 
     // Bad requests get a 4xx and a reason.
     let (code, body) = post_sign(&nodes[0], "BTC", &[vec![1; 31]]).await;

@@ -76,6 +76,9 @@ pub enum SignRefusal {
     /// The coin's processor has stopped.
     #[error("the {0} processor has stopped")]
     Stopped(Coin),
+    /// The operator's signing policy does not allow it (`--sign-policy`).
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyRule),
     /// The request could not be stored.
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
@@ -152,6 +155,7 @@ impl Core {
         request: SignRequest,
         targets: Vec<TargetView>,
         reply: I::SignReply,
+        now: std::time::Instant,
         out: &mut Vec<Action<I>>,
     ) {
         let admitted = admit(
@@ -162,6 +166,17 @@ impl Core {
             self.max_queued,
             &self.me,
         );
+        // The policy counts only what would otherwise be accepted.
+        let admitted = admitted.and_then(|a| {
+            self.policy
+                .admit(request.coin, request.messages.len(), now)
+                .map_err(|rule| {
+                    self.metrics.policy_refused(request.coin, rule.label());
+                    tracing::warn!(coin = %request.coin, rule = rule.label(), reason = %rule, "refused a signature request by policy");
+                    SignRefusal::Policy(rule)
+                })?;
+            Ok(a)
+        });
         let (target, record) = match admitted {
             Ok(a) => a,
             Err(refusal) => {

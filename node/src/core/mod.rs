@@ -87,6 +87,8 @@ pub struct CoreParts {
     pub dkg_timeout: Duration,
     /// vaultd's metrics (counters only: in memory).
     pub metrics: Metrics,
+    /// The operator's signing policy (`--sign-policy`).
+    pub policy: crate::policy::SignPolicy,
 }
 
 /// The coordinator's state.
@@ -100,6 +102,8 @@ pub struct Core {
     retiring: Vec<VaultRecord>,
     sign_timeout: Duration,
     max_queued: usize,
+    /// The operator's signing policy, and what it accepted in the last hour.
+    policy: crate::policy::SignPolicy,
     gossip_topics: BTreeMap<Coin, IdentTopic>,
     topic_coins: HashMap<TopicHash, Coin>,
     validators: BTreeMap<PeerId, ValidatorId>,
@@ -138,6 +142,7 @@ impl Core {
             signing,
             dkg_timeout,
             metrics,
+            policy,
         } = parts;
         let gossip_topics: BTreeMap<Coin, IdentTopic> = def
             .coins
@@ -157,6 +162,7 @@ impl Core {
         Ok(Core {
             sign_timeout: Duration::from_millis(signing.attempt_timeout_ms),
             max_queued: signing.max_queued,
+            policy,
             names: Names::new(validators.values()),
             announcer: Announcer::default().with_dkg_timeout(dkg_timeout),
             def,
@@ -259,7 +265,7 @@ impl Core {
                 request,
                 targets,
                 reply,
-            } => self.on_sign(request, targets, reply, &mut out),
+            } => self.on_sign(request, targets, reply, now, &mut out),
             Event::ReAnnounce => self.announcer.ask_round(),
         }
         // What the event queued leaves now, not at the next tick.

@@ -82,6 +82,7 @@ impl Net {
             signing: SigningConfig::default(),
             dkg_timeout: Duration::from_secs(60),
             metrics: Metrics::register(&mut registry),
+            policy: crate::policy::SignPolicy::default(),
         })
         .unwrap();
         let actions = core.handle(Event::Start { outbox: Vec::new() }, now);
