@@ -104,8 +104,9 @@ async fn json_logs_are_one_object_per_line() {
     }
 }
 
-#[test]
-fn the_api_stays_on_loopback_unless_the_operator_allows_remote_access() {
+/// `vaultd run` of a fresh validator (of two) with `extra` flags, expected to refuse to start;
+/// its stderr.
+fn refused_run(extra: &[&str], files: impl FnOnce(&Path) -> Vec<String>) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
     let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
@@ -113,23 +114,37 @@ fn the_api_stays_on_loopback_unless_the_operator_allows_remote_access() {
     write_network(&network, &ids, &["BTC"]);
     let out = Command::new(BIN)
         .env("VAULTD_INSECURE_NO_PASSPHRASE", "true")
-        .args([
-            "run",
-            "--api",
-            "0.0.0.0:0",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
+        .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(extra)
+        .args(files(tmp.path()))
         .arg("--data-dir")
         .arg(&dirs[0])
         .arg("--network")
         .arg(&network)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a non-loopback API was served");
+    assert!(!out.status.success(), "vaultd run {extra:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_api_stays_on_loopback_unless_the_operator_allows_remote_access() {
+    let err = refused_run(&["--api", "0.0.0.0:0"], |_| Vec::new());
     assert!(
         err.contains("0.0.0.0:0") && err.contains("--api-allow-remote"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_sign_policy_stops_the_start_naming_file_and_key() {
+    let err = refused_run(&["--api", "127.0.0.1:0"], |dir| {
+        let policy = dir.join("policy.toml");
+        std::fs::write(&policy, "[BTC]\nmax_msgs = 1\n").unwrap();
+        vec!["--sign-policy".into(), policy.display().to_string()]
+    });
+    assert!(
+        err.contains("policy.toml") && err.contains("max_msgs"),
         "{err}"
     );
 }
@@ -147,62 +162,14 @@ fn init_writes_a_private_api_token_that_rotate_token_replaces() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "token file mode {mode:o}");
     }
-    let out = Command::new(BIN)
-        .args(["rotate-token", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = rotate_token(&dir);
     let second = vaultd::token::read(&file).unwrap();
     assert!(
         !second.matches(first.expose()),
         "rotate-token made a new token"
     );
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         !printed.contains(second.expose()),
         "the token is not printed"
-    );
-}
-
-#[test]
-fn a_wrong_sign_policy_stops_the_start_naming_file_and_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network = tmp.path().join("network.toml");
-    write_network(&network, &ids, &["BTC"]);
-    let policy = tmp.path().join("policy.toml");
-    std::fs::write(&policy, "[BTC]\nmax_msgs = 1\n").unwrap();
-    let out = Command::new(BIN)
-        .env("VAULTD_INSECURE_NO_PASSPHRASE", "true")
-        .args([
-            "run",
-            "--api",
-            "127.0.0.1:0",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
-        .arg("--sign-policy")
-        .arg(&policy)
-        .arg("--data-dir")
-        .arg(&dirs[0])
-        .arg("--network")
-        .arg(&network)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("policy.toml") && err.contains("max_msgs"),
-        "{err}"
     );
 }

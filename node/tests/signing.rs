@@ -201,16 +201,7 @@ async fn many_requests_then_one_and_two_validators_down() {
         "{metrics}"
     );
     // A rotated token replaces the old one at once, without a restart.
-    let out = Command::new(BIN)
-        .args(["rotate-token", "--data-dir"])
-        .arg(&dirs[0])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rotate_token(&dirs[0]);
     let old = std::mem::replace(
         &mut nodes[0].token,
         vaultd::token::read(&vaultd::token::path(&dirs[0])).unwrap(),

@@ -45,6 +45,22 @@ pub fn cli(args: &[&str], dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `vaultd rotate-token` for `dir`; panics on failure; what it printed (stdout and stderr).
+pub fn rotate_token(dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["rotate-token", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "vaultd rotate-token: {printed}");
+    printed
+}
+
 pub fn init(dir: &Path) -> String {
     cli(&["init"], dir)["peer_id"].as_str().unwrap().to_string()
 }
