@@ -65,12 +65,29 @@ pub fn config_path(args: &[String]) -> Option<PathBuf> {
 /// The environment variables a config file sets: (variable, value) for every key, checked.
 pub fn read(path: &Path) -> Result<Vec<(&'static str, String)>, NodeError> {
     let err = |msg: String| NodeError::Config(format!("config file {}: {msg}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if meta.len() > MAX_CONFIG_SIZE {
-        return Err(err("over 1 MiB".into()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = read_capped(path, MAX_CONFIG_SIZE, "over 1 MiB").map_err(err)?;
     parse(&text).map_err(err)
+}
+
+/// The text of an operator's file (settings, policy, token) of at most `max` bytes; past it,
+/// the error is `too_big`. Reads at most `max + 1` bytes, so a file that grows while it is read
+/// cannot make the node read more.
+pub fn read_capped(path: &Path, max: u64, too_big: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    // Sized up front: a secret (the token) is not left behind in reallocated buffers.
+    let size = file
+        .metadata()
+        .map_or(0, |m| m.len())
+        .min(max.saturating_add(1));
+    let mut text = String::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(too_big.to_string());
+    }
+    Ok(text)
 }
 
 fn parse(text: &str) -> Result<Vec<(&'static str, String)>, String> {

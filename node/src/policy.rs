@@ -89,11 +89,7 @@ impl SignPolicy {
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let err =
             |what: String| NodeError::Config(format!("sign policy {}: {what}", path.display()));
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        if meta.len() > MAX_POLICY_FILE {
-            return Err(err("over 64 KiB".into()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = crate::config::read_capped(path, MAX_POLICY_FILE, "over 64 KiB").map_err(err)?;
         Self::parse(&text).map_err(err)
     }
 

@@ -57,11 +57,9 @@ impl ApiToken {
 pub fn read(file: &Path) -> Result<ApiToken, NodeError> {
     let err =
         |what: String| NodeError::Config(format!("API token file {}: {what}", file.display()));
-    let meta = std::fs::metadata(file).map_err(|e| err(e.to_string()))?;
-    if meta.len() > MAX_TOKEN_FILE {
-        return Err(err("too large to be a token".into()));
-    }
-    let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?);
+    let text = Zeroizing::new(
+        crate::config::read_capped(file, MAX_TOKEN_FILE, "too large to be a token").map_err(err)?,
+    );
     let token = text.trim();
     if token.is_empty() {
         return Err(err("empty".into()));
