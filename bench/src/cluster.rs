@@ -262,20 +262,34 @@ impl Cluster {
         Ok((values[values.len() / 2], values[values.len() - 1]))
     }
 
-    /// `count` requests one at a time, each to the next node and coin: `POST /sign` until the
-    /// node's record is done.
+    /// Request `k`: approved (`POST /sign`) on t nodes starting at node `k mod n`, on coin
+    /// `k mod coins`; the first node and the request id.
+    async fn approve(&self, k: usize) -> Result<(&Node, String)> {
+        let n = self.nodes.len();
+        let t = usize::from(protocol::network::default_threshold(n));
+        let coin = self.coins[k % self.coins.len()];
+        let spec = vaultd::SignSpec {
+            coin,
+            messages: hex_messages(coin, k),
+            session: None,
+            reference: None,
+        };
+        let mut id = String::new();
+        for j in 0..t {
+            let node = &self.nodes[(k + j) % n];
+            id = vaultd::submit_sign(&node.api, &node.token, &spec).await?;
+        }
+        Ok((&self.nodes[k % n], id))
+    }
+
+    /// `count` requests one at a time, each approved on t nodes starting at the next one, on
+    /// the next coin: from the first approval until the first approver's record is done.
     pub async fn latency(&self, count: usize) -> Result<(Latencies, usize)> {
         let mut latency = Latencies::default();
         let mut failed = 0;
         for k in 0..count {
-            let (node, coin) = (
-                &self.nodes[k % self.nodes.len()],
-                self.coins[k % self.coins.len()],
-            );
             let started = Instant::now();
-            let id =
-                vaultd::submit_sign(&node.api, &node.token, coin, &hex_messages(coin, k), None)
-                    .await?;
+            let (node, id) = self.approve(k).await?;
             let r = vaultd::wait_sign(
                 &node.api,
                 &id,
@@ -295,15 +309,8 @@ impl Cluster {
         let started = Instant::now();
         let mut ids = Vec::new();
         for k in 0..count {
-            let (node, coin) = (
-                &self.nodes[k % self.nodes.len()],
-                self.coins[k % self.coins.len()],
-            );
-            ids.push((
-                node,
-                vaultd::submit_sign(&node.api, &node.token, coin, &hex_messages(coin, k), None)
-                    .await?,
-            ));
+            // Other messages than the latency run's: a request is named by its content.
+            ids.push(self.approve(crate::THROUGHPUT_FIRST + k).await?);
         }
         let mut failed = 0;
         for (node, id) in ids {

@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use protocol::{
     keys::NodeKeys, local::LocalNetwork, network::NetworkDefinition, vault::SignStatus, Coin,
 };
-use rand_core::{OsRng, RngCore};
 
-use crate::{messages_for, Latencies};
+use rand_core::OsRng;
+
+use crate::{messages_for, Latencies, THROUGHPUT_FIRST};
 
 /// What one in-process run measured.
 pub struct InProcess {
@@ -55,9 +56,8 @@ pub fn run(
     let mut latency = Latencies::default();
     for k in 0..latency_requests {
         let (origin, coin) = (k % n, coins[k % coins.len()]);
-        let id = random_id();
         let started = Instant::now();
-        net.request(origin, coin, id, messages_for(coin, k))?;
+        let id = net.request(&net.approvers_from(origin), coin, messages_for(coin, k))?;
         net.run()?;
         latency.push(started.elapsed());
         done(&net, origin, coin, &id)?;
@@ -67,8 +67,9 @@ pub fn run(
     let mut ids = Vec::new();
     for k in 0..throughput_requests {
         let (origin, coin) = (k % n, coins[k % coins.len()]);
-        let id = random_id();
-        net.request(origin, coin, id, messages_for(coin, k))?;
+        // Other messages than the latency run's: a request is named by its content.
+        let messages = messages_for(coin, THROUGHPUT_FIRST + k);
+        let id = net.request(&net.approvers_from(origin), coin, messages)?;
         ids.push((origin, coin, id));
     }
     net.run()?;
@@ -82,12 +83,6 @@ pub fn run(
         latency,
         sign_per_s: throughput_requests as f64 / elapsed,
     })
-}
-
-fn random_id() -> [u8; 32] {
-    let mut id = [0u8; 32];
-    OsRng.fill_bytes(&mut id);
-    id
 }
 
 fn done(net: &LocalNetwork, origin: usize, coin: Coin, id: &[u8; 32]) -> Result<()> {

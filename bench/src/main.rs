@@ -97,6 +97,9 @@ impl Latencies {
 
 /// The messages of request `k`: one per request, in the coin's format (a 32-byte sighash, or
 /// a Solana transaction message of 100 bytes), all different.
+/// The first request number of a throughput run (the latency run uses those below it).
+pub const THROUGHPUT_FIRST: usize = 1 << 20;
+
 pub fn messages_for(coin: Coin, k: usize) -> Vec<Vec<u8>> {
     let len = if coin == Coin::Sol { 100 } else { 32 };
     let mut m = vec![0u8; len];

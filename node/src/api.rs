@@ -1,5 +1,7 @@
 //! The HTTP endpoint: `GET /status` (JSON), `GET /health`, `GET /metrics` (Prometheus text),
-//! `POST /sign` and `GET /sign/{id}`.
+//! `POST /sign` (this operator's approval of a request; its id is a hash of the content, so
+//! every operator who approves the same request gets the same id) and `GET /sign/{id}` (the
+//! approvals, signers, status and signatures known on this node).
 //!
 //! Whatever changes state (`POST /sign`) needs the operator's bearer token (`token.rs`); a
 //! request without it, or with a wrong one, is answered 401 before anything is read or
@@ -121,6 +123,19 @@ pub struct SignBody {
     /// session's vault signs while it is retiring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u32>,
+    /// The client's reference (for example the transaction's id): part of the request id, so
+    /// two requests for the same messages can be told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// One approval of a request, as `GET /sign/{id}` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApprovalView {
+    /// The approving validator.
+    pub approver: String,
+    /// Unix time (seconds) until which it counts.
+    pub expires_at: u64,
 }
 
 /// Answer of `GET /sign/{id}`.
@@ -140,10 +155,20 @@ pub struct SignResult {
     pub reason: Option<String>,
     /// The attempt number.
     pub attempt: u32,
-    /// The validator whose API received the request.
+    /// The validator that originates the ceremony (before one starts: the first approver
+    /// known here).
     pub origin: String,
     /// Validators left out of later attempts, and why.
     pub left_out: Vec<(String, String)>,
+    /// The approvals known on this node (the signers are chosen among them).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalView>,
+    /// Unix time (seconds) when the request expires unless signed.
+    #[serde(default)]
+    pub expires_at: u64,
+    /// The client's reference.
+    #[serde(default)]
+    pub reference: Option<String>,
 }
 
 impl From<SignRecord> for SignResult {
@@ -165,6 +190,16 @@ impl From<SignRecord> for SignResult {
                 .into_iter()
                 .map(|(v, why)| (v.to_string(), why))
                 .collect(),
+            approvals: r
+                .approvals
+                .iter()
+                .map(|a| ApprovalView {
+                    approver: a.approver.to_string(),
+                    expires_at: a.expires_at,
+                })
+                .collect(),
+            expires_at: r.expires_at,
+            reference: r.reference,
         }
     }
 }
@@ -210,6 +245,7 @@ async fn sign(
             coin,
             messages,
             session: body.session,
+            reference: body.reference,
             reply,
         })
         .await
@@ -235,8 +271,10 @@ async fn sign(
 fn refusal_status(refusal: &SignRefusal) -> StatusCode {
     match refusal {
         SignRefusal::UnknownCoin(_) | SignRefusal::UnknownSession { .. } => StatusCode::NOT_FOUND,
-        SignRefusal::NotActive(_) => StatusCode::CONFLICT,
-        SignRefusal::InvalidMessages(_) => StatusCode::BAD_REQUEST,
+        SignRefusal::NotActive(_) | SignRefusal::Refused(_) => StatusCode::CONFLICT,
+        SignRefusal::InvalidMessages(_) | SignRefusal::InvalidReference(_) => {
+            StatusCode::BAD_REQUEST
+        }
         SignRefusal::Queued { .. } | SignRefusal::Busy(_) | SignRefusal::Stopped(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }

@@ -200,6 +200,29 @@ impl Topic {
         }
     }
 
+    /// An operator's approval of a signing request; the processor answers `reply` once it is
+    /// stored. A full queue or a stopped processor is answered here.
+    pub fn approve(
+        &self,
+        msg: protocol::messages::SignatureRequested,
+        reply: oneshot::Sender<Result<[u8; 32], crate::core::SignRefusal>>,
+    ) -> Placed {
+        use crate::core::SignRefusal;
+        match self.send(ProcessorCommand::Approve { msg, reply }) {
+            Ok(()) => Placed::Queued,
+            Err(mpsc::error::TrySendError::Full(ProcessorCommand::Approve { reply, .. })) => {
+                let _ = reply.send(Err(SignRefusal::Busy(self.coin)));
+                Placed::Full
+            }
+            Err(e) => {
+                if let ProcessorCommand::Approve { reply, .. } = e.into_inner() {
+                    let _ = reply.send(Err(SignRefusal::Stopped(self.coin)));
+                }
+                Placed::Gone
+            }
+        }
+    }
+
     /// Test-only: the processor stops taking commands while `flag` is set.
     #[cfg(feature = "fault-injection")]
     pub fn stall(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Placed {
@@ -223,6 +246,14 @@ pub enum ProcessorCommand {
         latest: Vec<CoordinatorMessage>,
         /// Arrival range of the `Log` entries.
         seqs: Option<(u64, u64)>,
+    },
+    /// An operator's approval of a signing request (`POST /sign`); replies with the request
+    /// id once the approval is stored, or why it was refused.
+    Approve {
+        /// The approval.
+        msg: protocol::messages::SignatureRequested,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<[u8; 32], crate::core::SignRefusal>>,
     },
     /// Step 4: rotate the messaging key; replies with the new public key and seq.
     Rotate(oneshot::Sender<Result<([u8; 32], u64), String>>),

@@ -53,26 +53,6 @@ pub struct SecretsArgs {
     pub insecure_permissions: bool,
 }
 
-/// Where a client command finds the operator's API token.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TokenArgs {
-    /// The node's data directory (its `api-token` file is used).
-    #[arg(long, env = "VAULTD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The API token file (instead of `DATA_DIR/api-token`).
-    #[arg(long, env = "VAULTD_API_TOKEN_FILE", conflicts_with = "data_dir")]
-    pub token_file: Option<PathBuf>,
-}
-
-impl TokenArgs {
-    /// The token file these arguments name.
-    pub fn file(&self) -> Option<PathBuf> {
-        self.token_file
-            .clone()
-            .or_else(|| self.data_dir.as_deref().map(crate::token::path))
-    }
-}
-
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -128,6 +108,10 @@ pub enum Command {
         /// Seconds a signing attempt waits for its signers before retrying with another set.
         #[arg(long, env = "VAULTD_SIGN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         sign_timeout: u64,
+        /// Seconds this operator's approval of a signing request counts: a request that fewer
+        /// than t validators approved in that time expires, naming who approved.
+        #[arg(long, env = "VAULTD_APPROVAL_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604800))]
+        approval_ttl: u64,
         /// Seconds a DKG phase may make no progress before this validator votes to run the next
         /// attempt without the participants it still waits for.
         #[arg(long, env = "VAULTD_DKG_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
@@ -148,9 +132,27 @@ pub enum Command {
     /// Ask a running validator to sign messages with a coin's vault; waits and prints one
     /// signature (hex) per message.
     Sign {
-        /// The node's HTTP endpoint, host:port.
-        #[arg(long, env = "VAULTD_API", default_value = "127.0.0.1:8555")]
-        api: String,
+        /// A node's HTTP endpoint, host:port (repeatable: the request is approved on each, in
+        /// order; give each one's token with a `--data-dir` or `--token-file` in the same order).
+        #[arg(long = "api", env = "VAULTD_API", value_delimiter = ',')]
+        apis: Vec<String>,
+        /// A node's data directory (its `api-token` file is used); repeatable, one per `--api`.
+        #[arg(long = "data-dir")]
+        data_dirs: Vec<PathBuf>,
+        /// An API token file (instead of `DATA_DIR/api-token`); repeatable, one per `--api`.
+        #[arg(
+            long = "token-file",
+            env = "VAULTD_API_TOKEN_FILE",
+            conflicts_with = "data_dirs"
+        )]
+        token_files: Vec<PathBuf>,
+        /// The `cluster.json` of `scripts/local-cluster.sh`: approve on its first
+        /// `--approvals` nodes (default: the threshold t), with their tokens.
+        #[arg(long, conflicts_with_all = ["apis", "data_dirs", "token_files"])]
+        cluster: Option<PathBuf>,
+        /// With `--cluster`: on how many of its nodes to approve.
+        #[arg(long, requires = "cluster")]
+        approvals: Option<usize>,
         /// Coin (BTC, ETH, SOL).
         #[arg(long)]
         coin: Coin,
@@ -158,6 +160,10 @@ pub enum Command {
         /// sighash; ETH: a 32-byte digest; SOL: the transaction message bytes.
         #[arg(long = "message", required = true)]
         messages: Vec<String>,
+        /// The client's reference (for example the transaction's id): part of the request id,
+        /// so every operator approving the same transaction approves the same request.
+        #[arg(long)]
+        reference: Option<String>,
         /// Seconds to wait for the signatures.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
@@ -165,9 +171,6 @@ pub enum Command {
         /// current one.
         #[arg(long)]
         session: Option<u32>,
-        /// Where the API token is read from.
-        #[command(flatten)]
-        token: TokenArgs,
     },
     /// Replace the API token of a data directory (a running node uses the new one at once;
     /// the old one stops working).

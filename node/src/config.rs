@@ -43,6 +43,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("metrics_listen", "VAULTD_METRICS_LISTEN", Kind::Text),
     ("bootstrap", "VAULTD_BOOTSTRAP", Kind::List),
     ("sign_timeout", "VAULTD_SIGN_TIMEOUT", Kind::Integer),
+    ("approval_ttl", "VAULTD_APPROVAL_TTL", Kind::Integer),
     ("sign_policy", "VAULTD_SIGN_POLICY", Kind::Text),
     ("dkg_timeout", "VAULTD_DKG_TIMEOUT", Kind::Integer),
     ("log_format", "VAULTD_LOG_FORMAT", Kind::Text),

@@ -181,6 +181,7 @@ mod tests {
         );
         let request =
             CoordinatorMessage::SignatureRequested(protocol::messages::SignatureRequested {
+                reference: None,
                 id: [0; 32],
                 messages: Vec::new(),
             });

@@ -9,6 +9,7 @@ pub mod announce;
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod coordinator;
@@ -49,6 +50,7 @@ use storage::{Identity, IdentityKey, IdentityValue, KeyShares, Secrets, Store, V
 use tokio::sync::mpsc;
 use tracing::info;
 
+pub use client::{cluster_approvers, sign_and_wait, submit_sign, wait_sign, Approver, SignSpec};
 pub use error::NodeError;
 
 /// Largest network definition file read.
@@ -158,6 +160,8 @@ pub struct RunConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// How long a signing attempt waits for its signers before a retry with another set.
     pub sign_timeout: std::time::Duration,
+    /// How long this operator's approvals of signing requests count.
+    pub approval_ttl: std::time::Duration,
     /// How long a DKG phase may make no progress before this validator votes.
     pub dkg_timeout: std::time::Duration,
     /// How the keys are protected at rest.
@@ -301,6 +305,7 @@ pub async fn run(
     };
     let signing = protocol::signing::SigningConfig {
         attempt_timeout_ms: u64::try_from(cfg.sign_timeout.as_millis()).unwrap_or(u64::MAX),
+        approval_ttl_s: cfg.approval_ttl.as_secs().max(1),
         ..Default::default()
     };
     if let Some(l) = metrics_listener {
@@ -512,77 +517,4 @@ fn start_processor(
     }
     .spawn()?;
     Ok(bus::Topic::new(me, coin, tx))
-}
-
-/// `vaultd sign`: submit a request to `api`, then poll until it is done or failed (or
-/// `timeout` passes).
-pub async fn sign_and_wait(
-    api: &str,
-    token: &token::ApiToken,
-    coin: protocol::Coin,
-    messages: &[String],
-    session: Option<u32>,
-    timeout: std::time::Duration,
-) -> Result<api::SignResult, NodeError> {
-    let id = submit_sign(api, token, coin, messages, session).await?;
-    wait_sign(api, &id, std::time::Duration::from_millis(200), timeout).await
-}
-
-/// `POST /sign` to `api` with the operator's `token`; the request id (hex), or the node's
-/// refusal as an error.
-pub async fn submit_sign(
-    api: &str,
-    token: &token::ApiToken,
-    coin: protocol::Coin,
-    messages: &[String],
-    session: Option<u32>,
-) -> Result<String, NodeError> {
-    let body = serde_json::to_string(&api::SignBody {
-        coin: coin.to_string(),
-        messages: messages.to_vec(),
-        session,
-    })
-    .map_err(|e| NodeError::Config(e.to_string()))?;
-    let (code, answer) = http_client::post_json_authorized(api, "/sign", &body, token).await?;
-    let value: serde_json::Value = serde_json::from_str(&answer)
-        .map_err(|_| NodeError::Config(format!("{api} answered {code}: {answer}")))?;
-    match value.get("id").and_then(|v| v.as_str()) {
-        Some(id) => Ok(id.to_string()),
-        None => {
-            let reason = value
-                .get("error")
-                .and_then(|v| v.as_str())
-                .unwrap_or(&answer);
-            Err(NodeError::Config(format!(
-                "request refused ({code}): {reason}"
-            )))
-        }
-    }
-}
-
-/// Poll `GET /sign/{id}` every `poll` until the request is done or failed (or `timeout`
-/// passes).
-pub async fn wait_sign(
-    api: &str,
-    id: &str,
-    poll: std::time::Duration,
-    timeout: std::time::Duration,
-) -> Result<api::SignResult, NodeError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (code, body) = http_client::get(api, &format!("/sign/{id}")).await?;
-        if code == 200 {
-            let r: api::SignResult = serde_json::from_str(&body)
-                .map_err(|e| NodeError::Config(format!("malformed answer: {e}")))?;
-            if r.status != "pending" {
-                return Ok(r);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(NodeError::Config(format!(
-                "request {id} still pending after {timeout:?}"
-            )));
-        }
-        tokio::time::sleep(poll).await;
-    }
 }

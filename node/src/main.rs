@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bootstrap,
             sign_policy,
             sign_timeout,
+            approval_ttl,
             dkg_timeout,
             print_config,
             #[cfg(feature = "fault-injection")]
@@ -108,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     api_allow_remote = (api_allow_remote)
                     bootstrap = (bootstrap.iter().map(|a| a.to_string()).collect::<Vec<_>>())
                     sign_timeout = (sign_timeout as i64)
+                    approval_ttl = (approval_ttl as i64)
                     dkg_timeout = (dkg_timeout as i64)
                 };
                 if let Some(p) = &sign_policy {
@@ -137,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics_listen,
                 bootstrap,
                 sign_timeout: std::time::Duration::from_secs(sign_timeout),
+                approval_ttl: std::time::Duration::from_secs(approval_ttl),
                 dkg_timeout: std::time::Duration::from_secs(dkg_timeout),
                 #[cfg(feature = "fault-injection")]
                 sabotage,
@@ -163,26 +166,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Sign {
-            api,
+            apis,
+            data_dirs,
+            token_files,
+            cluster,
+            approvals,
             coin,
             messages,
+            reference,
             timeout,
             session,
-            token,
         } => {
-            let file = token.file().context(
-                "no API token: pass --data-dir (the node's, for DATA_DIR/api-token) or --token-file",
-            )?;
-            let token = vaultd::token::read(&file)?;
-            let result = vaultd::sign_and_wait(
-                &api,
-                &token,
+            let approvers = match cluster {
+                Some(path) => vaultd::cluster_approvers(&path, approvals)?,
+                None => vaultd::client::approvers_from_args(apis, data_dirs, token_files)?,
+            };
+            let spec = vaultd::SignSpec {
                 coin,
-                &messages,
+                messages,
                 session,
-                std::time::Duration::from_secs(timeout),
-            )
-            .await?;
+                reference,
+            };
+            let result =
+                vaultd::sign_and_wait(&approvers, &spec, std::time::Duration::from_secs(timeout))
+                    .await?;
             if result.status != "done" {
                 bail!(
                     "request {} {}: {}",

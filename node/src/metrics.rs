@@ -63,6 +63,11 @@ pub struct Metrics {
     pub api_unauthorized: Family<Labels, Counter>,
     /// Signature requests the operator's policy refused, by coin and rule.
     pub sign_policy_refused: Family<Labels, Counter>,
+    /// Signing approvals, by coin and direction (`given` by this operator, `received` from
+    /// other validators and verified).
+    pub sign_approvals: Family<Labels, Counter>,
+    /// Requests that expired unsigned (fewer than t approvals, or not signed in time), by coin.
+    pub sign_expired: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -92,6 +97,8 @@ impl Default for Metrics {
             bus_full: Family::default(),
             api_unauthorized: Family::default(),
             sign_policy_refused: Family::default(),
+            sign_approvals: Family::default(),
+            sign_expired: Family::default(),
             dkg_duration: Family::new_with_constructor(duration_histogram),
             sign_duration: Family::new_with_constructor(duration_histogram),
             dkg_outcomes: Family::default(),
@@ -216,6 +223,16 @@ impl Metrics {
             m.sign_policy_refused.clone(),
         );
         r.register(
+            "sign_approvals",
+            "Signing approvals by coin and direction: given (this operator's, signed and announced) and received (another validator's, verified)",
+            m.sign_approvals.clone(),
+        );
+        r.register(
+            "sign_expired",
+            "Signature requests that expired unsigned here (fewer than t approvals in time), by coin",
+            m.sign_expired.clone(),
+        );
+        r.register(
             "api_unauthorized",
             "State-changing API requests refused (401) for a missing or wrong bearer token, by endpoint",
             m.api_unauthorized.clone(),
@@ -235,6 +252,23 @@ impl Metrics {
                 ("coin".into(), coin.to_string()),
                 ("rule".into(), rule.into()),
             ])
+            .inc();
+    }
+
+    /// Count an approval given or received.
+    pub fn approval(&self, coin: protocol::Coin, direction: &str) {
+        self.sign_approvals
+            .get_or_create(&vec![
+                ("coin".into(), coin.to_string()),
+                ("direction".into(), direction.into()),
+            ])
+            .inc();
+    }
+
+    /// Count a request that expired unsigned.
+    pub fn sign_expired(&self, coin: protocol::Coin) {
+        self.sign_expired
+            .get_or_create(&vec![("coin".into(), coin.to_string())])
             .inc();
     }
 

@@ -116,7 +116,10 @@ impl ProcessorTask {
             return;
         }
         while let Some(cmd) = self.commands.blocking_recv() {
+            // Approvals expire by the wall clock; the machine reads it from here.
+            self.processor.set_unix_time(unix_now());
             let ok = match cmd {
+                ProcessorCommand::Approve { msg, reply } => self.approve(msg, reply),
                 ProcessorCommand::Input(msg) => {
                     let outputs = self.input(*msg);
                     self.apply(outputs)
@@ -159,6 +162,56 @@ impl ProcessorTask {
         }
     }
 
+    /// This operator's approval of a request (`POST /sign`): answered with the id once it is
+    /// stored (and announced), or with the reason it was refused. A request already finished
+    /// here is answered from its record.
+    fn approve(
+        &mut self,
+        msg: protocol::messages::SignatureRequested,
+        reply: tokio::sync::oneshot::Sender<Result<[u8; 32], crate::core::SignRefusal>>,
+    ) -> bool {
+        use crate::core::SignRefusal;
+        let coin = self.processor.coin();
+        let id = msg.id;
+        match self.store.get::<SignRequests>(&RequestId(id)) {
+            Ok(Some(r)) if r.status != protocol::vault::SignStatus::Pending => {
+                let _ = reply.send(Ok(id));
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = reply.send(Err(SignRefusal::Storage(e)));
+                return true;
+            }
+        }
+        match self
+            .processor
+            .handle(CoordinatorMessage::SignatureRequested(msg))
+        {
+            Ok(outputs) => {
+                let approved = outputs.iter().any(|o| {
+                    matches!(
+                        o,
+                        Output::Bus(protocol::messages::ProcessorMessage::SignApproval(_))
+                    )
+                });
+                let ok = self.apply(outputs);
+                if ok {
+                    if approved {
+                        info!(%coin, request = %hex::encode(id), "approved by this operator");
+                    }
+                    let _ = reply.send(Ok(id));
+                }
+                ok
+            }
+            Err(e) => {
+                info!(%coin, request = %hex::encode(id), reason = %e, "approval refused");
+                let _ = reply.send(Err(SignRefusal::Refused(e.to_string())));
+                true
+            }
+        }
+    }
+
     /// Messages that waited in the inbound table while our queue was full: the latest of some
     /// `Replace` slots, then this coin's `Log` entries that arrived in `seqs`, in arrival order.
     fn replay(&mut self, latest: Vec<CoordinatorMessage>, seqs: Option<(u64, u64)>) -> bool {
@@ -188,7 +241,17 @@ impl ProcessorTask {
     /// Hand one `...In` message to the processor; log and drop whatever it rejects (the message
     /// itself, or buffered ones it could check now). Returns what to persist and send.
     fn input(&mut self, msg: CoordinatorMessage) -> Vec<Output> {
+        let approval = matches!(
+            &msg,
+            CoordinatorMessage::GeneralIn(protocol::messages::GeneralIn {
+                msg: protocol::messages::GeneralMessage::SignApproval(_),
+                ..
+            })
+        );
         let result = self.processor.handle(msg.clone());
+        if approval && result.is_ok() {
+            self.metrics.approval(self.processor.coin(), "received");
+        }
         let mut rejected = self.processor.take_rejected();
         let outputs = match result {
             Ok(o) => o,
@@ -237,6 +300,9 @@ impl ProcessorTask {
         for o in outputs {
             let r = match o {
                 Output::Bus(m) => {
+                    if matches!(m, protocol::messages::ProcessorMessage::SignApproval(_)) {
+                        self.metrics.approval(coin, "given");
+                    }
                     messages.push(m);
                     Ok(())
                 }
@@ -300,6 +366,9 @@ impl ProcessorTask {
                 Output::Persist(Persist::SignRecord { record, failure }) => {
                     self.sign_record(&mut batch, record, failure)
                 }
+                Output::Persist(Persist::ForgetSignRecord { id }) => {
+                    self.forget_record(&mut batch, id)
+                }
                 Output::Persist(Persist::Vote(v)) => batch
                     .put::<DkgVotes>(
                         &VoteKey {
@@ -351,19 +420,24 @@ impl ProcessorTask {
     }
 
     /// A request's record: a finished one (done or failed) is never overwritten, so no request
-    /// is answered twice.
+    /// is answered twice; a pending one keeps every approval and the content it already had
+    /// (the origination's and the approval book's writes never undo each other).
     fn sign_record(
         &mut self,
         batch: &mut Batch,
-        r: protocol::vault::SignRecord,
+        mut r: protocol::vault::SignRecord,
         failure: Option<protocol::vault::SignFailure>,
     ) -> Result<(), storage::StorageError> {
-        use protocol::vault::SignStatus;
+        use protocol::vault::{SignFailure, SignStatus};
         let coin = r.coin;
         if let Some(old) = self.store.get::<SignRequests>(&RequestId(r.id))? {
             if old.status != SignStatus::Pending {
                 return Ok(());
             }
+            merge_record(&mut r, old);
+        }
+        if failure == Some(SignFailure::Expired) {
+            self.metrics.sign_expired(coin);
         }
         let id = hex::encode(r.id);
         match r.status {
@@ -398,6 +472,22 @@ impl ProcessorTask {
             }
         }
         batch.put::<SignRequests>(&RequestId(r.id), &r).map(|_| ())
+    }
+
+    /// An expired request nobody here approved: its record goes, unless it is finished or our
+    /// operator approved it meanwhile.
+    fn forget_record(
+        &mut self,
+        batch: &mut Batch,
+        id: [u8; 32],
+    ) -> Result<(), storage::StorageError> {
+        let me = self.processor.me().clone();
+        if let Some(old) = self.store.get::<SignRequests>(&RequestId(id))? {
+            if old.status == protocol::vault::SignStatus::Pending && !old.approved_by(&me) {
+                batch.delete::<SignRequests>(&RequestId(id));
+            }
+        }
+        Ok(())
     }
 
     fn publish_snapshot(&mut self) {
@@ -437,6 +527,35 @@ impl ProcessorTask {
         self.metrics.phase(p.coin(), snap.phase.as_gauge());
         if let Ok(mut s) = self.snapshots.write() {
             s.insert(p.coin(), snap);
+        }
+    }
+}
+
+/// Wall-clock Unix seconds.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Fold what a stored pending record `old` has into its new version `r`: approvals `r` lacks,
+/// and the content (messages, reference) when `r` does not carry it.
+fn merge_record(r: &mut protocol::vault::SignRecord, old: protocol::vault::SignRecord) {
+    if r.messages.is_empty() {
+        r.messages = old.messages;
+    }
+    if r.reference.is_none() {
+        r.reference = old.reference;
+    }
+    for a in old.approvals {
+        if !r.approved_by(&a.approver) {
+            r.expires_at = if r.approvals.is_empty() {
+                a.expires_at
+            } else {
+                r.expires_at.min(a.expires_at)
+            };
+            r.approvals.push(a);
         }
     }
 }

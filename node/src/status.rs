@@ -147,6 +147,25 @@ pub struct SigningView {
     pub ceremonies: usize,
     /// Signers caught sending invalid preprocesses or shares (most recent last).
     pub cheaters: Vec<CheaterView>,
+    /// Requests known here that are not finished (waiting for approvals, or signing).
+    #[serde(default)]
+    pub unfinished: usize,
+    /// Requests waiting for approvals (at most 32, earliest expiry first).
+    #[serde(default)]
+    pub waiting_for_approvals: Vec<WaitingView>,
+}
+
+/// A signing request waiting for approvals.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WaitingView {
+    /// Request id, hex.
+    pub id: String,
+    /// Who approved it so far.
+    pub approvals: Vec<String>,
+    /// Unix time (seconds) when it expires unless signed.
+    pub expires_at: u64,
+    /// Whether this node's operator approved it.
+    pub approved_here: bool,
 }
 
 /// One cheater report.
@@ -225,6 +244,20 @@ impl Status {
                 out.push_str(&format!(
                     "       signing: {} originating, {} queued, {} ceremonies in progress\n",
                     v.signing.originating, v.signing.queued, v.signing.ceremonies
+                ));
+            }
+            for w in &v.signing.waiting_for_approvals {
+                out.push_str(&format!(
+                    "       waiting for approvals: request {} approved by {} of {} ({}){}\n",
+                    w.id,
+                    w.approvals.len(),
+                    v.threshold,
+                    w.approvals.join(", "),
+                    if w.approved_here {
+                        ""
+                    } else {
+                        "; not approved here"
+                    }
                 ));
             }
             for e in &v.excluded {

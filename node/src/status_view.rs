@@ -176,6 +176,18 @@ pub(crate) fn project(v_in: &StatusInput<'_>) -> Status {
                                 reason: c.reason.clone(),
                             })
                             .collect(),
+                        unfinished: s.signing.unfinished,
+                        waiting_for_approvals: s
+                            .signing
+                            .waiting
+                            .iter()
+                            .map(|w| crate::status::WaitingView {
+                                id: w.id.clone(),
+                                approvals: w.approvals.iter().map(name).collect(),
+                                expires_at: w.expires_at,
+                                approved_here: w.approved_here,
+                            })
+                            .collect(),
                     })
                     .unwrap_or_default(),
             }

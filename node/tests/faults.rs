@@ -346,11 +346,16 @@ async fn kill_9_during_signing_then_restart_finishes_every_request() {
                 "SOL" => vec![k; 80],
                 _ => vec![k; 32],
             };
+            // Approved by three operators, the signer about to die among them.
             let body = serde_json::json!({"coin": coin, "messages": [hex::encode(msg)]});
-            let (code, reply) = c.node(0).post("/sign", &body.to_string()).await;
-            assert_eq!(code, 202, "{reply}");
-            let reply: Value = serde_json::from_str(&reply).unwrap();
-            ids.push(reply["id"].as_str().unwrap().to_string());
+            let mut id = None;
+            for i in 0..3 {
+                let (code, reply) = c.node(i).post("/sign", &body.to_string()).await;
+                assert_eq!(code, 202, "{reply}");
+                let reply: Value = serde_json::from_str(&reply).unwrap();
+                id = Some(reply["id"].as_str().unwrap().to_string());
+            }
+            ids.push(id.unwrap());
         }
     }
     // A signer dies in the middle of the ceremonies, and comes back.

@@ -110,17 +110,34 @@ async fn a_fifth_validator_joins_through_a_new_definition() {
     // Both vaults sign: the new one by default, the retiring one when asked for its session.
     // (SOL: the signature checks with ed25519-dalek under the vault's group key.)
     let message = hex::encode([0x42u8; 40]);
-    for (session, node) in [(None, &nodes[4]), (Some(0), &nodes[1])] {
-        let result = vaultd::sign_and_wait(
-            &node.api,
-            &node.token,
-            protocol::Coin::Sol,
-            std::slice::from_ref(&message),
+    // Each is approved by t of its own validators, the new operator's among the new set's.
+    let status = nodes[1].status().await.unwrap();
+    let threshold = |session: u64| {
+        session_vaults(&status, session)
+            .into_iter()
+            .find(|v| v["coin"] == "SOL")
+            .and_then(|v| v["threshold"].as_u64())
+            .unwrap() as usize
+    };
+    let order = [(None, vec![4, 0, 1, 2, 3]), (Some(0), vec![1, 2, 3, 0])];
+    for (session, order) in order {
+        let t = threshold(u64::from(session.unwrap_or(1)));
+        let approvers: Vec<vaultd::Approver> = order[..t]
+            .iter()
+            .map(|&i| vaultd::Approver {
+                api: nodes[i].api.clone(),
+                token: nodes[i].token.clone(),
+            })
+            .collect();
+        let spec = vaultd::SignSpec {
+            coin: protocol::Coin::Sol,
+            messages: vec![message.clone()],
             session,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+            reference: None,
+        };
+        let result = vaultd::sign_and_wait(&approvers, &spec, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(result.status, "done", "{:?}", result.reason);
         let s = nodes[1].status().await.unwrap();
         let vault = session_vaults(&s, u64::from(session.unwrap_or(1)))

@@ -1,5 +1,6 @@
 //! Four `vaultd` processes (t = 3) sign for every coin over the network: many requests in
-//! flight at once, then with one validator killed, then with two killed. Every signature is
+//! flight at once (each approved by three operators), then with one validator killed, then
+//! with two killed (two approvals: never signed). Every signature is
 //! checked with code that does not come from modular-frost: libsecp256k1 (BIP340 under the P2TR
 //! address's output key, and the ETH equation of docs/SIGNING.md) and ed25519-dalek.
 
@@ -10,7 +11,6 @@ use std::{collections::BTreeSet, process::Command, time::Duration};
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sha3::Keccak256;
 
 const COINS: [&str; 3] = ["BTC", "ETH", "SOL"];
 const PER_COIN: usize = 50;
@@ -23,53 +23,6 @@ fn message(coin: &str, k: usize) -> Vec<u8> {
     }
 }
 
-/// The chain's own check, independent of modular-frost.
-fn chain_accepts(coin: &str, vault: &Value, msg: &[u8], sig: &[u8]) -> bool {
-    let secp = secp256k1::Secp256k1::new();
-    let group_key = hex::decode(vault["group_key"].as_str().unwrap()).unwrap();
-    match coin {
-        "BTC" => {
-            let (_, _, program) =
-                bech32::segwit::decode(vault["address"].as_str().unwrap()).unwrap();
-            let key = secp256k1::XOnlyPublicKey::from_slice(&program).unwrap();
-            let Ok(sig) = secp256k1::schnorr::Signature::from_slice(sig) else {
-                return false;
-            };
-            let msg = secp256k1::Message::from_digest(msg.try_into().unwrap());
-            secp.verify_schnorr(&sig, &msg, &key).is_ok()
-        }
-        "ETH" => {
-            // R' = s·G − c·P; accept iff c == keccak256(address(R') ‖ v ‖ px ‖ m).
-            let p = secp256k1::PublicKey::from_slice(&group_key).unwrap();
-            let (Ok(c), Ok(s)) = (
-                secp256k1::Scalar::from_be_bytes(sig[..32].try_into().unwrap()),
-                secp256k1::SecretKey::from_slice(&sig[32..]),
-            ) else {
-                return false;
-            };
-            let sg = secp256k1::PublicKey::from_secret_key(&secp, &s);
-            let cp = p.mul_tweak(&secp, &c).unwrap().negate(&secp);
-            let Ok(r) = sg.combine(&cp) else {
-                return false;
-            };
-            let address = &Keccak256::digest(&r.serialize_uncompressed()[1..])[12..];
-            let mut h = Keccak256::new();
-            h.update(address);
-            h.update([27 + group_key[0] - 2]);
-            h.update(&group_key[1..]);
-            h.update(msg);
-            h.finalize()[..] == sig[..32]
-        }
-        "SOL" => {
-            let key =
-                ed25519_dalek::VerifyingKey::from_bytes(&group_key.try_into().unwrap()).unwrap();
-            let sig = ed25519_dalek::Signature::from_bytes(sig.try_into().unwrap());
-            key.verify_strict(msg, &sig).is_ok()
-        }
-        _ => unreachable!(),
-    }
-}
-
 async fn post_sign(node: &Node, coin: &str, messages: &[Vec<u8>]) -> (u16, Value) {
     let body = serde_json::json!({
         "coin": coin,
@@ -77,6 +30,21 @@ async fn post_sign(node: &Node, coin: &str, messages: &[Vec<u8>]) -> (u16, Value
     });
     let (code, body) = node.post("/sign", &body.to_string()).await;
     (code, serde_json::from_str(&body).unwrap())
+}
+
+/// The operators of `approvers` each approve the request on their own node: one id for all.
+async fn approve(approvers: &[&Node], coin: &str, messages: &[Vec<u8>]) -> String {
+    let mut id = None::<String>;
+    for node in approvers {
+        let (code, body) = post_sign(node, coin, messages).await;
+        assert_eq!(code, 202, "{body}");
+        let this = body["id"].as_str().unwrap().to_string();
+        if let Some(id) = &id {
+            assert_eq!(*id, this, "the same content is the same request everywhere");
+        }
+        id = Some(this);
+    }
+    id.unwrap()
 }
 
 async fn result(api: &str, id: &str) -> Option<Value> {
@@ -278,15 +246,17 @@ async fn many_requests_then_one_and_two_validators_down() {
     let (code, _) = vaultd::http_client::get(&api, "/sign/00").await.unwrap();
     assert_eq!(code, 400);
 
-    // 50 requests per coin, all in flight at once, spread over the four endpoints.
+    // 50 requests per coin, all in flight at once, each approved on three of the four
+    // endpoints (its first approver in turn).
     let mut submitted = Vec::new();
     for coin in COINS {
         for k in 0..PER_COIN {
             let origin = k % nodes.len();
             let msgs = vec![message(coin, k)];
-            let (code, body) = post_sign(&nodes[origin], coin, &msgs).await;
-            assert_eq!(code, 202, "{body}");
-            submitted.push((coin, origin, msgs, body["id"].as_str().unwrap().to_string()));
+            let approvers: Vec<&Node> =
+                (0..3).map(|j| &nodes[(origin + j) % nodes.len()]).collect();
+            let id = approve(&approvers, coin, &msgs).await;
+            submitted.push((coin, origin, msgs, id));
         }
     }
     let distinct: BTreeSet<&String> = submitted.iter().map(|s| &s.3).collect();
@@ -307,6 +277,19 @@ async fn many_requests_then_one_and_two_validators_down() {
         let signers = r["signers"].as_array().unwrap();
         assert_eq!(signers.len(), 3);
         assert!(signers.contains(&Value::String(ids[*origin].clone())));
+        // The signers are the approvers.
+        let approvers: BTreeSet<&str> = r["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["approver"].as_str().unwrap())
+            .collect();
+        assert!(
+            signers
+                .iter()
+                .all(|s| approvers.contains(s.as_str().unwrap())),
+            "{r}"
+        );
         // Every validator stores the result, with the same signatures.
         let other = &nodes[(origin + 1) % nodes.len()];
         let theirs = finished(&other.api, id).await;
@@ -318,17 +301,34 @@ async fn many_requests_then_one_and_two_validators_down() {
         "{metrics}"
     );
 
-    // One validator killed: signing still succeeds, without it; through the CLI this time.
+    // One validator killed: signing still succeeds, without it; through the CLI this time,
+    // which approves on the three nodes left.
     let dead = nodes.pop().unwrap();
     let dead_id = dead.peer_id.clone();
     drop(dead); // SIGKILL
     wait_disconnected(&nodes, &dead_id).await;
-    for (i, coin) in COINS.iter().enumerate() {
-        let msgs = [message(coin, 1000), message(coin, 1001)];
+    for coin in COINS.iter() {
+        // Node 2's policy approves one SOL message per request.
+        let msgs = if *coin == "SOL" {
+            vec![message(coin, 1000)]
+        } else {
+            vec![message(coin, 1000), message(coin, 1001)]
+        };
         let out = Command::new(BIN)
-            .args(["sign", "--api", &nodes[i % nodes.len()].api, "--coin", coin])
-            .arg("--data-dir")
-            .arg(&nodes[i % nodes.len()].dir)
+            .args(["sign", "--coin", coin])
+            .args(
+                nodes
+                    .iter()
+                    .flat_map(|n| {
+                        [
+                            "--api".into(),
+                            n.api.clone().into(),
+                            "--data-dir".into(),
+                            n.dir.clone().into_os_string(),
+                        ]
+                    })
+                    .collect::<Vec<std::ffi::OsString>>(),
+            )
             .args(
                 msgs.iter()
                     .flat_map(|m| ["--message".to_string(), hex::encode(m)]),
@@ -343,7 +343,7 @@ async fn many_requests_then_one_and_two_validators_down() {
             "the dead validator signed: {stderr}"
         );
         let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), msgs.len());
         for (m, s) in msgs.iter().zip(lines) {
             assert!(chain_accepts(
                 coin,
@@ -354,25 +354,42 @@ async fn many_requests_then_one_and_two_validators_down() {
         }
     }
 
-    // Two killed: fewer than t remain; the request fails with a reason naming both.
+    // Two killed: only two operators can approve, fewer than t: nothing is signed, and both
+    // nodes list the request as waiting for approvals, with both approvers.
     let dead2 = nodes.pop().unwrap();
     let dead2_id = dead2.peer_id.clone();
     drop(dead2);
     wait_disconnected(&nodes, &dead2_id).await;
-    let (code, body) = post_sign(&nodes[0], "SOL", &[message("SOL", 2000)]).await;
-    assert_eq!(code, 202, "{body}");
-    let r = finished(&nodes[0].api, body["id"].as_str().unwrap()).await;
-    assert_eq!(r["status"], "failed");
-    let reason = r["reason"].as_str().unwrap();
-    assert!(reason.contains("only 2 of the 3"), "{reason}");
-    assert!(
-        reason.contains(&dead_id) && reason.contains(&dead2_id),
-        "{reason}"
-    );
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let id = approve(&refs, "SOL", &[message("SOL", 2000)]).await;
+    for n in &nodes {
+        wait_for(
+            &format!("{} to list {id} as waiting for approvals", n.peer_id),
+            Duration::from_secs(60),
+            || async {
+                n.status().await.is_some_and(|s| {
+                    vault(&s, "SOL")["signing"]["waiting_for_approvals"]
+                        .as_array()
+                        .is_some_and(|w| {
+                            w.iter().any(|w| {
+                                w["id"] == id.as_str()
+                                    && w["approvals"].as_array().is_some_and(|a| a.len() == 2)
+                            })
+                        })
+                })
+            },
+        )
+        .await;
+    }
+    let r = result(&nodes[0].api, &id).await.unwrap();
+    assert_eq!(r["status"], "pending", "{r}");
+    assert!(r["signatures"].as_array().unwrap().is_empty());
+    assert_eq!(r["approvals"].as_array().unwrap().len(), 2, "{r}");
     let metrics = nodes[0].metrics().await;
-    assert!(metrics.contains(
-        "vaultd_sign_requests_total{coin=\"SOL\",outcome=\"failed\",reason=\"signers_unavailable\"}"
-    ));
+    assert!(
+        metrics.contains("vaultd_sign_approvals_total{coin=\"SOL\",direction=\"received\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("vaultd_sign_duration_seconds_count{coin=\"BTC\",outcome=\"done\"}"));
     for n in &nodes {
         assert!(!n.log().contains("panicked"));

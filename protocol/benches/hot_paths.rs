@@ -101,9 +101,11 @@ fn handling(c: &mut Criterion) {
     group.bench_function("signing ceremony, 3 of 4, BTC (every message)", |b| {
         b.iter(|| {
             counter += 1;
-            let mut id = [0u8; 32];
-            id[..8].copy_from_slice(&counter.to_be_bytes());
-            net.request(0, Coin::Btc, id, vec![vec![1; 32]])
+            // A new message each time: a request is named by its content.
+            let mut message = vec![1u8; 32];
+            message[..8].copy_from_slice(&counter.to_be_bytes());
+            let approvers = net.approvers_from(0);
+            net.request(&approvers, Coin::Btc, vec![message])
                 .expect("request");
             net.run().expect("ceremony");
         })

@@ -35,6 +35,9 @@ pub enum ProtocolError {
     /// The DKG failed in a way that is not attributable to a single peer.
     #[error("dkg: {0}")]
     Dkg(String),
+    /// This node's own request was refused (answered to its API with the reason).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ProtocolError {
@@ -62,6 +65,7 @@ impl ProtocolError {
             ProtocolError::Definition { .. } => "definition",
             ProtocolError::Key(_) => "key",
             ProtocolError::Dkg(_) => "dkg",
+            ProtocolError::Refused(_) => "refused",
         }
     }
 

@@ -20,6 +20,7 @@
 //! * [`local`]: N validators' processors joined in one process (the benchmarks' in-process limit).
 
 pub mod address;
+pub mod approvals;
 pub mod attempts;
 pub mod dkg;
 pub mod error;

@@ -50,6 +50,8 @@ pub struct LocalNetwork {
     records: BTreeMap<(usize, Coin, [u8; 32]), SignRecord>,
     /// Logical clock (milliseconds) handed to the processors' `tick`.
     now_ms: u64,
+    /// Wall clock (Unix seconds) the approvals are made at.
+    unix: u64,
 }
 
 impl LocalNetwork {
@@ -86,6 +88,7 @@ impl LocalNetwork {
             messages_sent: vec![0; n],
             records: BTreeMap::new(),
             now_ms: 0,
+            unix: 1,
         })
     }
 
@@ -128,22 +131,46 @@ impl LocalNetwork {
         self.run()
     }
 
-    /// Ask validator `origin` to sign `messages` with `coin`'s vault, as its API would; the
-    /// ceremony runs on the next [`LocalNetwork::run`].
+    /// Have the operators of validators `approvers` approve a request to sign `messages` with
+    /// `coin`'s vault, as their APIs would (the first approver first); returns the request id.
+    /// Once t approved, the ceremony runs on the next [`LocalNetwork::run`].
     pub fn request(
         &mut self,
-        origin: usize,
+        approvers: &[usize],
         coin: Coin,
-        id: [u8; 32],
         messages: Vec<Vec<u8>>,
-    ) -> Result<()> {
-        let out = self
-            .processor(origin, coin)?
-            .handle(CoordinatorMessage::SignatureRequested(SignatureRequested {
+    ) -> Result<[u8; 32]> {
+        let first = *approvers
+            .first()
+            .ok_or_else(|| ProtocolError::Malformed("no approver".into()))?;
+        let vault = self
+            .processor(first, coin)?
+            .vault()
+            .map(|v| v.context)
+            .ok_or_else(|| ProtocolError::Malformed(format!("no {coin} vault")))?;
+        let id = crate::approvals::request_id(&self.def.name, coin, &vault, &messages, None);
+        for (k, &i) in approvers.iter().enumerate() {
+            let at = self.unix + k as u64;
+            let p = self.processor(i, coin)?;
+            // Each next operator approves a second later.
+            p.set_unix_time(at);
+            let out = p.handle(CoordinatorMessage::SignatureRequested(SignatureRequested {
                 id,
-                messages,
+                messages: messages.clone(),
+                reference: None,
             }))?;
-        self.route(origin, coin, out)
+            self.route(i, coin, out)?;
+        }
+        self.unix += approvers.len() as u64;
+        Ok(id)
+    }
+
+    /// `t` approvers starting at `origin` (in index order, wrapping).
+    pub fn approvers_from(&self, origin: usize) -> Vec<usize> {
+        let n = self.ids.len();
+        (0..usize::from(self.def.threshold))
+            .map(|k| (origin + k) % n)
+            .collect()
     }
 
     /// Validator `i`'s record of request `id`, if it stored one.
@@ -240,8 +267,10 @@ mod tests {
             assert!((1..4).all(|i| key(&net, i, coin) == key(&net, 0, coin)));
         }
         net.tick(1_000).unwrap();
-        let id = [7; 32];
-        net.request(2, Coin::Sol, id, vec![vec![1; 100]]).unwrap();
+        let approvers = net.approvers_from(2);
+        let id = net
+            .request(&approvers, Coin::Sol, vec![vec![1; 100]])
+            .unwrap();
         net.run().unwrap();
         for i in 0..4 {
             let r = net.record(i, Coin::Sol, &id).unwrap();

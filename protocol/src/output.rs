@@ -39,11 +39,11 @@ pub enum Persist {
         /// The key.
         key: MessagingKey,
     },
-    /// Signing: (id, attempt) was preprocessed here; never again, across restarts too.
+    /// Signing: (slot, attempt) was preprocessed here; never again, across restarts too.
     NonceUsed {
         /// Coin.
         coin: Coin,
-        /// Request id.
+        /// The nonce slot of (request, originator) (`signing::nonce_slot`).
         id: [u8; 32],
         /// Attempt.
         attempt: u32,
@@ -54,6 +54,12 @@ pub enum Persist {
         record: SignRecord,
         /// Why it failed, when it did.
         failure: Option<crate::vault::SignFailure>,
+    },
+    /// Signing: an unfinished request nobody here approved expired; its record (peers'
+    /// approvals only) is deleted, unless it is finished or approved here.
+    ForgetSignRecord {
+        /// Request id.
+        id: [u8; 32],
     },
     /// Signing: a signer sent an invalid preprocess or share.
     Cheater(CheaterReport),
@@ -71,6 +77,7 @@ impl std::fmt::Debug for Persist {
                 write!(f, "NonceUsed({coin}, {}, {attempt})", hex::encode(id))
             }
             Persist::SignRecord { record, .. } => write!(f, "SignRecord({:?})", record),
+            Persist::ForgetSignRecord { id } => write!(f, "ForgetSignRecord({})", hex::encode(id)),
             Persist::Cheater(c) => write!(f, "Cheater({:?})", c),
             Persist::Vote(v) => write!(f, "Vote({:?})", v),
         }

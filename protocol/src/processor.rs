@@ -412,7 +412,8 @@ impl Processor {
             | GeneralMessage::ProcessorPublicKey(_)
             | GeneralMessage::SignerReady(_)
             | GeneralMessage::SignRequest(_)
-            | GeneralMessage::SignatureAvailable(_) => Ok(Handled::Done),
+            | GeneralMessage::SignatureAvailable(_)
+            | GeneralMessage::SignApproval(_) => Ok(Handled::Done),
         }
     }
 
@@ -642,9 +643,9 @@ impl Processor {
         self.signing.verifying_key()
     }
 
-    /// After a restart: the (id, attempt) pairs already preprocessed, the requests this node
-    /// originated that are still pending (they resume with a new attempt) and past cheater
-    /// reports.
+    /// After a restart: the (slot, attempt) pairs already preprocessed (see
+    /// [`crate::signing::nonce_slot`]), the unfinished requests with their approvals, and past
+    /// cheater reports.
     pub fn restore_signing(
         &mut self,
         used: impl IntoIterator<Item = ([u8; 32], u32)>,
@@ -658,9 +659,15 @@ impl Processor {
         self.signing.restore(&cx, used, pending, cheaters);
     }
 
+    /// The wall clock (Unix seconds) that signing approvals expire by; the driver sets it
+    /// before each input.
+    pub fn set_unix_time(&mut self, unix: u64) {
+        self.signing.set_unix_time(unix);
+    }
+
     /// Signing state for status.
     pub fn signing_status(&self) -> SigningStatus {
-        self.signing.status()
+        self.signing.status(self.party.me())
     }
 
     /// Whether the vault can sign now (active, key share loaded).

@@ -95,6 +95,7 @@ pub fn outbound(msg: ProcessorMessage) -> Outbound {
             announce("KeyGenBlame", key, GeneralMessage::KeyGenBlame(b))
         }
         ProcessorMessage::SignRequest(r) => Outbound::Publish(GeneralMessage::SignRequest(r)),
+        ProcessorMessage::SignApproval(a) => Outbound::Publish(GeneralMessage::SignApproval(a)),
         ProcessorMessage::SignatureAvailable(a) => {
             Outbound::Publish(GeneralMessage::SignatureAvailable(a))
         }
@@ -158,9 +159,9 @@ pub fn general_in(from: ValidatorId, coin: Coin, msg: GeneralMessage) -> Inbound
         | GeneralMessage::PublicAddressAvailable(_)
         | GeneralMessage::KeyGenExclusionVote(_)
         | GeneralMessage::KeyGenBlame(_)) => Inbound::Place(coin, general(msg)),
-        msg @ (GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_)) => {
-            Inbound::Deliver(coin, general(msg))
-        }
+        msg @ (GeneralMessage::SignRequest(_)
+        | GeneralMessage::SignatureAvailable(_)
+        | GeneralMessage::SignApproval(_)) => Inbound::Deliver(coin, general(msg)),
     }
 }
 
@@ -231,6 +232,10 @@ pub fn vault_of(msg: &CoordinatorMessage) -> Option<[u8; 32]> {
         }) => Some(r.vault),
         CoordinatorMessage::GeneralIn(GeneralIn {
             msg: GeneralMessage::SignatureAvailable(a),
+            ..
+        }) => Some(a.vault),
+        CoordinatorMessage::GeneralIn(GeneralIn {
+            msg: GeneralMessage::SignApproval(a),
             ..
         }) => Some(a.vault),
         CoordinatorMessage::EncryptedPreprocessIn(m) => Some(m.msg.request.vault),

@@ -27,6 +27,10 @@ pub enum Sabotage {
     FalseAccusation,
     /// Replaces every sealed DKG payload it sends with random bytes.
     Garbage,
+    /// With its own approval of a request, gossips approvals in the other participants' names
+    /// (signed with its own key) and announces the request with itself and t - 1 others as
+    /// signers, as if they had approved.
+    ForgeApprovals,
 }
 
 impl std::str::FromStr for Sabotage {
@@ -37,8 +41,9 @@ impl std::str::FromStr for Sabotage {
             "bad-share" => Ok(Sabotage::BadShare),
             "false-accusation" => Ok(Sabotage::FalseAccusation),
             "garbage" => Ok(Sabotage::Garbage),
+            "forge-approvals" => Ok(Sabotage::ForgeApprovals),
             other => Err(format!(
-                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage)"
+                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals)"
             )),
         }
     }
@@ -47,6 +52,11 @@ impl std::str::FromStr for Sabotage {
 impl Processor {
     /// Rewrite what the honest machine emitted (and add to it).
     pub fn sabotage(&mut self, how: Sabotage, out: Vec<Output>) -> Vec<Output> {
+        if how == Sabotage::ForgeApprovals {
+            let participants = self.vault().map(|v| v.participants.clone());
+            let (party, _) = self.dkg_parts();
+            return forge_approvals(party, &participants.unwrap_or_default(), out);
+        }
         let (party, keygen) = self.dkg_parts();
         let attempt = keygen.attempt();
         let params = *attempt.params();
@@ -120,6 +130,68 @@ impl Processor {
         }
         result
     }
+}
+
+/// Next to each approval of ours: approvals in the other participants' names, and the request
+/// announced with signers that never approved it.
+fn forge_approvals(party: &Party, participants: &[ValidatorId], out: Vec<Output>) -> Vec<Output> {
+    use crate::messages::{SignApproval, SignRequest};
+    let me = party.me();
+    let t = usize::from(party.def().threshold);
+    let mut result = Vec::with_capacity(out.len());
+    let mut forged = Vec::new();
+    for o in &out {
+        let Output::Bus(ProcessorMessage::SignApproval(a)) = o else {
+            continue;
+        };
+        let messages = out.iter().find_map(|o| match o {
+            Output::Persist(crate::processor::Persist::SignRecord { record, .. })
+                if record.id == a.id =>
+            {
+                Some(record.messages.clone())
+            }
+            _ => None,
+        });
+        for v in participants.iter().filter(|v| *v != me) {
+            let mut f = SignApproval {
+                approver: v.clone(),
+                ..a.clone()
+            };
+            f.signature = party.signer().sign(
+                b"SignApproval",
+                &postcard::to_stdvec(&f).unwrap_or_default(),
+            );
+            forged.push(Output::Bus(ProcessorMessage::SignApproval(f)));
+        }
+        let signers: Vec<ValidatorId> = participants
+            .iter()
+            .filter(|v| {
+                *v == me
+                    || participants
+                        .iter()
+                        .filter(|p| *p != me)
+                        .take(t - 1)
+                        .any(|p| p == *v)
+            })
+            .cloned()
+            .collect();
+        let request = SignRequest {
+            coin: a.coin,
+            id: a.id,
+            attempt: 0,
+            origin: me.clone(),
+            vault: a.vault,
+            signers,
+            messages: messages.unwrap_or_default(),
+            signature: Vec::new(),
+        };
+        forged.push(Output::Bus(ProcessorMessage::SignRequest(
+            crate::signing::sign_request(party, request),
+        )));
+    }
+    result.extend(out);
+    result.extend(forged);
+    result
 }
 
 /// Accuse the first participant whose (valid) share we received, once per attempt.

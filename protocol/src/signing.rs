@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    approvals::{self, Book, WaitingView},
     error::{ProtocolError, Result},
     ids::ValidatorId,
     keys::verify_processor_signature,
@@ -66,6 +67,9 @@ pub struct SigningConfig {
     pub max_queued: usize,
     /// Other validators' ceremonies this processor takes part in at once.
     pub max_participating: usize,
+    /// How long this node's approvals count (seconds): a request fewer than t validators
+    /// approved in that time expires.
+    pub approval_ttl_s: u64,
 }
 
 impl Default for SigningConfig {
@@ -75,6 +79,7 @@ impl Default for SigningConfig {
             max_originating: 32,
             max_queued: 1024,
             max_participating: 256,
+            approval_ttl_s: approvals::DEFAULT_TTL_S,
         }
     }
 }
@@ -113,7 +118,14 @@ pub struct SigningStatus {
     pub ceremonies: usize,
     /// Recent cheater reports, oldest first.
     pub cheaters: Vec<CheaterReport>,
+    /// Requests known here that are not finished (waiting for approvals, or signing).
+    pub unfinished: usize,
+    /// Requests waiting for approvals (at most [`MAX_WAITING_SHOWN`], earliest expiry first).
+    pub waiting: Vec<WaitingView>,
 }
+
+/// Requests waiting for approvals listed in [`SigningStatus::waiting`].
+pub const MAX_WAITING_SHOWN: usize = 32;
 
 /// Where one attempt's ceremony stands. Each stage owns the machines it needs, consumed when
 /// the next one starts: a preprocess's nonces can be used for one share only.
@@ -140,6 +152,20 @@ impl Ceremony {
     fn done(&self) -> bool {
         matches!(self.stage, Stage::Done)
     }
+}
+
+/// A ceremony's key: the nonce slot of (request, originator), and the attempt. Several
+/// approvers may originate one request; each has its own attempts, so two of them never make a
+/// signer preprocess twice under one (slot, attempt).
+type CeremonyKey = ([u8; 32], u32);
+
+/// The slot of `origin`'s attempts at request `id` (also the `nonces_used` key's id).
+pub fn nonce_slot(id: &[u8; 32], origin: &ValidatorId) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"vaultd nonce slot v1");
+    h.update(id);
+    h.update(origin.as_bytes());
+    h.finalize().into()
 }
 
 struct Origination {
@@ -189,10 +215,15 @@ pub(crate) struct Signing {
     now: u64,
     reachable: BTreeSet<ValidatorId>,
     keys: Option<VaultKeys>,
-    ceremonies: BTreeMap<([u8; 32], u32), Ceremony>,
+    /// Wall clock (Unix seconds), for approvals' expiry.
+    unix: u64,
+    ceremonies: BTreeMap<CeremonyKey, Ceremony>,
     originated: BTreeMap<[u8; 32], Origination>,
     queue: VecDeque<[u8; 32]>,
-    used: BTreeSet<([u8; 32], u32)>,
+    used: BTreeSet<CeremonyKey>,
+    book: Book,
+    /// After a restart: announce our approvals of unfinished requests again.
+    reannounce: bool,
     recent_done: BTreeSet<[u8; 32]>,
     recent_order: VecDeque<[u8; 32]>,
     cheaters: VecDeque<CheaterReport>,
@@ -203,6 +234,11 @@ impl Signing {
     /// The processor's clock (monotonic milliseconds, from the last tick).
     pub(crate) fn now(&self) -> u64 {
         self.now
+    }
+
+    /// The wall clock (Unix seconds) that approvals' expiry is read against.
+    pub(crate) fn set_unix_time(&mut self, unix: u64) {
+        self.unix = unix;
     }
 
     /// A new DKG attempt: the key share of the previous one can no longer sign.
@@ -223,6 +259,13 @@ pub fn session(network: &str, request: &SignRequest) -> [u8; 32] {
     h.update(network.as_bytes());
     h.update(postcard::to_stdvec(&unsigned).unwrap_or_default());
     h.finalize().into()
+}
+
+/// `request` signed by `party` as its originator.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn sign_request(party: &Party, mut request: SignRequest) -> SignRequest {
+    request.signature = party.signer().sign(REQUEST_DOMAIN, &request_body(&request));
+    request
 }
 
 fn request_body(request: &SignRequest) -> Vec<u8> {
@@ -258,9 +301,9 @@ impl Signing {
         self.keys.as_ref().map(VaultKeys::verifying_key)
     }
 
-    /// After a restart: the (id, attempt) pairs already preprocessed, the requests this node
-    /// originated that are still pending (they resume with a new attempt) and past cheater
-    /// reports.
+    /// After a restart: the (slot, attempt) pairs already preprocessed, the unfinished
+    /// requests with their approvals (ours are announced again at the next tick; one this node
+    /// approved is originated again once t approved) and past cheater reports.
     pub(crate) fn restore(
         &mut self,
         cx: &Scope,
@@ -270,35 +313,23 @@ impl Signing {
     ) {
         self.used.extend(used);
         let vault = cx.vault.map(|v| v.context);
-        for record in pending {
-            // Only this node's own pending requests for this very vault (a retiring vault of the
-            // same coin resumes its own).
-            if record.origin != *cx.party.me()
-                || record.status != SignStatus::Pending
-                || Some(record.vault) != vault
-            {
+        for mut record in pending {
+            // Only requests for this very vault (a retiring vault of the same coin restores
+            // its own).
+            if record.status != SignStatus::Pending || Some(record.vault) != vault {
                 continue;
             }
-            let id = record.id;
-            self.originated.insert(
-                id,
-                Origination {
-                    cheaters: BTreeMap::new(),
-                    slow: record.left_out.iter().cloned().collect(),
-                    record,
-                    deadline: None,
-                    attempt_started: 0,
-                },
-            );
-            self.queue.push_back(id);
+            record.signers.clear();
+            self.book.entry(record);
         }
+        self.reannounce = true;
         for c in cheaters {
             self.push_cheater(c);
         }
     }
 
     /// Signing state for status.
-    pub(crate) fn status(&self) -> SigningStatus {
+    pub(crate) fn status(&self, me: &ValidatorId) -> SigningStatus {
         let s = self;
         SigningStatus {
             originating: s
@@ -309,6 +340,10 @@ impl Signing {
             queued: s.queue.len(),
             ceremonies: s.ceremonies.values().filter(|c| !c.done()).count(),
             cheaters: s.cheaters.iter().cloned().collect(),
+            unfinished: s.book.len(),
+            waiting: s
+                .book
+                .waiting(me, MAX_WAITING_SHOWN, |id| s.originated.contains_key(id)),
         }
     }
 
@@ -324,9 +359,29 @@ impl Signing {
         self.reachable = reachable;
     }
 
-    /// Attempts past their deadline are retried with another signer set, queued requests
-    /// start, and stale ceremonies are dropped.
+    /// Requests past their expiry end, our approvals are announced again after a restart,
+    /// approved requests are originated, attempts past their deadline are retried with another
+    /// signer set, queued requests start, and stale ceremonies are dropped.
     pub(crate) fn tick(&mut self, cx: &Scope, out: &mut Vec<Output>) {
+        self.expire(cx, out);
+        if std::mem::take(&mut self.reannounce) {
+            for id in self.book.ids() {
+                let Some(e) = self.book.get(&id) else {
+                    continue;
+                };
+                let ours = e
+                    .record
+                    .approvals
+                    .iter()
+                    .find(|a| a.approver == *cx.party.me());
+                if let Some(a) = ours {
+                    out.push(Output::Bus(ProcessorMessage::SignApproval(a.clone())));
+                }
+            }
+        }
+        for id in self.book.ids() {
+            self.consider(cx, id, out);
+        }
         let now_ms = self.now;
         let due: Vec<[u8; 32]> = self
             .originated
@@ -340,10 +395,12 @@ impl Signing {
         }
         let ttl = self.config.attempt_timeout_ms.saturating_mul(3);
         let originated = &self.originated;
-        self.ceremonies.retain(|(id, attempt), c| {
-            let current = originated
-                .get(id)
-                .is_some_and(|o| o.record.attempt == *attempt && o.deadline.is_some());
+        let me = cx.party.me();
+        self.ceremonies.retain(|(_, attempt), c| {
+            let current = c.request.origin == *me
+                && originated
+                    .get(&c.request.id)
+                    .is_some_and(|o| o.record.attempt == *attempt && o.deadline.is_some());
             current || c.started.saturating_add(ttl) > now_ms
         });
         self.slow_until.retain(|_, until| *until > now_ms);
@@ -369,13 +426,17 @@ impl Signing {
                 from,
                 msg: GeneralMessage::SignatureAvailable(a),
             }) => self.on_signature_available(cx, from, a, out),
+            CoordinatorMessage::GeneralIn(GeneralIn {
+                from,
+                msg: GeneralMessage::SignApproval(a),
+            }) => self.on_approval(cx, from, a, out),
             _ => return None,
         })
     }
 
-    /// A request from this node's API (already stored as pending by the node): queue it and
-    /// start it if there is room. Whatever is wrong with it ends as a failed record, never as a
-    /// record left pending.
+    /// A request from this node's API: our operator's approval. Signed, recorded and
+    /// announced; once t validators approved, the request is originated (`consider`). A request
+    /// refused here is answered to the API with the reason and leaves nothing behind.
     fn on_requested(
         &mut self,
         cx: &Scope,
@@ -383,50 +444,239 @@ impl Signing {
         out: &mut Vec<Output>,
     ) -> Result<()> {
         let coin = cx.party.coin();
-        let mut record = SignRecord::pending(
-            r.id,
-            coin,
-            cx.party.me().clone(),
-            cx.vault.map(|v| v.context).unwrap_or_default(),
-            r.messages.clone(),
-        );
-        if self.originated.contains_key(&r.id) || self.recent_done.contains(&r.id) {
-            return Err(ProtocolError::Malformed("request id already used".into()));
-        }
-        let refused = if let Err(e) = check_messages(coin, &r.messages) {
-            Some(e)
-        } else if !self.can_sign(cx) {
-            Some(format!("the {coin} vault is not active"))
-        } else if self.queue.len() >= self.config.max_queued {
-            Some(format!(
-                "{} requests already wait; try again later",
-                self.queue.len()
-            ))
-        } else {
-            None
+        check_messages(coin, &r.messages).map_err(ProtocolError::Refused)?;
+        let vault = match cx.vault {
+            Some(v) if self.can_sign(cx) => v.context,
+            _ => {
+                return Err(ProtocolError::Refused(format!(
+                    "the {coin} vault is not active"
+                )))
+            }
         };
-        if let Some(reason) = refused {
-            record.status = SignStatus::Failed;
-            record.reason = Some(reason);
-            out.push(Output::Persist(Persist::SignRecord {
-                record,
-                failure: None,
-            }));
+        let id = approvals::request_id(
+            &cx.party.def().name,
+            coin,
+            &vault,
+            &r.messages,
+            r.reference.as_deref(),
+        );
+        if id != r.id {
+            return Err(ProtocolError::Refused(
+                "the request id does not match its content".into(),
+            ));
+        }
+        let me = cx.party.me().clone();
+        if self.recent_done.contains(&id) {
+            // Finished (the node answers a stored record before asking here) or expired.
+            return Err(ProtocolError::Refused(format!(
+                "request {} is finished or expired; to sign the same messages again, give another reference",
+                hex::encode(id)
+            )));
+        }
+        if self
+            .book
+            .get(&id)
+            .is_some_and(|e| e.record.approved_by(&me))
+        {
+            return Ok(()); // approved before: the stored record answers
+        }
+        let held = self.book.held_by(&me);
+        if held >= self.config.max_queued {
+            return Err(ProtocolError::Refused(format!(
+                "{held} requests approved here are not finished; try again later"
+            )));
+        }
+        let expires_at = self.unix.saturating_add(self.config.approval_ttl_s);
+        let approval = approvals::sign(cx.party.signer(), coin, id, vault, me.clone(), expires_at);
+        let entry = self
+            .book
+            .entry(SignRecord::pending(id, coin, me, vault, Vec::new()));
+        entry.record.messages = r.messages.clone();
+        entry.record.reference = r.reference.clone();
+        approvals::add(&mut entry.record, approval.clone());
+        out.push(Output::Persist(Persist::SignRecord {
+            record: entry.record.clone(),
+            failure: None,
+        }));
+        out.push(Output::Bus(ProcessorMessage::SignApproval(approval)));
+        self.consider(cx, id, out);
+        Ok(())
+    }
+
+    /// Another validator's approval, gossiped by that validator.
+    fn on_approval(
+        &mut self,
+        cx: &Scope,
+        from: &ValidatorId,
+        a: &SignApproval,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let coin = cx.party.coin();
+        if a.coin != coin {
+            return Err(ProtocolError::peer(from, "approval for another coin"));
+        }
+        if a.approver != *from {
+            return Err(ProtocolError::peer(
+                from,
+                format!("sent an approval in the name of {}", a.approver),
+            ));
+        }
+        let vault = cx
+            .vault
+            .filter(|v| v.status == VaultStatus::Active)
+            .ok_or_else(|| ProtocolError::peer(from, format!("our {coin} vault is not active")))?;
+        if a.vault != vault.context {
+            return Err(ProtocolError::peer(from, "approval for another vault"));
+        }
+        Self::index_of_validator(cx, from, from)?;
+        let key = cx
+            .party
+            .signer_of(from)
+            .ok_or_else(|| ProtocolError::peer(from, "its processor key is unknown"))?;
+        if !approvals::verify(&key, a) {
+            return Err(ProtocolError::peer(from, "bad signature on its approval"));
+        }
+        if a.expires_at <= self.unix {
+            return Err(ProtocolError::peer(
+                from,
+                format!("approval of {} expired (replayed?)", hex::encode(a.id)),
+            ));
+        }
+        let latest = self
+            .unix
+            .saturating_add(approvals::MAX_TTL_S + approvals::CLOCK_SKEW_S);
+        if a.expires_at > latest {
+            return Err(ProtocolError::peer(from, "approval valid for too long"));
+        }
+        if self.recent_done.contains(&a.id) {
             return Ok(());
         }
+        match self.book.get(&a.id) {
+            Some(e) if e.record.approved_by(from) => return Ok(()), // a copy
+            Some(_) => {}
+            None => {
+                let held = self.book.held_by(from);
+                if held >= approvals::MAX_PER_APPROVER {
+                    return Err(ProtocolError::peer(
+                        from,
+                        format!("{held} of its approved requests are unfinished here already"),
+                    ));
+                }
+            }
+        }
+        let entry = self.book.entry(SignRecord::pending(
+            a.id,
+            coin,
+            from.clone(),
+            a.vault,
+            Vec::new(),
+        ));
+        approvals::add(&mut entry.record, a.clone());
+        let record = entry.record.clone();
+        match self.originated.get_mut(&a.id) {
+            Some(o) => {
+                // Ours to sign: the record we keep is the origination's.
+                approvals::add(&mut o.record, a.clone());
+                let waiting = o.deadline.is_some() && o.record.signers.is_empty();
+                out.push(Output::Persist(Persist::SignRecord {
+                    record: o.record.clone(),
+                    failure: None,
+                }));
+                if waiting {
+                    // It waited for reachable approvers: one more may be enough.
+                    self.start_attempt(cx, a.id, out);
+                }
+            }
+            None => {
+                out.push(Output::Persist(Persist::SignRecord {
+                    record,
+                    failure: None,
+                }));
+                self.consider(cx, a.id, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Originate request `id` if our operator approved it, t approvals are live and it is our
+    /// turn: the first approver (earliest expiry, then a per-request hash order) originates;
+    /// each next one takes over only after two attempt timeouts without anyone's attempt (a
+    /// first approver that is down or silent does not hold the request up).
+    fn consider(&mut self, cx: &Scope, id: [u8; 32], out: &mut Vec<Output>) {
+        if self.originated.contains_key(&id) || !self.can_sign(cx) {
+            return;
+        }
+        let t = usize::from(cx.party.def().threshold);
+        let me = cx.party.me();
+        let live = self.book.live(&id, self.unix);
+        let now = self.now;
+        let Some(e) = self.book.get_mut(&id) else {
+            return;
+        };
+        if !live.contains(me) || e.record.messages.is_empty() || live.len() < t {
+            e.quorum_since = None;
+            return;
+        }
+        let since = *e.quorum_since.get_or_insert(now);
+        let rank = approvals::turn_of(&e.record, me, self.unix) as u64;
+        let turn = self
+            .config
+            .attempt_timeout_ms
+            .saturating_mul(2)
+            .saturating_mul(rank);
+        if now < since.saturating_add(turn) {
+            return;
+        }
+        let mut record = e.record.clone();
+        record.origin = me.clone();
+        record.attempt = 0;
+        record.signers.clear();
         self.originated.insert(
-            r.id,
+            id,
             Origination {
+                slow: record.left_out.iter().cloned().collect(),
                 record,
                 cheaters: BTreeMap::new(),
-                slow: BTreeMap::new(),
                 deadline: None,
                 attempt_started: 0,
             },
         );
-        self.queue.push_back(r.id);
+        self.queue.push_back(id);
         self.start_queued(cx, out);
-        Ok(())
+    }
+
+    /// Requests past their expiry: one we originate or approved fails naming its approvers;
+    /// one nobody here approved is forgotten (a peer's approvals alone leave nothing stored).
+    fn expire(&mut self, cx: &Scope, out: &mut Vec<Output>) {
+        if self.unix == 0 {
+            return; // no wall clock yet
+        }
+        let threshold = cx.party.def().threshold;
+        for id in self.book.expired(self.unix) {
+            let Some(e) = self.book.remove(&id) else {
+                continue;
+            };
+            let reason = format!(
+                "expired unsigned; approved by {}",
+                approvals::approvers_text(&e.record, threshold)
+            );
+            self.finished(id);
+            if let Some(o) = self.originated.get_mut(&id) {
+                o.record.approvals = e.record.approvals;
+                o.record.expires_at = e.record.expires_at;
+                self.fail_request(id, SignFailure::Expired, reason, out);
+            } else if e.record.approved_by(cx.party.me()) {
+                let mut record = e.record;
+                record.status = SignStatus::Failed;
+                record.reason = Some(reason);
+                out.push(Output::Persist(Persist::SignRecord {
+                    record,
+                    failure: Some(SignFailure::Expired),
+                }));
+            } else {
+                out.push(Output::Persist(Persist::ForgetSignRecord { id }));
+            }
+        }
     }
 
     fn start_queued(&mut self, cx: &Scope, out: &mut Vec<Output>) {
@@ -453,7 +703,8 @@ impl Signing {
         };
         let attempt = o.record.attempt;
         let mut slow = Vec::new();
-        if let Some(c) = self.ceremonies.get_mut(&(id, attempt)) {
+        let slot = nonce_slot(&id, cx.party.me());
+        if let Some(c) = self.ceremonies.get_mut(&(slot, attempt)) {
             c.stage = Stage::Done;
             let waiting_preprocess = c.preprocesses.len() + 1 < c.indices.len();
             for (v, l) in &c.indices {
@@ -498,28 +749,31 @@ impl Signing {
         }
     }
 
-    /// Start the next attempt of an originated request (or fail it).
+    /// Start the next attempt of an originated request, wait for its approvers to be
+    /// reachable, or fail it.
     fn start_attempt(&mut self, cx: &Scope, id: [u8; 32], out: &mut Vec<Output>) {
         let t = usize::from(cx.party.def().threshold);
         let Some(o) = self.originated.get(&id) else {
             return;
         };
+        let slot = nonce_slot(&id, cx.party.me());
         let mut attempt = if o.record.signers.is_empty() {
             o.record.attempt
         } else {
             o.record.attempt + 1
         };
-        while self.used.contains(&(id, attempt)) {
+        while self.used.contains(&(slot, attempt)) {
             attempt += 1;
         }
         let Some(vault) = cx.vault.map(|v| v.context) else {
             return;
         };
-        // Candidates: reachable participants that did not cheat on this request; slow ones last.
+        let approvers = self.book.live(&id, self.unix);
+        // Candidates: reachable approvers that did not cheat on this request; slow ones last.
         let mut candidates: Vec<(bool, [u8; 32], ValidatorId)> = cx
             .participants()
             .iter()
-            .filter(|v| *v != cx.party.me())
+            .filter(|v| *v != cx.party.me() && approvers.contains(*v))
             .filter(|v| self.reachable.contains(*v) && !o.cheaters.contains_key(*v))
             .map(|v| {
                 let slow = o.slow.contains_key(v) || self.slow_until.contains_key(v);
@@ -534,6 +788,9 @@ impl Signing {
         if candidates.len() + 1 < t || attempt >= MAX_ATTEMPTS {
             let mut missing: Vec<String> = Vec::new();
             for v in cx.participants().iter().filter(|v| *v != cx.party.me()) {
+                if !approvers.contains(v) {
+                    continue;
+                }
                 if let Some(why) = o.cheaters.get(v) {
                     missing.push(format!("{v} ({why})"));
                 } else if !self.reachable.contains(v) {
@@ -542,24 +799,36 @@ impl Signing {
                     missing.push(format!("{v} ({why})"));
                 }
             }
-            let failure = if attempt >= MAX_ATTEMPTS {
-                SignFailure::AttemptsExhausted
-            } else {
-                SignFailure::SignersUnavailable
-            };
-            let reason = if attempt >= MAX_ATTEMPTS {
-                format!(
+            if attempt >= MAX_ATTEMPTS {
+                let reason = format!(
                     "no signer set answered in {MAX_ATTEMPTS} attempts; missing: {}",
                     missing.join(", ")
-                )
-            } else {
-                format!(
-                    "only {} of the {t} signers needed are available; missing: {}",
-                    candidates.len() + 1,
-                    missing.join(", ")
-                )
+                );
+                self.fail_request(id, SignFailure::AttemptsExhausted, reason, out);
+                return;
+            }
+            // Too few approvers reachable (one restarting, say): look again after a timeout,
+            // until the request expires.
+            let reason = format!(
+                "waiting: only {} of the {t} signers needed are reachable approvers; missing: {}",
+                candidates.len() + 1,
+                missing.join(", ")
+            );
+            let (now, timeout) = (self.now, self.config.attempt_timeout_ms);
+            let Some(o) = self.originated.get_mut(&id) else {
+                return;
             };
-            self.fail_request(id, failure, reason, out);
+            o.deadline = Some(now.saturating_add(timeout));
+            o.attempt_started = now;
+            o.record.attempt = attempt;
+            o.record.signers.clear();
+            if o.record.reason.as_deref() != Some(reason.as_str()) {
+                o.record.reason = Some(reason);
+                out.push(Output::Persist(Persist::SignRecord {
+                    record: o.record.clone(),
+                    failure: None,
+                }));
+            }
             return;
         }
         let mut signers: Vec<ValidatorId> = candidates
@@ -596,6 +865,7 @@ impl Signing {
         o.record.attempt = attempt;
         o.record.signers = signers;
         o.record.left_out = left_out;
+        o.record.reason = None;
         o.deadline = Some(deadline);
         o.attempt_started = self.now;
         let record = o.record.clone();
@@ -716,18 +986,39 @@ impl Signing {
             .ok_or_else(|| ProtocolError::peer(from, "its messaging key is unknown"))
     }
 
+    /// Whether our operator approved `request` (its id, vault and messages) and our approval
+    /// still counts: the only reason this node ever releases a preprocess.
+    fn approved_here(&self, cx: &Scope, request: &SignRequest) -> bool {
+        let me = cx.party.me();
+        self.book.get(&request.id).is_some_and(|e| {
+            e.record.approved_by(me)
+                && e.record.vault == request.vault
+                && e.record.messages == request.messages
+        }) && self.book.live(&request.id, self.unix).contains(me)
+    }
+
     /// Take part in `request`'s ceremony: mark it preprocessed, then send our preprocesses.
     fn join(&mut self, cx: &Scope, request: &SignRequest, out: &mut Vec<Output>) -> Result<()> {
-        let key = (request.id, request.attempt);
+        let key = (nonce_slot(&request.id, &request.origin), request.attempt);
         if self.ceremonies.contains_key(&key) {
             return Ok(());
         }
+
         if self.used.contains(&key) {
             return Err(ProtocolError::peer(
                 &request.origin,
                 format!(
                     "attempt {} was already preprocessed here (before a restart?)",
                     request.attempt
+                ),
+            ));
+        }
+        if !self.approved_here(cx, request) {
+            return Err(ProtocolError::peer(
+                &request.origin,
+                format!(
+                    "asked for a preprocess of request {}, which this validator's operator did not approve",
+                    hex::encode(request.id)
                 ),
             ));
         }
@@ -779,7 +1070,7 @@ impl Signing {
         self.used.insert(key);
         out.push(Output::Persist(Persist::NonceUsed {
             coin: cx.party.coin(),
-            id: request.id,
+            id: key.0,
             attempt: request.attempt,
         }));
         out.extend(sends);
@@ -811,11 +1102,20 @@ impl Signing {
                 "announced another validator's request",
             ));
         }
-        if !r.signers.contains(cx.party.me()) || self.recent_done.contains(&r.id) {
-            return Ok(()); // not ours to sign, or already signed
+        if self.recent_done.contains(&r.id) {
+            return Ok(()); // already signed
+        }
+        if !r.signers.contains(cx.party.me()) {
+            // Not ours to sign; an approver's attempt still tells us the request is under way.
+            if self.book.get(&r.id).is_some() && self.check_request(cx, from, r).is_ok() {
+                self.attempt_seen(r);
+            }
+            return Ok(());
         }
         self.check_request(cx, from, r)?;
-        if let Some(c) = self.ceremonies.get(&(r.id, r.attempt)) {
+        self.attempt_seen(r);
+        let key = (nonce_slot(&r.id, &r.origin), r.attempt);
+        if let Some(c) = self.ceremonies.get(&key) {
             if c.request != *r {
                 return Err(ProtocolError::peer(
                     from,
@@ -825,8 +1125,18 @@ impl Signing {
             return Ok(());
         }
         self.join(cx, r, out)?;
-        self.advance(cx, r.id, r.attempt, out);
+        self.advance(cx, key, out);
         Ok(())
+    }
+
+    /// Another approver's valid attempt at `r.id`: our turn to originate it waits from now.
+    fn attempt_seen(&mut self, r: &SignRequest) {
+        if let Some(e) = self.book.get_mut(&r.id) {
+            if e.quorum_since.is_some() {
+                e.quorum_since = Some(self.now);
+            }
+            e.record.origin = r.origin.clone();
+        }
     }
 
     fn on_preprocess(
@@ -852,7 +1162,7 @@ impl Signing {
         if self.recent_done.contains(&r.id) {
             return Ok(());
         }
-        let key = (r.id, r.attempt);
+        let key = (nonce_slot(&r.id, &r.origin), r.attempt);
         match self.ceremonies.get(&key) {
             Some(c) if c.request != *r => {
                 return Err(ProtocolError::peer(
@@ -891,7 +1201,7 @@ impl Signing {
             None => {}
         }
         c.preprocesses.insert(l, payload.preprocesses);
-        self.advance(cx, r.id, r.attempt, out);
+        self.advance(cx, key, out);
         Ok(())
     }
 
@@ -914,7 +1224,7 @@ impl Signing {
         if self.recent_done.contains(&m.msg.id) {
             return Ok(());
         }
-        let key = (m.msg.id, m.msg.attempt);
+        let key = (nonce_slot(&m.msg.id, &m.msg.origin), m.msg.attempt);
         let Some(c) = self.ceremonies.get(&key) else {
             if self.used.contains(&key) {
                 // Late: we took part in this attempt and have since dropped it (it expired
@@ -958,15 +1268,21 @@ impl Signing {
             None => {}
         }
         c.shares.insert(l, payload.shares);
-        self.advance(cx, m.msg.id, m.msg.attempt, out);
+        self.advance(cx, key, out);
         Ok(())
     }
 
     /// Move a ceremony on as far as its inputs allow.
-    fn advance(&mut self, cx: &Scope, id: [u8; 32], attempt: u32, out: &mut Vec<Output>) {
-        self.extend_deadline(id, attempt);
+    fn advance(&mut self, cx: &Scope, key: CeremonyKey, out: &mut Vec<Output>) {
         let me = cx.party.me().clone();
-        let Some(c) = self.ceremonies.get_mut(&(id, attempt)) else {
+        let Some(c) = self.ceremonies.get(&key) else {
+            return;
+        };
+        let (id, attempt) = (c.request.id, key.1);
+        if c.request.origin == me {
+            self.extend_deadline(id, attempt);
+        }
+        let Some(c) = self.ceremonies.get_mut(&key) else {
             return;
         };
         let others = c.indices.len() - 1;
@@ -991,7 +1307,7 @@ impl Signing {
                         shares.push(s);
                     }
                     Err(e) => {
-                        self.ceremony_failed(cx, id, attempt, e, out);
+                        self.ceremony_failed(cx, key, e, out);
                         return;
                     }
                 }
@@ -1015,18 +1331,19 @@ impl Signing {
                             vault: cx.vault.map(|v| v.context).unwrap_or_default(),
                             to: v,
                             id,
+                            origin: c.request.origin.clone(),
                             attempt,
                             sealed,
                         }),
                     )),
                     Err(e) => {
-                        self.ceremony_failed(cx, id, attempt, SignError::Other(e.to_string()), out);
+                        self.ceremony_failed(cx, key, SignError::Other(e.to_string()), out);
                         return;
                     }
                 }
             }
         }
-        let Some(c) = self.ceremonies.get_mut(&(id, attempt)) else {
+        let Some(c) = self.ceremonies.get_mut(&key) else {
             return;
         };
         // Round 3: every share in.
@@ -1046,7 +1363,7 @@ impl Signing {
             match m.complete(&shares) {
                 Ok(sig) => signatures.push(sig.to_vec()),
                 Err(e) => {
-                    self.ceremony_failed(cx, id, attempt, e, out);
+                    self.ceremony_failed(cx, key, e, out);
                     return;
                 }
             }
@@ -1069,20 +1386,24 @@ impl Signing {
     fn ceremony_failed(
         &mut self,
         cx: &Scope,
-        id: [u8; 32],
-        attempt: u32,
+        key: CeremonyKey,
         e: SignError,
         out: &mut Vec<Output>,
     ) {
-        if let Some(c) = self.ceremonies.get_mut(&(id, attempt)) {
-            c.stage = Stage::Done;
-        }
+        let attempt = key.1;
+        let Some(c) = self.ceremonies.get_mut(&key) else {
+            return;
+        };
+        c.stage = Stage::Done;
+        let id = c.request.id;
+        let ours = c.request.origin == *cx.party.me();
         let culprit = e.culprit().and_then(|l| cx.member_at(l).cloned());
         let Some(peer) = culprit else {
-            if self
-                .originated
-                .get(&id)
-                .is_some_and(|o| o.record.attempt == attempt)
+            if ours
+                && self
+                    .originated
+                    .get(&id)
+                    .is_some_and(|o| o.record.attempt == attempt)
             {
                 self.fail_request(
                     id,
@@ -1106,7 +1427,7 @@ impl Signing {
         };
         out.push(Output::Persist(Persist::Cheater(report.clone())));
         self.push_cheater(report.clone());
-        if let Some(o) = self.originated.get_mut(&id) {
+        if let Some(o) = self.originated.get_mut(&id).filter(|_| ours) {
             if o.record.attempt == attempt {
                 o.cheaters.insert(peer, report.reason);
                 self.start_attempt(cx, id, out);
@@ -1123,40 +1444,27 @@ impl Signing {
 
     /// A valid signature set for `a.id`: store it once, finish the request.
     fn signature_done(&mut self, cx: &Scope, a: &SignatureAvailable, out: &mut Vec<Output>) {
-        if !self.recent_done.insert(a.id) {
+        if !self.finished(a.id) {
             return;
         }
-        self.recent_order.push_back(a.id);
-        if self.recent_order.len() > RECENT_DONE {
-            if let Some(old) = self.recent_order.pop_front() {
-                self.recent_done.remove(&old);
-            }
-        }
-        for ((id, _), c) in self.ceremonies.iter_mut() {
-            if *id == a.id {
-                c.stage = Stage::Done;
-            }
-        }
-        let record = match self.originated.remove(&a.id) {
-            Some(o) => SignRecord {
+        let known = self.book.remove(&a.id).map(|e| e.record);
+        let record = match self.originated.remove(&a.id).map(|o| o.record).or(known) {
+            Some(r) => SignRecord {
                 status: SignStatus::Done,
+                origin: a.origin.clone(),
                 attempt: a.attempt,
                 signers: a.signers.clone(),
                 signatures: a.signatures.clone(),
-                ..o.record
+                messages: a.messages.clone(),
+                reason: None,
+                ..r
             },
             None => SignRecord {
-                id: a.id,
-                coin: a.coin,
-                origin: a.origin.clone(),
-                vault: a.vault,
-                messages: a.messages.clone(),
                 status: SignStatus::Done,
                 attempt: a.attempt,
                 signers: a.signers.clone(),
                 signatures: a.signatures.clone(),
-                reason: None,
-                left_out: Vec::new(),
+                ..SignRecord::pending(a.id, a.coin, a.origin.clone(), a.vault, a.messages.clone())
             },
         };
         self.queue.retain(|q| *q != a.id);
@@ -1165,6 +1473,26 @@ impl Signing {
             failure: None,
         }));
         self.start_queued(cx, out);
+    }
+
+    /// `id` is finished (signed or expired): its ceremonies stop and late messages about it are
+    /// dropped. Returns false when it already was.
+    fn finished(&mut self, id: [u8; 32]) -> bool {
+        if !self.recent_done.insert(id) {
+            return false;
+        }
+        self.recent_order.push_back(id);
+        if self.recent_order.len() > RECENT_DONE {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent_done.remove(&old);
+            }
+        }
+        for c in self.ceremonies.values_mut() {
+            if c.request.id == id {
+                c.stage = Stage::Done;
+            }
+        }
+        true
     }
 
     fn on_signature_available(
@@ -1211,11 +1539,18 @@ impl Signing {
                 ));
             }
         }
-        if let Some(o) = self.originated.get(&a.id) {
-            if o.record.messages != a.messages {
+        // What this node knows of the request: its content, if our operator approved it.
+        let known = self
+            .originated
+            .get(&a.id)
+            .map(|o| &o.record.messages)
+            .or_else(|| self.book.get(&a.id).map(|e| &e.record.messages))
+            .filter(|m| !m.is_empty());
+        if let Some(messages) = known {
+            if *messages != a.messages {
                 return Err(ProtocolError::peer(
                     from,
-                    "signatures for other messages than our request's",
+                    "signatures for other messages than the request's",
                 ));
             }
         } else if a.origin == *cx.party.me() {

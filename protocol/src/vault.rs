@@ -87,6 +87,8 @@ pub enum SignFailure {
     AttemptsExhausted,
     /// An attempt could not start here, or failed without a culprit.
     Other,
+    /// Fewer than t validators approved it (or it was not signed) before it expired.
+    Expired,
 }
 
 impl SignFailure {
@@ -96,6 +98,7 @@ impl SignFailure {
             SignFailure::SignersUnavailable => "signers_unavailable",
             SignFailure::AttemptsExhausted => "attempts_exhausted",
             SignFailure::Other => "other",
+            SignFailure::Expired => "expired",
         }
     }
 }
@@ -108,7 +111,8 @@ pub struct SignRecord {
     pub id: [u8; 32],
     /// Coin.
     pub coin: Coin,
-    /// The validator whose API received it.
+    /// The validator that originates its ceremony (an approver; before one starts, the first
+    /// approver known here).
     pub origin: ValidatorId,
     /// DKG context of the vault that signs (the current session's or a retiring one).
     pub vault: [u8; 32],
@@ -126,6 +130,12 @@ pub struct SignRecord {
     pub reason: Option<String>,
     /// Validators left out of later attempts, and why.
     pub left_out: Vec<(ValidatorId, String)>,
+    /// The client's reference (part of the request id).
+    pub reference: Option<String>,
+    /// The signed approvals known here, ours among them once our operator approved.
+    pub approvals: Vec<crate::messages::SignApproval>,
+    /// Unix time (seconds) when the request expires unless signed: the earliest approval's.
+    pub expires_at: u64,
 }
 
 impl SignRecord {
@@ -149,7 +159,15 @@ impl SignRecord {
             signatures: Vec::new(),
             reason: None,
             left_out: Vec::new(),
+            reference: None,
+            approvals: Vec::new(),
+            expires_at: 0,
         }
+    }
+
+    /// Whether `v` approved it (a signed approval of `v` is recorded).
+    pub fn approved_by(&self, v: &ValidatorId) -> bool {
+        self.approvals.iter().any(|a| a.approver == *v)
     }
 }
 

@@ -35,6 +35,8 @@ struct Cluster {
     queue: VecDeque<(usize, Coin, CoordinatorMessage)>,
     persisted: BTreeMap<(usize, Coin), Vec<String>>,
     rng: ChaCha20Rng,
+    /// Wall clock (Unix seconds) of the operators' approvals.
+    unix: u64,
     /// Optional tampering of what leaves a node.
     tamper: Option<Tamper>,
     /// Signing records persisted, per (node, coin, id).
@@ -98,6 +100,7 @@ impl Cluster {
             queue: VecDeque::new(),
             persisted: BTreeMap::new(),
             rng,
+            unix: 1_000,
             tamper: None,
             records: BTreeMap::new(),
             cheaters: BTreeMap::new(),
@@ -239,20 +242,49 @@ impl Cluster {
         self.run();
     }
 
-    /// Ask node `origin`'s processor to sign `messages`; returns the request id.
+    /// Have node `origin`'s operator and those of the next live nodes (in index order, t in
+    /// all) approve a request to sign `messages`, `origin` first; returns the request id.
     fn request(&mut self, origin: usize, coin: Coin, messages: Vec<Vec<u8>>) -> [u8; 32] {
-        let mut id = [0u8; 32];
-        self.rng.fill_bytes(&mut id);
-        let p = self.procs.get_mut(&(origin, coin)).unwrap();
-        let out = p
-            .handle(CoordinatorMessage::SignatureRequested(SignatureRequested {
-                id,
-                messages,
-            }))
-            .unwrap();
-        self.route(origin, coin, out);
-        self.run();
+        let n = self.ids.len();
+        let approvers: Vec<usize> = (0..n)
+            .map(|k| (origin + k) % n)
+            .filter(|i| !self.down.contains(i))
+            .take(usize::from(self.def.threshold))
+            .collect();
+        self.request_on(&approvers, coin, messages)
+    }
+
+    /// Have the operators of `approvers` approve a request to sign `messages`, in that order
+    /// and a second apart, as their APIs would; returns the request id.
+    fn request_on(&mut self, approvers: &[usize], coin: Coin, messages: Vec<Vec<u8>>) -> [u8; 32] {
+        let context = self.procs[&(approvers[0], coin)].vault().unwrap().context;
+        let id = protocol::approvals::request_id(&self.def.name, coin, &context, &messages, None);
+        for &i in approvers {
+            self.unix += 1;
+            let p = self.procs.get_mut(&(i, coin)).unwrap();
+            p.set_unix_time(self.unix);
+            let out = p
+                .handle(CoordinatorMessage::SignatureRequested(SignatureRequested {
+                    id,
+                    messages: messages.clone(),
+                    reference: None,
+                }))
+                .unwrap();
+            self.route(i, coin, out);
+            self.run();
+        }
         id
+    }
+
+    /// Every live node's wall clock moves to `unix` (approvals expire by it) at `now`.
+    fn set_unix(&mut self, unix: u64, now: u64, coins: &[Coin]) {
+        self.unix = unix;
+        for ((node, _), p) in self.procs.iter_mut() {
+            if !self.down.contains(node) {
+                p.set_unix_time(unix);
+            }
+        }
+        self.tick(now, coins);
     }
 
     fn index(&self, v: &ValidatorId) -> usize {
@@ -927,8 +959,9 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
         )
         .unwrap();
     }));
+    // Every operator approves: with one cheater left out, three approvers remain to sign.
     let msgs = messages_for(coin, 2, 7);
-    let id = c.request(0, coin, msgs.clone());
+    let id = c.request_on(&[0, 1, 2, 3], coin, msgs.clone());
     let bad = cheater.get().expect("a signer sent shares");
     // Honest nodes rejected the garbled announcement, naming the cheater's signature.
     assert!(c
@@ -975,15 +1008,27 @@ fn a_silent_signer_is_replaced_and_too_few_signers_fail_naming_the_missing() {
     }
     assert_eq!(done, 6);
 
-    // Two of four down: the request fails at once, naming both.
+    // Two of four down: only two operators can approve, so it is never signed; it expires
+    // naming both approvers.
     c.down.insert(3);
     c.tick(100_000, &[coin]);
     let id = c.request(0, coin, messages_for(coin, 1, 99));
-    let r = &c.records[&(0, coin, id)];
-    assert_eq!(r.status, SignStatus::Failed);
-    let reason = r.reason.clone().unwrap();
-    assert!(reason.contains("only 2 of the 3"), "{reason}");
-    assert!(reason.contains(&c.ids[2].to_string()) && reason.contains(&c.ids[3].to_string()));
+    assert_eq!(c.records[&(0, coin, id)].status, SignStatus::Pending);
+    c.tick(200_000, &[coin]);
+    assert_eq!(c.records[&(0, coin, id)].status, SignStatus::Pending);
+    let unix = c.unix + protocol::approvals::DEFAULT_TTL_S + 1;
+    c.set_unix(unix, 300_000, &[coin]);
+    for node in [0, 1] {
+        let r = &c.records[&(node, coin, id)];
+        assert_eq!(r.status, SignStatus::Failed);
+        assert!(r.signatures.is_empty());
+        let reason = r.reason.clone().unwrap();
+        assert!(
+            reason.contains("expired") && reason.contains("2 of the 3"),
+            "{reason}"
+        );
+        assert!(reason.contains(&c.ids[0].to_string()) && reason.contains(&c.ids[1].to_string()));
+    }
 }
 
 #[test]
@@ -1110,7 +1155,11 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
         }
     }
     assert!(p.can_sign());
-    p.restore_signing([(id, 0)], Vec::new(), Vec::new());
+    p.restore_signing(
+        [(protocol::signing::nonce_slot(&id, &c.ids[0]), 0)],
+        Vec::new(),
+        Vec::new(),
+    );
     let err = p
         .handle(CoordinatorMessage::GeneralIn(GeneralIn {
             from: c.ids[0].clone(),
@@ -1146,8 +1195,12 @@ fn a_restarted_processor_resumes_only_its_own_vaults_pending_requests() {
     let mut p =
         Processor::new(c.def.clone(), coin, k, k.processor_messaging.clone(), vault).unwrap();
     p.set_key_share(&c.key_shares[&(0, coin)]).unwrap();
+    // The node's inbound log holds the DKG's messages (signing messages are not replayed).
     for m in c.inbound[&(0, coin)].clone() {
-        let _ = p.handle(m);
+        if !matches!(m, CoordinatorMessage::GeneralIn(GeneralIn { ref msg, .. }) if matches!(msg, GeneralMessage::SignApproval(_) | GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_)))
+        {
+            let _ = p.handle(m);
+        }
     }
     assert!(p.can_sign());
     // Two requests were pending at the crash: one for this vault, one for another (a retiring
@@ -1166,5 +1219,5 @@ fn a_restarted_processor_resumes_only_its_own_vaults_pending_requests() {
         vec![pending(1, context), pending(2, other)],
         Vec::new(),
     );
-    assert_eq!(p.signing_status().queued, 1);
+    assert_eq!(p.signing_status().unfinished, 1);
 }

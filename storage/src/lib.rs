@@ -13,7 +13,7 @@
 //! | `vaults` | [`VaultKey`] (coin, session) | [`VaultRecord`] |
 //! | `key_shares` | [`VaultKey`] | serialized `ThresholdKeys` (secret) |
 //! | `sign_requests` | request id | [`SignRecord`]: a signature request and its outcome |
-//! | `nonces_used` | [`NonceKey`] (coin, id, attempt) | marker: this attempt was preprocessed |
+//! | `nonces_used` | [`NonceKey`] (coin, H(id, originator), attempt) | marker: this attempt was preprocessed |
 //! | `cheaters` | [`CheaterKey`] (coin, id, attempt, peer) | [`CheaterReport`] |
 //! | `dkg_votes` | [`VoteKey`] (coin, context, round) | our own `KeyGenExclusionVote`s |
 //! | `meta` | [`MetaKey`] | [`SecretsRecord`]: how the secrets are protected (KDF salt, check) |
@@ -161,7 +161,15 @@ impl Value for PeerRecord {}
 impl Value for DirectRequest {}
 impl Value for VaultRecord {}
 impl Value for KeyShareRecord {}
-impl Value for SignRecord {}
+impl Value for SignRecord {
+    const VERSION: u8 = 2;
+
+    /// Version 1 had no reference, approvals or expiry: postcard writes `None`, an empty list
+    /// and `0` as one zero byte each, at the end.
+    fn upgrade(version: u8, body: &[u8]) -> Option<Vec<u8>> {
+        (version == 1).then(|| [body, &[0, 0, 0][..]].concat())
+    }
+}
 impl Value for () {}
 impl Value for CheaterReport {}
 impl Value for KeyGenExclusionVote {}

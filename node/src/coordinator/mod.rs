@@ -65,7 +65,9 @@ pub struct SignCommand {
     pub messages: Vec<Vec<u8>>,
     /// Session of the vault to sign with (`None`: the current one).
     pub session: Option<u32>,
-    /// The request id, once accepted (stored) and handed to the processor.
+    /// The client's reference, part of the request id.
+    pub reference: Option<String>,
+    /// The request id, once this node's approval is stored and announced.
     pub reply: oneshot::Sender<Result<[u8; 32], SignRefusal>>,
 }
 
@@ -331,6 +333,12 @@ impl Coordinator {
                     let placements = std::mem::take(&mut placed);
                     let _ = reply.send(core::admission::finish(result, &placements));
                 }
+                Action::Approve {
+                    coin,
+                    target,
+                    msg,
+                    reply,
+                } => self.approve(coin, target, msg, reply),
                 Action::Dial(peer) => {
                     if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).build()) {
                         debug!(%peer, error = %e, "dial failed");
@@ -410,15 +418,13 @@ impl Coordinator {
 
     /// `POST /sign`: the core decides from what the coin's processors show now.
     fn on_sign(&mut self, cmd: SignCommand) -> Result<(), NodeError> {
-        let mut id = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
         let targets = self.sign_targets(cmd.coin);
         self.event(Event::Sign {
             request: core::SignRequest {
-                id,
                 coin: cmd.coin,
                 messages: cmd.messages,
                 session: cmd.session,
+                reference: cmd.reference,
             },
             targets,
             reply: cmd.reply,

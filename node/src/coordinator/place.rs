@@ -7,7 +7,7 @@ use std::time::Instant;
 use protocol::{messages::CoordinatorMessage, Coin};
 use tracing::{debug, info, warn};
 
-use super::{Coordinator, BUSY_WARN_GAP};
+use super::{Coordinator, SignRefusal, BUSY_WARN_GAP};
 use crate::{
     bus,
     core::{Placement, Target},
@@ -97,6 +97,29 @@ impl Coordinator {
                 Placement::Busy(coin)
             }
             bus::Placed::Gone => Placement::Gone(coin),
+        }
+    }
+
+    /// Hand an operator's approval to its processor, which answers `reply` once it is stored;
+    /// a full or stopped processor is answered here.
+    pub(super) fn approve(
+        &mut self,
+        coin: Coin,
+        target: Target,
+        msg: protocol::messages::SignatureRequested,
+        reply: tokio::sync::oneshot::Sender<Result<[u8; 32], SignRefusal>>,
+    ) {
+        let Some(topic) = self.topic_mut(target) else {
+            let _ = reply.send(Err(SignRefusal::Stopped(coin)));
+            return;
+        };
+        match topic.approve(msg, reply) {
+            bus::Placed::Queued => {}
+            bus::Placed::Full => {
+                self.metrics.bus_full(coin);
+                self.warn_busy(coin);
+            }
+            bus::Placed::Gone => {}
         }
     }
 

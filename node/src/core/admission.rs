@@ -1,28 +1,37 @@
-//! Sign admission (`POST /sign`): which vault a request is for, whether it can sign now, and the
-//! record stored before the id is returned. The refusals are typed; `api.rs` maps each to its
+//! Sign admission (`POST /sign`): which vault a request is for, whether this node can approve
+//! it now, and its id (a hash of its content, `protocol::approvals::request_id`). An admitted
+//! request goes to the vault's processor as this operator's approval; the processor persists
+//! and announces it, then answers the API. The refusals are typed; `api.rs` maps each to its
 //! HTTP status.
 
-use protocol::{
-    messages::{CoordinatorMessage, SignatureRequested},
-    vault::SignRecord,
-    Coin, ValidatorId,
-};
-use storage::{Batch, RequestId, SignRequests};
+use protocol::{messages::SignatureRequested, Coin};
 use tracing::info;
 
 use super::{Action, Core, Io, Target};
 
+/// Longest client reference accepted (bytes).
+pub const MAX_REFERENCE: usize = 256;
+
 /// A signature request from the HTTP endpoint.
 #[derive(Clone, Debug)]
 pub struct SignRequest {
-    /// Its id (drawn by the driver).
-    pub id: [u8; 32],
     /// Coin.
     pub coin: Coin,
     /// Messages (already hex-decoded).
     pub messages: Vec<Vec<u8>>,
     /// Session of the vault to sign with (`None`: the current one).
     pub session: Option<u32>,
+    /// The client's reference (for example the transaction's id), part of the id.
+    pub reference: Option<String>,
+}
+
+/// An admitted request: the vault that signs it, and what its processor is handed.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    /// The vault's DKG context.
+    pub vault: [u8; 32],
+    /// The approval for the processor (its id computed from the content).
+    pub msg: SignatureRequested,
 }
 
 /// What the driver knows of one processor that could take a request.
@@ -79,24 +88,43 @@ pub enum SignRefusal {
     /// The operator's signing policy does not allow it (`--sign-policy`).
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyRule),
+    /// The client's reference is too long or not printable.
+    #[error("reference: {0}")]
+    InvalidReference(String),
+    /// The processor refused it (its reason).
+    #[error("{0}")]
+    Refused(String),
     /// The request could not be stored.
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
 }
 
-/// Decide on `request` given the coin's processors (`targets`); the processor to hand it to
-/// and the record to store first.
+/// Decide on `request` of network `network` given the coin's processors (`targets`); the
+/// processor to hand it to, and what.
 pub fn admit(
     request: &SignRequest,
     targets: &[TargetView],
     coins: &[Coin],
     current_session: u32,
     max_queued: usize,
-    origin: &ValidatorId,
-) -> Result<(Target, SignRecord), SignRefusal> {
+    network: &str,
+) -> Result<(Target, Admitted), SignRefusal> {
     let coin = request.coin;
     if !coins.contains(&coin) {
         return Err(SignRefusal::UnknownCoin(coin));
+    }
+    if let Some(r) = &request.reference {
+        if r.len() > MAX_REFERENCE {
+            return Err(SignRefusal::InvalidReference(format!(
+                "{} bytes; at most {MAX_REFERENCE}",
+                r.len()
+            )));
+        }
+        if r.chars().any(char::is_control) {
+            return Err(SignRefusal::InvalidReference(
+                "control characters are not allowed".into(),
+            ));
+        }
     }
     let session = request.session.unwrap_or(current_session);
     let view = targets.iter().find(|t| t.session == session);
@@ -121,14 +149,19 @@ pub fn admit(
     if !view.has_room {
         return Err(SignRefusal::Busy(coin));
     }
-    let record = SignRecord::pending(
-        request.id,
+    let id = protocol::approvals::request_id(
+        network,
         coin,
-        origin.clone(),
-        vault,
-        request.messages.clone(),
+        &vault,
+        &request.messages,
+        request.reference.as_deref(),
     );
-    Ok((view.target, record))
+    let msg = SignatureRequested {
+        id,
+        messages: request.messages.clone(),
+        reference: request.reference.clone(),
+    };
+    Ok((view.target, Admitted { vault, msg }))
 }
 
 /// The answer to a request, given what its placement became: a processor that has stopped or
@@ -148,8 +181,9 @@ pub fn finish(
 }
 
 impl Core {
-    /// `POST /sign`: admitted requests are stored (synced) before the id is returned, so a
-    /// request is never lost, even across a crash; then handed to the processor.
+    /// `POST /sign`: an admitted request goes to its vault's processor as this operator's
+    /// approval; the processor stores it (synced) before it answers with the id, so an
+    /// approval the API confirmed is never lost, even across a crash.
     pub(super) fn on_sign<I: Io>(
         &mut self,
         request: SignRequest,
@@ -164,7 +198,7 @@ impl Core {
             &self.def.coins,
             self.def.session,
             self.max_queued,
-            &self.me,
+            &self.def.name,
         );
         // The policy counts only what would otherwise be accepted.
         let admitted = admitted.and_then(|a| {
@@ -177,7 +211,7 @@ impl Core {
                 })?;
             Ok(a)
         });
-        let (target, record) = match admitted {
+        let (target, admitted) = match admitted {
             Ok(a) => a,
             Err(refusal) => {
                 if matches!(refusal, SignRefusal::Busy(_)) {
@@ -190,30 +224,13 @@ impl Core {
                 return;
             }
         };
-        let mut batch = Batch::new();
-        if let Err(e) = batch.put::<SignRequests>(&RequestId(record.id), &record) {
-            out.push(Action::SignReply {
-                reply,
-                result: Err(e.into()),
-            });
-            return;
-        }
-        out.push(Action::Persist {
-            batch,
-            durable: true,
-        });
-        let SignRequest {
-            id, coin, messages, ..
-        } = request;
-        out.push(Action::Deliver {
+        let coin = request.coin;
+        info!(%coin, request = %hex::encode(admitted.msg.id), "signature requested");
+        out.push(Action::Approve {
             coin,
             target,
-            msg: CoordinatorMessage::SignatureRequested(SignatureRequested { id, messages }),
-        });
-        info!(%coin, request = %hex::encode(id), "signature requested");
-        out.push(Action::SignReply {
+            msg: admitted.msg,
             reply,
-            result: Ok(id),
         });
     }
 }

@@ -219,6 +219,19 @@ pub enum Action<I: Io> {
         /// The outcome.
         result: Result<[u8; 32], SignRefusal>,
     },
+    /// Hand this operator's approval of a signing request to the vault's processor, which
+    /// persists and announces it, then answers `reply` (the driver answers it when the
+    /// processor's queue is full or gone).
+    Approve {
+        /// Coin.
+        coin: Coin,
+        /// The processor.
+        target: Target,
+        /// The approval.
+        msg: protocol::messages::SignatureRequested,
+        /// Where the answer goes.
+        reply: I::SignReply,
+    },
     /// Dial a validator by peer id.
     Dial(PeerId),
     /// Dial an address (the bootstrap list).

@@ -13,9 +13,8 @@ use libp2p::{
 use protocol::{
     keys::NodeKeys,
     messages::{
-        self, CoordinatorMessage, CoordinatorPublicKey, DirectRequest, DirectResponse,
-        EncryptedPublicKeyOut, GeneralMessage, ProcessorMessage, ProcessorPublicKey,
-        ProcessorPublicKeyList,
+        self, CoordinatorPublicKey, DirectRequest, DirectResponse, EncryptedPublicKeyOut,
+        GeneralMessage, ProcessorMessage, ProcessorPublicKey, ProcessorPublicKeyList,
     },
     signing::SigningConfig,
     Coin, ValidatorId,
@@ -630,19 +629,18 @@ fn view(session: u32) -> TargetView {
 
 fn sign(coin: Coin, session: Option<u32>) -> SignRequest {
     SignRequest {
-        id: [1; 32],
         coin,
         messages: vec![vec![0xab; 32]],
         session,
+        reference: None,
     }
 }
 
 #[test]
 fn sign_admission_refuses_what_cannot_sign_now_with_a_typed_reason() {
-    let me = ValidatorId::from_ed25519(&[1; 32]);
     let coins = [Coin::Btc];
     let admit = |req: &SignRequest, views: &[TargetView]| {
-        admission::admit(req, views, &coins, 1, 4, &me).map(|(t, r)| (t, r.vault))
+        admission::admit(req, views, &coins, 1, 4, "net").map(|(t, r)| (t, r.vault))
     };
     assert!(matches!(
         admit(&sign(Coin::Eth, None), &[view(1)]),
@@ -700,31 +698,48 @@ fn sign_admission_refuses_what_cannot_sign_now_with_a_typed_reason() {
 }
 
 #[test]
-fn an_admitted_request_is_stored_before_it_reaches_the_processor_and_the_id_is_returned() {
+fn an_admitted_request_goes_to_its_processor_as_an_approval_named_by_its_content() {
     let net = Net::new(3, &[Coin::Btc]);
     let (mut core, _) = net.core(0, Instant::now());
-    let actions = core.handle::<Plain>(
-        Event::Sign {
-            request: sign(Coin::Btc, None),
-            targets: vec![view(net.def.session)],
-            reply: 3,
-        },
-        Instant::now(),
-    );
-    assert!(matches!(
-        &actions[..],
-        [
-            Action::Persist { durable: true, .. },
-            Action::Deliver {
-                target: Target::Current(Coin::Btc),
-                msg: CoordinatorMessage::SignatureRequested(_),
-                ..
-            },
-            Action::SignReply {
+    let mut approve = |request: SignRequest| {
+        let actions = core.handle::<Plain>(
+            Event::Sign {
+                request,
+                targets: vec![view(net.def.session)],
                 reply: 3,
-                result: Ok(_)
-            }
-        ]
+            },
+            Instant::now(),
+        );
+        // The processor stores the approval and answers; nothing is written before it.
+        match &actions[..] {
+            [Action::Approve {
+                target: Target::Current(Coin::Btc),
+                msg,
+                reply: 3,
+                ..
+            }] => msg.clone(),
+            other => panic!("{} actions, not one approval", other.len()),
+        }
+    };
+    let a = approve(sign(Coin::Btc, None));
+    let b = approve(sign(Coin::Btc, None));
+    assert_eq!(a.id, b.id, "the same content is the same request");
+    assert_eq!(
+        a.id,
+        protocol::approvals::request_id(&net.def.name, Coin::Btc, &[5; 32], &a.messages, None)
+    );
+    let referenced = approve(SignRequest {
+        reference: Some("tx 1".into()),
+        ..sign(Coin::Btc, None)
+    });
+    assert_ne!(referenced.id, a.id, "the reference is part of the id");
+    let long = SignRequest {
+        reference: Some("x".repeat(admission::MAX_REFERENCE + 1)),
+        ..sign(Coin::Btc, None)
+    };
+    assert!(matches!(
+        admission::admit(&long, &[view(net.def.session)], &[Coin::Btc], 0, 4, "n"),
+        Err(SignRefusal::InvalidReference(_))
     ));
     let mut gone = Placements::default();
     gone.add(Placement::Gone(Coin::Btc));

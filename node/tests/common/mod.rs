@@ -280,3 +280,61 @@ pub async fn wait_all_active(nodes: &[&Node], coins: usize, deadline: Duration) 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The chain's own check, independent of modular-frost.
+pub fn chain_accepts(coin: &str, vault: &Value, msg: &[u8], sig: &[u8]) -> bool {
+    use sha3::Digest as _;
+    let secp = secp256k1::Secp256k1::new();
+    let group_key = hex::decode(vault["group_key"].as_str().unwrap()).unwrap();
+    match coin {
+        "BTC" => {
+            let (_, _, program) =
+                bech32::segwit::decode(vault["address"].as_str().unwrap()).unwrap();
+            let key = secp256k1::XOnlyPublicKey::from_slice(&program).unwrap();
+            let Ok(sig) = secp256k1::schnorr::Signature::from_slice(sig) else {
+                return false;
+            };
+            let msg = secp256k1::Message::from_digest(msg.try_into().unwrap());
+            secp.verify_schnorr(&sig, &msg, &key).is_ok()
+        }
+        "ETH" => {
+            // R' = s·G − c·P; accept iff c == keccak256(address(R') ‖ v ‖ px ‖ m).
+            let p = secp256k1::PublicKey::from_slice(&group_key).unwrap();
+            let (Ok(c), Ok(s)) = (
+                secp256k1::Scalar::from_be_bytes(sig[..32].try_into().unwrap()),
+                secp256k1::SecretKey::from_slice(&sig[32..]),
+            ) else {
+                return false;
+            };
+            let sg = secp256k1::PublicKey::from_secret_key(&secp, &s);
+            let cp = p.mul_tweak(&secp, &c).unwrap().negate(&secp);
+            let Ok(r) = sg.combine(&cp) else {
+                return false;
+            };
+            let address = &sha3::Keccak256::digest(&r.serialize_uncompressed()[1..])[12..];
+            let mut h = sha3::Keccak256::new();
+            h.update(address);
+            h.update([27 + group_key[0] - 2]);
+            h.update(&group_key[1..]);
+            h.update(msg);
+            h.finalize()[..] == sig[..32]
+        }
+        "SOL" => {
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(&group_key.try_into().unwrap()).unwrap();
+            let sig = ed25519_dalek::Signature::from_bytes(sig.try_into().unwrap());
+            key.verify_strict(msg, &sig).is_ok()
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// The value of the Prometheus counter line that starts with `series` (0 when absent).
+pub fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -79,14 +79,17 @@ pub struct EncryptedSignatureShareIn {
     pub msg: EncryptedSignatureShareOut,
 }
 
-/// A signature request received by this node's API, for its processor to originate.
+/// A signature request received by this node's API: the operator's approval, for the
+/// processor to sign, announce and (once t validators approved) take to a ceremony.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureRequested {
-    /// Request id.
+    /// Request id (`approvals::request_id` of the content; the processor checks it).
     pub id: [u8; 32],
     /// The messages.
     pub messages: Vec<Vec<u8>>,
+    /// The client's reference (for example the transaction's id), part of the id.
+    pub reference: Option<String>,
 }
 
 /// The processor's DKG waits for announcements of these validators and made no progress for a
@@ -178,6 +181,8 @@ named_enum! {
         KeyGenBlame(KeyGenBlame),
         /// The DKG waits for these validators' announcements: ask them (local only).
         AnnouncementsWanted(AnnouncementsWanted),
+        /// Signing: this validator's approval of a request (general partition).
+        SignApproval(SignApproval),
     }
 }
 
@@ -191,7 +196,8 @@ impl ProcessorMessage {
             | ProcessorMessage::SignRequest(_)
             | ProcessorMessage::SignatureAvailable(_)
             | ProcessorMessage::KeyGenExclusionVote(_)
-            | ProcessorMessage::KeyGenBlame(_) => Partition::General,
+            | ProcessorMessage::KeyGenBlame(_)
+            | ProcessorMessage::SignApproval(_) => Partition::General,
             ProcessorMessage::SignerReady(_)
             | ProcessorMessage::EncryptedPublicKeyOut(_)
             | ProcessorMessage::EncryptedKeyGenCommitmentOut(_)

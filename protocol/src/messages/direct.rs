@@ -120,6 +120,8 @@ pub struct EncryptedSignatureShareOut {
     pub to: ValidatorId,
     /// Request id.
     pub id: [u8; 32],
+    /// The originator of the attempt (several approvers may originate one request).
+    pub origin: ValidatorId,
     /// Attempt.
     pub attempt: u32,
     /// Sealed [`SignatureSharePayload`].

@@ -220,7 +220,7 @@ pub struct PublicAddressAvailable {
 pub struct SignRequest {
     /// Coin.
     pub coin: Coin,
-    /// Request id, chosen by the originator.
+    /// Request id (`approvals::request_id` of its content).
     pub id: [u8; 32],
     /// Attempt number (a retry with another signer set is a new attempt).
     pub attempt: u32,
@@ -233,6 +233,27 @@ pub struct SignRequest {
     /// The messages, signed in one ceremony.
     pub messages: Vec<Vec<u8>>,
     /// Originator's processor signature over the above.
+    pub signature: Vec<u8>,
+}
+
+/// One validator's approval of a signing request: its operator submitted the request
+/// (`POST /sign`) to its own node. The request id is derived from the request's content
+/// (`approvals::request_id`), so every validator that approves the same content approves the
+/// same id. Signed by the approver's processor signature key; gossiped by the approver only.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignApproval {
+    /// Coin.
+    pub coin: Coin,
+    /// Request id (a hash of network, coin, vault, messages and reference).
+    pub id: [u8; 32],
+    /// DKG context of the vault that is to sign.
+    pub vault: [u8; 32],
+    /// The approving validator.
+    pub approver: ValidatorId,
+    /// Unix time (seconds) after which the approval no longer counts.
+    pub expires_at: u64,
+    /// Approver's processor signature over the above.
     pub signature: Vec<u8>,
 }
 
@@ -281,6 +302,8 @@ pub enum GeneralMessage {
     KeyGenExclusionVote(KeyGenExclusionVote),
     /// DKG blame: evidence against a participant.
     KeyGenBlame(KeyGenBlame),
+    /// Signing: one validator's approval of a request.
+    SignApproval(SignApproval),
 }
 }
 
@@ -297,6 +320,7 @@ impl GeneralMessage {
             GeneralMessage::SignatureAvailable(m) => Some(m.coin),
             GeneralMessage::KeyGenExclusionVote(m) => Some(m.coin),
             GeneralMessage::KeyGenBlame(m) => Some(m.coin),
+            GeneralMessage::SignApproval(m) => Some(m.coin),
         }
     }
 }
