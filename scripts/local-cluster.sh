@@ -161,9 +161,15 @@ for i in $(seq 1 "$N"); do
   printf '%-6s %-54s http://127.0.0.1:%s/status\n' "node$i" "${IDS[$((i-1))]}" "$(api_port "$i")"
 done
 echo
-echo "sign with a vault (any node's API with its operator's token; t of the $N validators sign):"
-echo "  $BIN sign --api 127.0.0.1:$(api_port 1) --data-dir $DIR/node1 --coin BTC --message aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-echo "  $BIN sign --api 127.0.0.1:$(api_port 2) --data-dir $DIR/node2 --coin SOL --message 48656c6c6f"
+T=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vaults"][0]["threshold"])' "$DIR/status-node1.json")
+echo "sign with a vault: a request is signed once t = $T operators approved it on their own nodes;"
+echo "this approves on the first t nodes of the cluster with their operators' tokens:"
+echo "  $BIN sign --cluster $DIR/cluster.json --coin BTC --message aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+echo "the same with the nodes named one by one (each operator approves the same request):"
+printf '  %s sign --coin SOL --message 48656c6c6f' "$BIN"
+for i in $(seq 1 "$T"); do printf ' \\\n      --api 127.0.0.1:%s --data-dir %s' "$(api_port "$i")" "$DIR/node$i"; done
+echo
+echo "one approval by hand (the request is pending until t nodes approved it):"
 echo "  curl -s -XPOST http://127.0.0.1:$(api_port 1)/sign -H \"Authorization: Bearer \$(cat $DIR/node1/api-token)\" -H 'content-type: application/json' -d '{\"coin\": \"ETH\", \"messages\": [\"0000000000000000000000000000000000000000000000000000000000000007\"]}'"
 echo "  curl -s http://127.0.0.1:$(api_port 1)/sign/<id>"
 echo
