@@ -144,6 +144,7 @@ pub async fn wait_sign(
     timeout: std::time::Duration,
 ) -> Result<api::SignResult, NodeError> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut approvals = None;
     loop {
         let (code, body) = http_client::get(api, &format!("/sign/{id}")).await?;
         if code == 200 {
@@ -152,10 +153,15 @@ pub async fn wait_sign(
             if r.status != "pending" {
                 return Ok(r);
             }
+            approvals = Some(r.approvals.len());
         }
         if tokio::time::Instant::now() >= deadline {
+            let known = match approvals {
+                Some(k) => format!(" with {k} approval(s) known to {api}"),
+                None => String::new(),
+            };
             return Err(NodeError::Config(format!(
-                "request {id} still pending after {timeout:?}"
+                "request {id} still pending after {timeout:?}{known}; it is signed once the vault's threshold of operators approved it"
             )));
         }
         tokio::time::sleep(poll).await;
