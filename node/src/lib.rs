@@ -498,11 +498,24 @@ fn start_processor(
         capacity,
     } = *env;
     let coin = processor.coin();
-    processor.restore_signing(
+    let stale = processor.restore_signing(
         store.nonces_used(coin)?,
         store.pending_sign_requests(coin)?,
         store.cheaters(coin)?,
     );
+    if !stale.is_empty() {
+        // Markers of requests finished before the restart (their deletion was not written).
+        let mut b = storage::Batch::new();
+        for (id, attempt) in &stale {
+            b.delete::<storage::NoncesUsed>(&storage::NonceKey {
+                coin,
+                id: *id,
+                attempt: *attempt,
+            });
+        }
+        store.write(b)?;
+        tracing::info!(%coin, markers = stale.len(), "pruned the nonce markers of finished requests");
+    }
     let (tx, rx) = mpsc::channel(capacity);
     processor_task::ProcessorTask {
         processor,

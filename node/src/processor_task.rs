@@ -21,7 +21,7 @@ use storage::{
     KeyShares, NonceKey, NoncesUsed, RequestId, SignRequests, Store, VaultKey, Vaults, VoteKey,
 };
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     bus::{ProcessorCommand, ProcessorEvent, ProcessorSnapshot},
@@ -287,6 +287,31 @@ impl ProcessorTask {
         }
     }
 
+    /// Store a key share under its own vault's key (the DKG's session, not whatever vault the
+    /// processor holds now). An active vault's share of another DKG is never overwritten:
+    /// funds at its address need it.
+    fn key_share(
+        &self,
+        batch: &mut Batch,
+        key: VaultKey,
+        context: [u8; 32],
+        keys: zeroize::Zeroizing<Vec<u8>>,
+    ) -> Result<(), storage::StorageError> {
+        let active_elsewhere = self
+            .store
+            .get::<Vaults>(&key)?
+            .is_some_and(|v| v.status == VaultStatus::Active && v.context != context);
+        if active_elsewhere {
+            error!(coin = %key.coin, session = key.session, "a key share of another DKG would replace an active vault's; keeping the active one");
+            return Ok(());
+        }
+        let record = KeyShareRecord {
+            context,
+            keys: keys.to_vec(),
+        };
+        batch.put::<KeyShares>(&key, &record).map(|_| ())
+    }
+
     /// Persist, then hand the messages over. Returns false on a fatal storage error.
     fn apply(&mut self, outputs: Vec<Output>) -> bool {
         let coin = self.processor.coin();
@@ -338,22 +363,10 @@ impl ProcessorTask {
                 }
                 Output::Persist(Persist::KeyShare {
                     coin,
+                    session,
                     context,
                     keys,
-                }) => {
-                    let session = self
-                        .processor
-                        .vault()
-                        .map(|v| v.session)
-                        .unwrap_or_default();
-                    let record = KeyShareRecord {
-                        context,
-                        keys: keys.to_vec(),
-                    };
-                    batch
-                        .put::<KeyShares>(&VaultKey { coin, session }, &record)
-                        .map(|_| ())
-                }
+                }) => self.key_share(&mut batch, VaultKey { coin, session }, context, keys),
                 Output::Persist(Persist::MessagingKey { coin, key }) => batch
                     .put::<storage::Identity>(
                         &IdentityKey::Messaging(coin),
@@ -363,6 +376,12 @@ impl ProcessorTask {
                 Output::Persist(Persist::NonceUsed { coin, id, attempt }) => batch
                     .put::<NoncesUsed>(&NonceKey { coin, id, attempt }, &())
                     .map(|_| ()),
+                Output::Persist(Persist::ForgetNonces { coin, used }) => {
+                    for (id, attempt) in used {
+                        batch.delete::<NoncesUsed>(&NonceKey { coin, id, attempt });
+                    }
+                    Ok(())
+                }
                 Output::Persist(Persist::SignRecord { record, failure }) => {
                     self.sign_record(&mut batch, record, failure)
                 }

@@ -36,6 +36,8 @@ pub const MAX_TTL_S: u64 = 7 * 24 * 3600;
 pub const CLOCK_SKEW_S: u64 = 300;
 /// Unfinished requests one approver may hold in another validator's book.
 pub const MAX_PER_APPROVER: usize = 256;
+/// Longest client reference (bytes) a request may carry.
+pub const MAX_REFERENCE: usize = 256;
 const DOMAIN: &[u8] = b"SignApproval";
 
 /// The id of a request: a hash of everything that decides what gets signed and by which key.

@@ -136,9 +136,17 @@ impl NetworkDefinition {
             entries.push((id, v.addrs.clone()));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
+        // Below a majority, two disjoint sets of t validators could each vote, exclude and
+        // sign on their own.
+        let majority = n / 2 + 1;
         let threshold = match file.threshold {
-            Some(t) if t == 0 || usize::from(t) > n => {
-                return Err(field("threshold", format!("must be between 1 and {n}")))
+            Some(t) if usize::from(t) < majority || usize::from(t) > n => {
+                return Err(field(
+                    "threshold",
+                    format!(
+                        "{t} with {n} validators; it must be a majority, between {majority} and {n}"
+                    ),
+                ))
             }
             Some(t) => t,
             None => default_threshold(n),
@@ -236,6 +244,17 @@ mod tests {
     fn errors_name_the_field() {
         let e = NetworkDefinition::from_toml(&file("threshold = 9", 4)).unwrap_err();
         assert!(e.to_string().contains("threshold"), "{e}");
+        // Not a majority: two disjoint quorums could each act alone.
+        for (t, n) in [(2, 4), (3, 7), (1, 3), (0, 2)] {
+            let e =
+                NetworkDefinition::from_toml(&file(&format!("threshold = {t}"), n)).unwrap_err();
+            assert!(e.to_string().contains("threshold"), "{e}");
+            assert!(e.to_string().contains("majority"), "{e}");
+        }
+        for (t, n) in [(3, 4), (4, 7), (2, 3), (2, 2)] {
+            let d = NetworkDefinition::from_toml(&file(&format!("threshold = {t}"), n)).unwrap();
+            assert_eq!(d.threshold, t);
+        }
         let e = NetworkDefinition::from_toml(&file("", 1)).unwrap_err();
         assert!(e.to_string().contains("validators"), "{e}");
         let e = NetworkDefinition::from_toml("name = 5").unwrap_err();

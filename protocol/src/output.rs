@@ -25,6 +25,9 @@ pub enum Persist {
     KeyShare {
         /// Coin.
         coin: Coin,
+        /// Validator-set session of the DKG that made it: with the coin, where it is stored,
+        /// whatever vault the processor holds when the write is applied.
+        session: u32,
         /// DKG context.
         context: [u8; 32],
         /// Serialized `ThresholdKeys`.
@@ -47,6 +50,14 @@ pub enum Persist {
         id: [u8; 32],
         /// Attempt.
         attempt: u32,
+    },
+    /// Signing: the markers of a finished request; nothing finished is preprocessed again
+    /// (see `docs/SIGNING.md`, "Nonces").
+    ForgetNonces {
+        /// Coin.
+        coin: Coin,
+        /// (slot, attempt) pairs.
+        used: Vec<([u8; 32], u32)>,
     },
     /// Signing: a request's record (pending, done or failed; `failure` says why it failed).
     SignRecord {
@@ -75,6 +86,9 @@ impl std::fmt::Debug for Persist {
             Persist::MessagingKey { coin, key } => write!(f, "MessagingKey({coin}, {key:?})"),
             Persist::NonceUsed { coin, id, attempt } => {
                 write!(f, "NonceUsed({coin}, {}, {attempt})", hex::encode(id))
+            }
+            Persist::ForgetNonces { coin, used } => {
+                write!(f, "ForgetNonces({coin}, {} markers)", used.len())
             }
             Persist::SignRecord { record, .. } => write!(f, "SignRecord({:?})", record),
             Persist::ForgetSignRecord { id } => write!(f, "ForgetSignRecord({})", hex::encode(id)),

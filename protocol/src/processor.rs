@@ -281,17 +281,33 @@ impl Processor {
         self.party.rotate(new)
     }
 
-    /// Messages that waited in the buffer and were rejected once they could be checked. The
-    /// node logs them and drops them from its inbound table.
+    /// Messages rejected without an error from [`Processor::handle`]: ones that waited in the
+    /// buffer and failed once they could be checked, and bad ones that proved a fault (the
+    /// vote is in `handle`'s outputs). The node logs them and drops them from its inbound
+    /// table.
     pub fn take_rejected(&mut self) -> Vec<(CoordinatorMessage, ProtocolError)> {
         std::mem::take(&mut self.rejected)
     }
 
     /// Handle one `...In` message. Errors name the peer at fault; the processor's state is
-    /// unchanged by a rejected message.
+    /// unchanged by a rejected message, except for the evidence it is (then it is listed by
+    /// [`Processor::take_rejected`] and the outputs hold our vote).
     pub fn handle(&mut self, msg: CoordinatorMessage) -> Result<Vec<Output>> {
         let mut out = Vec::new();
-        match self.dispatch(&msg, &mut out)? {
+        let handled = match self.dispatch(&msg, &mut out) {
+            Ok(h) => h,
+            Err(e) => {
+                // A bad message can still prove a fault (a signed wrong confirmation): our
+                // vote goes out now, and the message is reported as rejected.
+                self.settle(&mut out);
+                if out.is_empty() {
+                    return Err(e);
+                }
+                self.rejected.push((msg, e));
+                return Ok(out);
+            }
+        };
+        match handled {
             Handled::Wait => {
                 let sender = sender_of(&msg);
                 let waiting = self
@@ -483,6 +499,7 @@ impl Processor {
         };
         out.push(Output::Persist(Persist::KeyShare {
             coin,
+            session: self.party.def().session,
             context: attempt.context(),
             keys: output.keys,
         }));
@@ -644,19 +661,20 @@ impl Processor {
     }
 
     /// After a restart: the (slot, attempt) pairs already preprocessed (see
-    /// [`crate::signing::nonce_slot`]), the unfinished requests with their approvals, and past
-    /// cheater reports.
+    /// [`crate::signing::nonce_slot`]), the coin's unfinished requests (of any vault) with
+    /// their approvals, and past cheater reports. Returns the markers of requests that are no
+    /// longer unfinished, for the driver to delete.
     pub fn restore_signing(
         &mut self,
         used: impl IntoIterator<Item = ([u8; 32], u32)>,
         pending: Vec<SignRecord>,
         cheaters: Vec<CheaterReport>,
-    ) {
+    ) -> Vec<([u8; 32], u32)> {
         let cx = Scope {
             party: &self.party,
             vault: self.vault.as_ref(),
         };
-        self.signing.restore(&cx, used, pending, cheaters);
+        self.signing.restore(&cx, used, pending, cheaters)
     }
 
     /// The wall clock (Unix seconds) that signing approvals expire by; the driver sets it

@@ -6,7 +6,7 @@
 
 use crate::{
     dkg,
-    keygen::{payload_body, KeyGen, COMMITMENT_DOMAIN, SHARE_DOMAIN},
+    keygen::{address_body, payload_body, KeyGen, ADDRESS_DOMAIN, COMMITMENT_DOMAIN, SHARE_DOMAIN},
     messages::{BlameEvidence, KeyGenPayload, ProcessorMessage},
     party::Party,
     processor::{Output, Processor},
@@ -31,6 +31,8 @@ pub enum Sabotage {
     /// (signed with its own key) and announces the request with itself and t - 1 others as
     /// signers, as if they had approved.
     ForgeApprovals,
+    /// Confirms (signs) a group key other than the one its DKG computed.
+    WrongGroupKey,
 }
 
 impl std::str::FromStr for Sabotage {
@@ -42,14 +44,26 @@ impl std::str::FromStr for Sabotage {
             "false-accusation" => Ok(Sabotage::FalseAccusation),
             "garbage" => Ok(Sabotage::Garbage),
             "forge-approvals" => Ok(Sabotage::ForgeApprovals),
+            "wrong-group-key" => Ok(Sabotage::WrongGroupKey),
             other => Err(format!(
-                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals)"
+                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals, wrong-group-key)"
             )),
         }
     }
 }
 
 impl Processor {
+    /// `request` announced with this validator as its originator, signed with its real key
+    /// (whatever its content): what a hostile validator can put on the general partition.
+    pub fn originate_as_self(
+        &mut self,
+        mut request: crate::messages::SignRequest,
+    ) -> crate::messages::SignRequest {
+        let (party, _) = self.dkg_parts();
+        request.origin = party.me().clone();
+        crate::signing::sign_request(party, request)
+    }
+
     /// Rewrite what the honest machine emitted (and add to it).
     pub fn sabotage(&mut self, how: Sabotage, out: Vec<Output>) -> Vec<Output> {
         if how == Sabotage::ForgeApprovals {
@@ -120,6 +134,13 @@ impl Processor {
                 }
                 (Sabotage::FalseAccusation, ProcessorMessage::PublicAddressAvailable(_)) => {
                     continue
+                }
+                (Sabotage::WrongGroupKey, ProcessorMessage::PublicAddressAvailable(mut a)) => {
+                    if let Some(b) = a.group_key.last_mut() {
+                        *b ^= 1;
+                    }
+                    a.signature = party.signer().sign(ADDRESS_DOMAIN, &address_body(&a));
+                    ProcessorMessage::PublicAddressAvailable(a)
                 }
                 (_, other) => other,
             };

@@ -65,7 +65,8 @@ pub struct SigningConfig {
     pub max_originating: usize,
     /// Requests waiting for a slot; past it, requests are refused.
     pub max_queued: usize,
-    /// Other validators' ceremonies this processor takes part in at once.
+    /// Ceremonies this processor takes part in at once, in all (each originator has at most
+    /// `max_originating` of them, so this only bounds memory: every validator's full share).
     pub max_participating: usize,
     /// How long this node's approvals count (seconds): a request fewer than t validators
     /// approved in that time expires.
@@ -78,7 +79,7 @@ impl Default for SigningConfig {
             attempt_timeout_ms: 10_000,
             max_originating: 32,
             max_queued: 1024,
-            max_participating: 256,
+            max_participating: 32 * crate::network::MAX_VALIDATORS,
             approval_ttl_s: approvals::DEFAULT_TTL_S,
         }
     }
@@ -310,8 +311,23 @@ impl Signing {
         used: impl IntoIterator<Item = ([u8; 32], u32)>,
         pending: Vec<SignRecord>,
         cheaters: Vec<CheaterReport>,
-    ) {
-        self.used.extend(used);
+    ) -> Vec<CeremonyKey> {
+        // Markers are kept for unfinished requests only: a finished one left the book, and
+        // without our approval in it nothing is preprocessed.
+        let live: BTreeSet<[u8; 32]> = pending
+            .iter()
+            .filter(|r| r.status == SignStatus::Pending)
+            .flat_map(|r| {
+                cx.party
+                    .def()
+                    .validators
+                    .iter()
+                    .map(move |v| nonce_slot(&r.id, v))
+            })
+            .collect();
+        let (kept, stale): (Vec<CeremonyKey>, Vec<CeremonyKey>) =
+            used.into_iter().partition(|(slot, _)| live.contains(slot));
+        self.used.extend(kept);
         let vault = cx.vault.map(|v| v.context);
         for mut record in pending {
             // Only requests for this very vault (a retiring vault of the same coin restores
@@ -326,6 +342,7 @@ impl Signing {
         for c in cheaters {
             self.push_cheater(c);
         }
+        stale
     }
 
     /// Signing state for status.
@@ -660,7 +677,7 @@ impl Signing {
                 "expired unsigned; approved by {}",
                 approvals::approvers_text(&e.record, threshold)
             );
-            self.finished(id);
+            self.finished(cx, id, out);
             if let Some(o) = self.originated.get_mut(&id) {
                 o.record.approvals = e.record.approvals;
                 o.record.expires_at = e.record.expires_at;
@@ -1023,11 +1040,42 @@ impl Signing {
             ));
         }
         if request.origin != *cx.party.me() {
-            let participating = self
+            // One open attempt per (request, originator): a newer attempt replaces the older
+            // (its nonces are dropped unused), an older one arriving late is ignored. So an
+            // originator holds at most one slot per request it may originate.
+            let slot = key.0;
+            let open = |c: &Ceremony| !c.done();
+            if self
+                .ceremonies
+                .range((slot, request.attempt.saturating_add(1))..=(slot, u32::MAX))
+                .any(|(_, c)| open(c))
+            {
+                return Ok(());
+            }
+            for (_, c) in self
+                .ceremonies
+                .range_mut((slot, 0)..(slot, request.attempt))
+                .filter(|(_, c)| !c.done())
+            {
+                c.stage = Stage::Done;
+            }
+            // A fair share per originator: as many as an honest one ever runs at once, so one
+            // validator's requests cannot take the slots every other originator needs.
+            let theirs = self
                 .ceremonies
                 .values()
-                .filter(|c| !c.done() && c.request.origin != *cx.party.me())
+                .filter(|c| open(c) && c.request.origin == request.origin)
                 .count();
+            if theirs >= self.config.max_originating {
+                return Err(ProtocolError::peer(
+                    &request.origin,
+                    format!(
+                        "{theirs} of its ceremonies already in progress here, its share is {}",
+                        self.config.max_originating
+                    ),
+                ));
+            }
+            let participating = self.ceremonies.values().filter(|c| open(c)).count();
             if participating >= self.config.max_participating {
                 return Err(ProtocolError::peer(
                     &request.origin,
@@ -1378,6 +1426,7 @@ impl Signing {
             signers: r.signers.clone(),
             messages: r.messages.clone(),
             signatures,
+            reference: self.reference_of(&id),
         };
         self.signature_done(cx, &available, out);
         out.push(Output::Bus(ProcessorMessage::SignatureAvailable(available)));
@@ -1444,7 +1493,7 @@ impl Signing {
 
     /// A valid signature set for `a.id`: store it once, finish the request.
     fn signature_done(&mut self, cx: &Scope, a: &SignatureAvailable, out: &mut Vec<Output>) {
-        if !self.finished(a.id) {
+        if !self.finished(cx, a.id, out) {
             return;
         }
         let known = self.book.remove(&a.id).map(|e| e.record);
@@ -1464,6 +1513,7 @@ impl Signing {
                 attempt: a.attempt,
                 signers: a.signers.clone(),
                 signatures: a.signatures.clone(),
+                reference: a.reference.clone(),
                 ..SignRecord::pending(a.id, a.coin, a.origin.clone(), a.vault, a.messages.clone())
             },
         };
@@ -1475,11 +1525,36 @@ impl Signing {
         self.start_queued(cx, out);
     }
 
+    /// The client reference of a request this node approved or originated.
+    fn reference_of(&self, id: &[u8; 32]) -> Option<String> {
+        self.originated
+            .get(id)
+            .map(|o| &o.record)
+            .or_else(|| self.book.get(id).map(|e| &e.record))
+            .and_then(|r| r.reference.clone())
+    }
+
     /// `id` is finished (signed or expired): its ceremonies stop and late messages about it are
     /// dropped. Returns false when it already was.
-    fn finished(&mut self, id: [u8; 32]) -> bool {
+    fn finished(&mut self, cx: &Scope, id: [u8; 32], out: &mut Vec<Output>) -> bool {
         if !self.recent_done.insert(id) {
             return false;
+        }
+        // Its nonce markers go: a finished request is out of the book, and a preprocess needs
+        // our approval there (`approved_here`), so none of its attempts is preprocessed again.
+        let mut forget = Vec::new();
+        for v in &cx.party.def().validators {
+            let slot = nonce_slot(&id, v);
+            forget.extend(self.used.range((slot, 0)..=(slot, u32::MAX)).copied());
+        }
+        if !forget.is_empty() {
+            for k in &forget {
+                self.used.remove(k);
+            }
+            out.push(Output::Persist(Persist::ForgetNonces {
+                coin: cx.party.coin(),
+                used: forget,
+            }));
         }
         self.recent_order.push_back(id);
         if self.recent_order.len() > RECENT_DONE {
@@ -1522,6 +1597,27 @@ impl Signing {
             ));
         }
         check_messages(a.coin, &a.messages).map_err(|e| ProtocolError::peer(from, e))?;
+        // The id is the hash of the request's content: signatures over other messages (an
+        // old valid pair, say) never complete the request this names.
+        if a.reference
+            .as_ref()
+            .is_some_and(|r| r.len() > approvals::MAX_REFERENCE)
+            || approvals::request_id(
+                &cx.party.def().name,
+                a.coin,
+                &a.vault,
+                &a.messages,
+                a.reference.as_deref(),
+            ) != a.id
+        {
+            return Err(ProtocolError::peer(
+                from,
+                format!(
+                    "announced signatures for request {} over other content than that request's",
+                    hex::encode(a.id)
+                ),
+            ));
+        }
         if a.signatures.len() != a.messages.len() {
             return Err(ProtocolError::peer(
                 from,

@@ -71,12 +71,17 @@ fn hop<T: serde::Serialize + serde::de::DeserializeOwned>(m: &T) -> T {
 
 impl Cluster {
     fn new(n: usize, coins: &[Coin], seed: u64) -> Cluster {
+        Cluster::in_session(n, coins, seed, 0)
+    }
+
+    /// A cluster of validator-set session `session`.
+    fn in_session(n: usize, coins: &[Coin], seed: u64, session: u32) -> Cluster {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let keys: Vec<NodeKeys> = (0..n)
             .map(|_| NodeKeys::generate(&mut rng).unwrap())
             .collect();
         let mut toml = format!(
-            "name = \"flow\"\ncoins = [{}]\n",
+            "name = \"flow\"\nsession = {session}\ncoins = [{}]\n",
             coins
                 .iter()
                 .map(|c| format!("\"{c}\""))
@@ -158,7 +163,9 @@ impl Cluster {
                         Persist::Cheater(c) => {
                             self.cheaters.entry(node).or_default().push(c.clone())
                         }
-                        Persist::KeyShare { keys, .. } => {
+                        Persist::KeyShare { keys, session, .. } => {
+                            // Stored under the DKG's own session, whatever the processor holds.
+                            assert_eq!(*session, self.def.session, "node {node}");
                             self.key_shares.insert((node, coin), keys.to_vec());
                         }
                         Persist::Vote(v) => {
@@ -310,7 +317,12 @@ impl Cluster {
                     })
             );
             let p = self.procs.get_mut(&(to, coin)).unwrap();
-            match p.handle(m) {
+            let result = p.handle(m);
+            // What the processor rejected without an error (buffered, or proving a fault).
+            for (_, e) in p.take_rejected() {
+                self.rejected.push((to, e.to_string()));
+            }
+            match result {
                 Ok(out) => self.route(to, coin, out),
                 // A late signing message for a finished attempt: the node logs and drops it.
                 Err(e) if signing => self.sign_errors.push((to, e.to_string())),
@@ -437,6 +449,25 @@ fn an_invalid_share_is_blamed_on_its_sender_through_the_pedpop_proof() {
         c.sabotage.insert(2, Sabotage::BadShare);
         c.run();
         assert_left_out(&mut c, coin, 2, ExclusionReason::InvalidShare);
+    }
+}
+
+#[test]
+fn a_signed_wrong_group_key_excludes_its_signer_instead_of_failing_the_vault() {
+    for coin in [Coin::Btc, Coin::Sol] {
+        let mut c = Cluster::new(4, &[coin], 37);
+        c.sabotage.insert(1, Sabotage::WrongGroupKey);
+        c.run();
+        // Nobody's vault failed; the DKG went on without the signer of the wrong key.
+        c.tick(1_000, &[coin]);
+        assert_left_out(&mut c, coin, 1, ExclusionReason::WrongGroupKey);
+        assert!(
+            c.rejected
+                .iter()
+                .any(|(_, e)| e.contains(&c.ids[1].to_string()) && e.contains("group key")),
+            "{:?}",
+            c.rejected
+        );
     }
 }
 
@@ -1155,11 +1186,15 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
         }
     }
     assert!(p.can_sign());
-    p.restore_signing(
-        [(protocol::signing::nonce_slot(&id, &c.ids[0]), 0)],
-        Vec::new(),
-        Vec::new(),
-    );
+    // It crashed mid-request: the record on its disk is still pending, so the marker stays.
+    let slot = protocol::signing::nonce_slot(&id, &c.ids[0]);
+    let pending = SignRecord {
+        status: SignStatus::Pending,
+        signatures: Vec::new(),
+        ..r.clone()
+    };
+    let stale = p.restore_signing([(slot, 0)], vec![pending], Vec::new());
+    assert!(stale.is_empty(), "{stale:?}");
     let err = p
         .handle(CoordinatorMessage::GeneralIn(GeneralIn {
             from: c.ids[0].clone(),
@@ -1220,4 +1255,294 @@ fn a_restarted_processor_resumes_only_its_own_vaults_pending_requests() {
         Vec::new(),
     );
     assert_eq!(p.signing_status().unfinished, 1);
+}
+
+#[test]
+fn signatures_of_another_request_never_complete_the_one_they_name() {
+    let coin = Coin::Btc;
+    let mut c = sign_cluster(&[coin], 23);
+    // A signed by 0, 1, 2; B approved on 0 only, pending everywhere.
+    let old = messages_for(coin, 1, 1);
+    let a = c.request(0, coin, old.clone());
+    let done = assert_signed(&c, coin, a, &old);
+    let b = c.request_on(&[0], coin, messages_for(coin, 1, 2));
+    let open = |c: &Cluster| {
+        c.records
+            .get(&(3, coin, b))
+            .is_none_or(|r| r.status == SignStatus::Pending)
+    };
+    assert!(open(&c));
+    // Validator 1 replays A's valid signatures to node 3 (which approved neither) as B's.
+    let forged = |id, reference: Option<&str>| {
+        CoordinatorMessage::GeneralIn(GeneralIn {
+            from: c.ids[1].clone(),
+            msg: GeneralMessage::SignatureAvailable(SignatureAvailable {
+                coin,
+                id,
+                origin: c.ids[0].clone(),
+                attempt: 0,
+                vault: done.vault,
+                signers: done.signers.clone(),
+                messages: done.messages.clone(),
+                signatures: done.signatures.clone(),
+                reference: reference.map(str::to_string),
+            }),
+        })
+    };
+    for m in [forged(b, None), forged(b, Some("b")), forged([9; 32], None)] {
+        let err = c.procs.get_mut(&(3, coin)).unwrap().handle(m).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&c.ids[1].to_string()), "{text}");
+        assert!(text.contains("other content"), "{text}");
+    }
+    // B is still open on node 3 and nowhere done; A's record is unchanged.
+    assert!(open(&c));
+    assert_eq!(c.records[&(3, coin, a)].signatures, done.signatures);
+    // Approved on two more validators B is signed over its own messages, also on node 3.
+    c.request_on(&[1, 2], coin, messages_for(coin, 1, 2));
+    assert_signed(&c, coin, b, &messages_for(coin, 1, 2));
+}
+
+#[test]
+fn a_key_share_replayed_after_a_replaced_attempt_names_its_own_session() {
+    // Session 2 (a retiring session-1 vault would share the coin): validator 3 is silent, so
+    // attempt 0 is replaced; node 0 restarts with no vault on disk and replays its log.
+    let coin = Coin::Btc;
+    let mut c = Cluster::in_session(4, &[coin], 41, 2);
+    c.down.insert(3);
+    c.run();
+    c.tick(1_000, &[coin]);
+    c.tick(1_000 + 60_000, &[coin]);
+    let v = c.procs[&(0, coin)].vault().cloned().expect("decided");
+    assert_eq!((v.session, v.attempt), (2, 1));
+    let k = c.keys[0].clone();
+    let mut p =
+        Processor::new(c.def.clone(), coin, &k, k.processor_messaging.clone(), None).unwrap();
+    let mut out = p.restore_votes(c.votes[&(0, coin)].clone());
+    out.extend(p.start());
+    for m in c.inbound[&(0, coin)].clone() {
+        out.extend(p.handle(m).unwrap());
+    }
+    let shares: Vec<(u32, [u8; 32])> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Persist(Persist::KeyShare {
+                session, context, ..
+            }) => Some((*session, *context)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shares, vec![(2, v.context)]);
+    c.procs.insert((0, coin), p);
+    c.route(0, coin, out);
+    c.run();
+    assert_eq!(
+        c.procs[&(0, coin)].vault().map(|v| v.context),
+        Some(v.context)
+    );
+}
+
+#[test]
+fn one_originator_gets_its_share_of_ceremonies_and_finished_requests_leave_no_markers() {
+    use protocol::signing::SigningConfig;
+    let coin = Coin::Btc;
+    let mut c = sign_cluster(&[coin], 29);
+    let hostile = 3;
+    let share = 2;
+    for node in 0..4 {
+        c.procs
+            .get_mut(&(node, coin))
+            .unwrap()
+            .set_signing_config(SigningConfig {
+                max_originating: share,
+                ..SigningConfig::default()
+            });
+    }
+    // Honest originators' announcements (and the preprocesses that carry them) wait, so the
+    // ceremonies node 0 holds are the hostile one's.
+    let h = c.ids[hostile].clone();
+    c.hold = Some(Box::new(move |_, m: &CoordinatorMessage| match m {
+        CoordinatorMessage::GeneralIn(GeneralIn {
+            msg: GeneralMessage::SignRequest(r),
+            ..
+        }) => r.origin != h,
+        CoordinatorMessage::EncryptedPreprocessIn(p) => p.msg.request.origin != h,
+        _ => false,
+    }));
+    let vault = c.procs[&(0, coin)].vault().cloned().unwrap();
+    let signers: Vec<ValidatorId> = vault
+        .participants
+        .iter()
+        .filter(|v| [0, 1, hostile].iter().any(|&i| c.ids[i] == **v))
+        .cloned()
+        .collect();
+    let forged = |c: &mut Cluster, id, messages: Vec<Vec<u8>>, attempt| {
+        let r = SignRequest {
+            coin,
+            id,
+            attempt,
+            origin: c.ids[hostile].clone(),
+            vault: vault.context,
+            signers: signers.clone(),
+            messages,
+            signature: Vec::new(),
+        };
+        let r = c
+            .procs
+            .get_mut(&(hostile, coin))
+            .unwrap()
+            .originate_as_self(r);
+        CoordinatorMessage::GeneralIn(GeneralIn {
+            from: c.ids[hostile].clone(),
+            msg: GeneralMessage::SignRequest(r),
+        })
+    };
+    let markers = |c: &Cluster| {
+        c.persisted[&(0, coin)]
+            .iter()
+            .filter(|e| e.starts_with("NonceUsed"))
+            .count()
+    };
+    // 300 requests node 0's operator never approved: refused, and not one marker written.
+    let before = markers(&c);
+    for k in 0..300u32 {
+        let msgs = vec![k.to_be_bytes().repeat(8)];
+        let id = protocol::approvals::request_id(&c.def.name, coin, &vault.context, &msgs, None);
+        let m = forged(&mut c, id, msgs, 0);
+        let err = c.procs.get_mut(&(0, coin)).unwrap().handle(m).unwrap_err();
+        assert!(err.to_string().contains("did not approve"), "{err}");
+        assert!(
+            err.to_string().contains(&c.ids[hostile].to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(markers(&c), before);
+    // Five requests three honest operators approved: the hostile originator gets `share`
+    // ceremonies at node 0, each of its later attempts replacing its earlier one, and no more.
+    let requests: Vec<([u8; 32], Vec<Vec<u8>>)> = (0..5u8)
+        .map(|k| {
+            let msgs = messages_for(coin, 1, 100 + k);
+            (c.request_on(&[0, 1, 2], coin, msgs.clone()), msgs)
+        })
+        .collect();
+    let open_before = c.procs[&(0, coin)].signing_status().ceremonies;
+    let mut refused = 0;
+    for (id, msgs) in &requests {
+        for attempt in 0..3 {
+            let m = forged(&mut c, *id, msgs.clone(), attempt);
+            match c.procs.get_mut(&(0, coin)).unwrap().handle(m) {
+                Ok(out) => c.route(0, coin, out),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains(&c.ids[hostile].to_string()), "{e}");
+                    // Its own honest machine may have announced another attempt 0 already.
+                    assert!(
+                        e.contains("its share is 2") || e.contains("two different requests"),
+                        "{e}"
+                    );
+                    refused += usize::from(e.contains("its share is 2"));
+                }
+            }
+        }
+    }
+    assert!(refused >= 3, "{refused}");
+    let open_after = c.procs[&(0, coin)].signing_status().ceremonies;
+    assert!(
+        open_after <= open_before + share,
+        "{open_before} -> {open_after}"
+    );
+    // The honest originators' announcements go through: every request is signed, node 0
+    // taking part beside the hostile one's open ceremonies.
+    c.hold = None;
+    while let Some(m) = c.held.pop_front() {
+        c.queue.push_back(m);
+    }
+    c.run();
+    for step in 1..=20u64 {
+        if requests.iter().all(|(id, _)| {
+            (0..4).all(|n| {
+                c.records
+                    .get(&(n, coin, *id))
+                    .is_some_and(|r| r.status == SignStatus::Done)
+            })
+        }) {
+            break;
+        }
+        c.tick(1_000 + step * 11_000, &[coin]);
+    }
+    for (id, msgs) in &requests {
+        assert_signed(&c, coin, *id, msgs);
+    }
+    // Finished requests leave no marker: each one node 0 wrote is deleted as its request
+    // finishes, and any a crash kept are pruned at the next start.
+    let forgotten: usize = c.persisted[&(0, coin)]
+        .iter()
+        .filter_map(|e| e.strip_prefix("ForgetNonces(BTC, "))
+        .filter_map(|e| e.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(markers(&c) > 0);
+    assert_eq!(forgotten, markers(&c));
+    let k = c.keys[0].clone();
+    let mut p = Processor::new(
+        c.def.clone(),
+        coin,
+        &k,
+        k.processor_messaging.clone(),
+        Some(vault),
+    )
+    .unwrap();
+    let old: Vec<([u8; 32], u32)> = requests
+        .iter()
+        .map(|(id, _)| (protocol::signing::nonce_slot(id, &c.ids[hostile]), 0))
+        .collect();
+    assert_eq!(p.restore_signing(old.clone(), Vec::new(), Vec::new()), old);
+}
+
+#[test]
+fn an_originator_whose_peers_have_not_reconnected_waits_instead_of_failing() {
+    let coin = Coin::Eth;
+    let mut c = sign_cluster(&[coin], 43);
+    // Node 0 just restarted: it reaches nobody yet; the others reach everyone.
+    let everyone: std::collections::BTreeSet<ValidatorId> = c.ids.iter().cloned().collect();
+    let out = c
+        .procs
+        .get_mut(&(0, coin))
+        .unwrap()
+        .tick(2_000, Default::default());
+    c.route(0, coin, out);
+    for node in 1..4 {
+        let out = c
+            .procs
+            .get_mut(&(node, coin))
+            .unwrap()
+            .tick(2_000, everyone.clone());
+        c.route(node, coin, out);
+    }
+    c.run();
+    let all: Vec<usize> = (0..4).collect();
+    let requests: Vec<([u8; 32], Vec<Vec<u8>>)> = (0..8u8)
+        .map(|k| {
+            let msgs = messages_for(coin, 1, 60 + k);
+            (c.request_on(&all, coin, msgs.clone()), msgs)
+        })
+        .collect();
+    let at_0 = |c: &Cluster, id| c.records.get(&(0, coin, id)).cloned();
+    let mut waited = 0;
+    for (id, _) in &requests {
+        let r = at_0(&c, *id).expect("approved at node 0");
+        assert_ne!(r.status, SignStatus::Failed, "{:?}", r.reason);
+        if r.origin == c.ids[0] && r.status == SignStatus::Pending {
+            let reason = r.reason.clone().unwrap_or_default();
+            assert!(reason.contains("waiting"), "{reason}");
+            waited += 1;
+        }
+    }
+    assert!(waited > 0, "node 0 originated none of the requests");
+    // Its peers reconnect: every request is signed.
+    for step in 1..=10u64 {
+        c.tick(2_000 + step * 11_000, &[coin]);
+    }
+    for (id, msgs) in &requests {
+        assert_signed(&c, coin, *id, msgs);
+    }
 }

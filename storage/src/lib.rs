@@ -473,9 +473,14 @@ impl Store {
         }
     }
 
-    /// Every inbound message of a coin, in replay order.
+    /// Every inbound message of a coin, in replay order: the single-entry slots (keys, `seq`
+    /// 0) first, then the logged ones in arrival order across kinds and senders, so a restart
+    /// hands the processor votes before the later attempts' messages they made current, as
+    /// they first arrived.
     pub fn inbound_for(&self, coin: Coin) -> Result<Vec<CoordinatorMessage>> {
-        self.values::<Inbound>(&[coin.id()])
+        let mut entries = self.scan::<Inbound>(&[coin.id()])?;
+        entries.sort_by_key(|(k, _)| k.seq);
+        Ok(entries.into_iter().map(|(_, m)| m).collect())
     }
 
     /// The entries of one inbound slot (the `seq` of `slot` is ignored), in arrival order.

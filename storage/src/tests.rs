@@ -310,3 +310,69 @@ fn corrupt_values_are_errors_not_panics() {
         Err(StorageError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn inbound_replays_in_arrival_order_across_kinds() {
+    use protocol::messages::{GeneralIn, GeneralMessage, KeyGenCommitmentsDigest};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &Secrets::Insecure).unwrap();
+    let from = NodeKeys::generate(&mut rand_core::OsRng)
+        .unwrap()
+        .validator_id();
+    let key = ExternalPublicKeyIn {
+        from: from.clone(),
+        key: ProcessorPublicKey {
+            coin: Coin::Btc,
+            pubkey: [1; 32],
+            seq: 2,
+        },
+    };
+    // A vote (kind 6) arrived before a digest of the attempt it made current (kind 3): the
+    // key order of the table puts the digest first, arrival order the vote.
+    let digest = |context| {
+        CoordinatorMessage::GeneralIn(GeneralIn {
+            from: from.clone(),
+            msg: GeneralMessage::KeyGenCommitmentsDigest(KeyGenCommitmentsDigest {
+                coin: Coin::Btc,
+                context,
+                digest: [0; 32],
+                hashes: Vec::new(),
+                signature: Vec::new(),
+            }),
+        })
+    };
+    let vote = CoordinatorMessage::GeneralIn(GeneralIn {
+        from: from.clone(),
+        msg: GeneralMessage::KeyGenExclusionVote(protocol::messages::KeyGenExclusionVote {
+            coin: Coin::Btc,
+            context: [7; 32],
+            attempt: 0,
+            round: 0,
+            exclude: Vec::new(),
+            reasons: Vec::new(),
+            signature: Vec::new(),
+        }),
+    });
+    let slot = |kind, context, seq| InboundKey {
+        coin: Coin::Btc,
+        kind,
+        from: from.clone(),
+        context,
+        seq,
+    };
+    let mut b = Batch::new();
+    b.put::<Inbound>(&slot(InboundKind::Vote, [7; 32], 10), &vote)
+        .unwrap();
+    b.put::<Inbound>(&slot(InboundKind::Digest, [8; 32], 11), &digest([8; 32]))
+        .unwrap();
+    b.put::<Inbound>(&slot(InboundKind::Digest, [7; 32], 5), &digest([7; 32]))
+        .unwrap();
+    let key_msg = CoordinatorMessage::ExternalPublicKeyIn(key);
+    b.put::<Inbound>(&slot(InboundKind::ExternalPublicKey, [0; 32], 0), &key_msg)
+        .unwrap();
+    store.write(b).unwrap();
+    assert_eq!(
+        store.inbound_for(Coin::Btc).unwrap(),
+        vec![key_msg, digest([7; 32]), vote, digest([8; 32])]
+    );
+}

@@ -10,7 +10,7 @@ use tracing::info;
 use super::{Action, Core, Io, Target};
 
 /// Longest client reference accepted (bytes).
-pub const MAX_REFERENCE: usize = 256;
+pub use protocol::approvals::MAX_REFERENCE;
 
 /// A signature request from the HTTP endpoint.
 #[derive(Clone, Debug)]

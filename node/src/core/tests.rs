@@ -779,6 +779,7 @@ fn signing_traffic_for_a_retiring_vault_goes_to_its_processor() {
                 signers: Vec::new(),
                 messages: Vec::new(),
                 signatures: Vec::new(),
+                reference: None,
             },
         )
     };

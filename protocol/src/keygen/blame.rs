@@ -63,6 +63,12 @@ impl Evidence {
         !self.proven.is_empty()
     }
 
+    /// `v` signed a confirmation of a group key other than ours (which the agreed
+    /// commitments give).
+    pub(crate) fn wrong_group_key(&mut self, v: ValidatorId) {
+        self.prove(v, ExclusionReason::WrongGroupKey);
+    }
+
     fn prove(&mut self, v: ValidatorId, reason: ExclusionReason) {
         if let std::collections::btree_map::Entry::Vacant(e) = self.proven.entry(v) {
             e.insert(reason);

@@ -537,6 +537,19 @@ impl KeyGen {
         match result {
             Ok(output) => {
                 self.stage = Stage::Computed;
+                // Confirmations that came before our key: those of another key are evidence.
+                let wrong: Vec<u16> = self
+                    .confirmations
+                    .iter()
+                    .filter(|(_, k)| **k != output.group_key)
+                    .map(|(l, _)| *l)
+                    .collect();
+                for l in wrong {
+                    self.confirmations.remove(&l);
+                    if let Some(v) = self.attempt.member_at(l).cloned() {
+                        self.evidence.wrong_group_key(v);
+                    }
+                }
                 self.confirmations
                     .insert(params.i, output.group_key.clone());
                 self.outcomes.push(Outcome::Computed(output));
@@ -583,6 +596,18 @@ impl KeyGen {
         if self.attempt.member_index(party.me()).is_none() {
             return Ok(Handled::Done);
         }
+        // The group key follows from the commitments everyone echoed: once ours is computed,
+        // a signed confirmation of another key is evidence against its signer (voted out, and
+        // the DKG goes on without it), not a reason for the vault to fail.
+        if let Some(ours) = self.computed_key() {
+            if *ours != a.group_key {
+                self.evidence.wrong_group_key(from.clone());
+                return Err(ProtocolError::peer(
+                    from,
+                    "confirmed a group key the agreed commitments do not give",
+                ));
+            }
+        }
         match self.confirmations.get(&l) {
             Some(existing) if *existing != a.group_key => {
                 return Err(ProtocolError::peer(
@@ -596,6 +621,14 @@ impl KeyGen {
         self.confirmations.insert(l, a.group_key.clone());
         self.check_confirmations();
         Ok(Handled::Done)
+    }
+
+    /// Our group key, once computed.
+    fn computed_key(&self) -> Option<&Vec<u8>> {
+        match self.stage {
+            Stage::Computed | Stage::Decided => self.confirmations.get(&self.attempt.params().i),
+            _ => None,
+        }
     }
 
     /// Once our key is computed and every participant published its group key: report

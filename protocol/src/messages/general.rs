@@ -89,6 +89,8 @@ pub enum ExclusionReason {
     InvalidShare,
     /// Accused an honest sender (dkg-pedpop's blame proof failed).
     FalseAccusation,
+    /// Confirmed (signed) a group key other than the one the agreed commitments give.
+    WrongGroupKey,
 }
 
 impl ExclusionReason {
@@ -104,6 +106,7 @@ impl ExclusionReason {
             ExclusionReason::Equivocation => "equivocation",
             ExclusionReason::InvalidShare => "invalid_share",
             ExclusionReason::FalseAccusation => "false_accusation",
+            ExclusionReason::WrongGroupKey => "wrong_group_key",
         }
     }
 
@@ -115,6 +118,7 @@ impl ExclusionReason {
                 | ExclusionReason::Equivocation
                 | ExclusionReason::InvalidShare
                 | ExclusionReason::FalseAccusation
+                | ExclusionReason::WrongGroupKey
         )
     }
 }
@@ -277,6 +281,10 @@ pub struct SignatureAvailable {
     pub messages: Vec<Vec<u8>>,
     /// One 64-byte signature per message, in the chain's format.
     pub signatures: Vec<Vec<u8>>,
+    /// The request's client reference: with the network, coin, vault and messages it hashes
+    /// to `id`, so a receiver that never saw the request checks that these signatures are
+    /// the ones it names.
+    pub reference: Option<String>,
 }
 
 named_enum! {
