@@ -17,8 +17,10 @@ pub mod core;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;
+pub mod freshness;
 pub mod http_client;
 pub mod inbound;
+pub mod ip_limits;
 pub mod metrics;
 pub mod network;
 pub mod outbox;

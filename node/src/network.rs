@@ -34,6 +34,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Behaviour {
     /// Only validators.
     pub allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// A few handshakes at once per remote IP (before the allow-list can know the peer).
+    pub pending_per_ip: crate::ip_limits::Behaviour,
     /// Connection caps.
     pub limits: connection_limits::Behaviour,
     /// General partition.
@@ -195,6 +197,7 @@ pub fn build_swarm(
                 // metrics recorder (registered by the node) covers gossip events instead.
                 Ok(Behaviour {
                     allow: allow_block_list::Behaviour::default(),
+                    pending_per_ip: Default::default(),
                     limits: connection_limits::Behaviour::new(
                         connection_limits::ConnectionLimits::default()
                             .with_max_pending_incoming(Some(64))

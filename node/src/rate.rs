@@ -9,7 +9,9 @@ use std::{
 
 use libp2p::PeerId;
 
-/// Most peers tracked (only validators can connect, so this is never reached honestly).
+/// Most peers tracked. Gossip is limited per author once the author is known to be a
+/// validator, and requests per connected validator, so this is never reached honestly; it
+/// bounds the map whatever the keys.
 const MAX_TRACKED: usize = 4096;
 /// At most one warning per peer in this window.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -44,9 +46,7 @@ impl RateLimiter {
     /// Whether `peer` may send one more message at `now`.
     pub fn allow(&mut self, peer: &PeerId, now: Instant) -> bool {
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(peer) {
-            // Forget the fullest buckets' peers: they are idle.
-            let burst = self.burst;
-            self.buckets.retain(|_, (tokens, _)| *tokens < burst);
+            self.evict(now);
         }
         let (tokens, last) = self.buckets.entry(*peer).or_insert((self.burst, now));
         let refill = now.saturating_duration_since(*last).as_secs_f64() * self.per_second;
@@ -58,6 +58,31 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+
+    /// Make room for new peers: forget those whose bucket has refilled by `now` (forgetting
+    /// them changes nothing: a new bucket starts full), and if that frees less than a quarter
+    /// of the map, the least recently seen quarter too. One pass frees a quarter at least, so
+    /// the scan is paid once per `MAX_TRACKED / 4` new peers, not per message.
+    fn evict(&mut self, now: Instant) {
+        let (burst, per_second) = (self.burst, self.per_second);
+        self.buckets.retain(|_, (tokens, last)| {
+            let refill = now.saturating_duration_since(*last).as_secs_f64() * per_second;
+            *tokens + refill < burst
+        });
+        let target = MAX_TRACKED - MAX_TRACKED / 4;
+        if self.buckets.len() > target {
+            let mut seen: Vec<Instant> = self.buckets.values().map(|(_, last)| *last).collect();
+            let cut = self.buckets.len() - target;
+            seen.select_nth_unstable(cut - 1);
+            let before = seen[cut - 1];
+            self.buckets.retain(|_, (_, last)| *last > before);
+        }
+    }
+
+    /// Peers tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Whether to log that `peer` is limited now (once per window).
@@ -102,5 +127,27 @@ mod tests {
         assert_eq!((0..5).filter(|_| c.allow(&p, t0)).count(), 3);
         assert!(!c.allow(&p, t0 + Duration::from_secs(19)));
         assert!(c.allow(&p, t0 + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn ten_thousand_random_peers_keep_the_map_bounded() {
+        let mut r = RateLimiter::new(10, 5);
+        let t0 = Instant::now();
+        let busy = PeerId::random();
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_millis(i);
+            // A flooding peer spends its burst and stays limited...
+            r.allow(&busy, now);
+            assert!(r.allow(&PeerId::random(), now));
+            assert!(r.tracked() <= MAX_TRACKED);
+        }
+        // ...across the evictions: its bucket is the most recently used, never forgotten.
+        let now = t0 + Duration::from_millis(10_000);
+        assert!(!r.allow(&busy, now) || !r.allow(&busy, now));
+        // Peers all at once (no time passing, nothing refilled): still bounded.
+        for _ in 0..10_000 {
+            r.allow(&PeerId::random(), now);
+        }
+        assert!(r.tracked() <= MAX_TRACKED);
     }
 }

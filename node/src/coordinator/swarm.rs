@@ -66,6 +66,7 @@ impl Coordinator {
                         source: propagation_source,
                         id: message_id,
                         author: message.source,
+                        seq: message.sequence_number,
                         topic: message.topic,
                         data: message.data,
                     },

@@ -95,11 +95,17 @@ impl Core {
                 if r.messages.len() > MAX_REPLAY_MESSAGES {
                     return Err(Rejection::ReplayTooLong(r.messages.len()));
                 }
-                // Each is judged like the same message gossiped by `from`; the first refusal
-                // is the answer, after the others were taken.
+                // Each is judged like the same message gossiped by `from`, and charged to its
+                // gossip budget like one (a replay is no way around the limiter); the first
+                // refusal is the answer, after the others were taken.
                 let mut refused = None;
                 for msg in r.messages {
                     let kind = msg.kind();
+                    if !self.gossip_limit.allow(&peer, now) {
+                        self.metrics.limited("gossip");
+                        refused.get_or_insert(Rejection::Limited);
+                        break;
+                    }
                     if let Err(reason) = self.on_general(from.clone(), r.coin, msg, now, out) {
                         refused.get_or_insert(Rejection::InReplay {
                             kind,

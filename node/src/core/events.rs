@@ -87,6 +87,8 @@ pub enum Event<I: Io> {
         id: MessageId,
         /// Its signed author.
         author: Option<PeerId>,
+        /// Its author's signed sequence number.
+        seq: Option<u64>,
         /// Its topic.
         topic: TopicHash,
         /// Its bytes.

@@ -18,40 +18,76 @@ use tracing::{info, warn};
 
 use super::{Action, Core, Io, Rejection, Target, Verdict};
 
+/// Who sent a gossip message to us, and what its author signed besides the data.
+pub(super) struct Received {
+    /// The propagation source (the connection it came on).
+    pub source: PeerId,
+    /// Its gossipsub id.
+    pub id: MessageId,
+    /// Its signed author.
+    pub author: Option<PeerId>,
+    /// Its author's signed sequence number.
+    pub seq: Option<u64>,
+}
+
 impl Core {
-    #[allow(clippy::too_many_arguments)] // one gossipsub message, as the swarm hands it over
     pub(super) fn on_gossip<I: Io>(
         &mut self,
-        source: PeerId,
-        id: MessageId,
-        author: Option<PeerId>,
+        received: Received,
         topic: &TopicHash,
         data: &[u8],
         now: Instant,
         out: &mut Vec<Action<I>>,
     ) {
-        let limited_peer = author.unwrap_or(source);
-        if !self.gossip_limit.allow(&limited_peer, now) {
-            self.metrics.limited("gossip");
-            if self.gossip_limit.should_warn(&limited_peer, now) {
-                warn!(peer = %limited_peer, "gossip rate limit exceeded; ignoring its messages for now");
+        let Received {
+            source,
+            id,
+            author,
+            seq,
+        } = received;
+        // The author is checked before anything is kept about it: the limiter's buckets and
+        // the freshness window are keyed by validators only, so authors made up by a relaying
+        // peer cost nothing. A replay is refused before the author's budget is spent: it
+        // falls on the connection that carried it.
+        let fresh = self.gossip_author(author).and_then(|(peer, from)| {
+            self.freshness
+                .check(&peer, seq)
+                .map_err(Rejection::Stale)
+                .map(|_| (peer, from))
+        });
+        let verdict = match fresh {
+            Err(reason) => Err(reason),
+            Ok((peer, from)) => {
+                if !self.gossip_limit.allow(&peer, now) {
+                    self.metrics.limited("gossip");
+                    if self.gossip_limit.should_warn(&peer, now) {
+                        warn!(%peer, "gossip rate limit exceeded; ignoring its messages for now");
+                    }
+                    out.push(Action::Report {
+                        id,
+                        source,
+                        verdict: Verdict::Ignore,
+                    });
+                    return;
+                }
+                self.check_gossip(from, topic, data, now, out)
             }
-            out.push(Action::Report {
-                id,
-                source,
-                verdict: Verdict::Ignore,
-            });
-            return;
-        }
-        let verdict = match self.check_gossip(author, topic, data, now, out) {
+        };
+        let verdict = match verdict {
             Ok(kind) => {
                 self.metrics.received("gossip", kind, data.len());
                 Verdict::Accept
             }
             Err(reason) => {
                 let peer = author.unwrap_or(source);
-                warn!(%peer, via = %source, %topic, %reason, "rejected gossip message");
                 self.metrics.rejected("gossip", reason.label());
+                if !matches!(reason, Rejection::Stale(_)) {
+                    warn!(%peer, via = %source, %topic, %reason, "rejected gossip message");
+                } else if self.stale_warn.should_warn(&source, now) {
+                    // A replaying connection can send thousands: one line per window, the
+                    // rest counted in vaultd_messages_rejected_total{reason="stale"}.
+                    warn!(author = %peer, via = %source, %topic, %reason, "rejected replayed gossip from this connection");
+                }
                 Verdict::Reject
             }
         };
@@ -62,14 +98,8 @@ impl Core {
         });
     }
 
-    fn check_gossip<I: Io>(
-        &mut self,
-        author: Option<PeerId>,
-        topic: &TopicHash,
-        data: &[u8],
-        now: Instant,
-        out: &mut Vec<Action<I>>,
-    ) -> Result<&'static str, Rejection> {
+    /// The validator that signed a gossip message (gossipsub checked the signature).
+    fn gossip_author(&self, author: Option<PeerId>) -> Result<(PeerId, ValidatorId), Rejection> {
         let author = author.ok_or(Rejection::Unsigned)?;
         let from = self
             .validators
@@ -79,6 +109,17 @@ impl Core {
         if from == self.me {
             return Err(Rejection::ClaimsToBeOurs);
         }
+        Ok((author, from))
+    }
+
+    fn check_gossip<I: Io>(
+        &mut self,
+        from: ValidatorId,
+        topic: &TopicHash,
+        data: &[u8],
+        now: Instant,
+        out: &mut Vec<Action<I>>,
+    ) -> Result<&'static str, Rejection> {
         let coin = *self.topic_coins.get(topic).ok_or(Rejection::UnknownTopic)?;
         let msg: GeneralMessage =
             messages::decode(data).map_err(|e| Rejection::Malformed(e.to_string()))?;

@@ -118,6 +118,10 @@ pub struct Core {
     peer_addrs: HashMap<PeerId, Multiaddr>,
     peer_rtt: HashMap<PeerId, Duration>,
     gossip_limit: RateLimiter,
+    /// Sequence numbers seen per gossip author (replays are refused).
+    freshness: crate::freshness::Freshness,
+    /// When a connection's replayed gossip was last logged.
+    stale_warn: RateLimiter,
     direct_limit: RateLimiter,
     connection_limit: RateLimiter,
     redial: Redial,
@@ -184,6 +188,8 @@ impl Core {
             peer_addrs: HashMap::new(),
             peer_rtt: HashMap::new(),
             gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
+            freshness: Default::default(),
+            stale_warn: RateLimiter::new(0, 0),
             direct_limit: RateLimiter::new(DIRECT_PER_SECOND, DIRECT_BURST),
             connection_limit: RateLimiter::per_minute(CONNECTIONS_PER_MINUTE, CONNECTION_BURST),
             redial: Redial::default(),
@@ -242,9 +248,21 @@ impl Core {
                 source,
                 id,
                 author,
+                seq,
                 topic,
                 data,
-            } => self.on_gossip(source, id, author, &topic, &data, now, &mut out),
+            } => self.on_gossip(
+                gossip::Received {
+                    source,
+                    id,
+                    author,
+                    seq,
+                },
+                &topic,
+                &data,
+                now,
+                &mut out,
+            ),
             Event::Subscribed { peer, topic } => {
                 debug!(%peer, %topic, "peer subscribed");
                 self.replay_announcements(peer, &topic, now);

@@ -72,6 +72,12 @@ pub enum Rejection {
     /// The processor the message is for has stopped (not the sender's fault).
     #[error("processor stopped")]
     ProcessorStopped,
+    /// Past the sender's gossip budget (announcements it replayed to us directly).
+    #[error("past its gossip rate limit")]
+    Limited,
+    /// Gossip its author sent before (re-injected), or too old to tell.
+    #[error("stale gossip: {0}")]
+    Stale(crate::freshness::Stale),
 }
 
 impl Rejection {
@@ -95,6 +101,8 @@ impl Rejection {
             Rejection::ReplayTooLong(_) => "replay_too_long",
             Rejection::InReplay { reason, .. } => reason.label(),
             Rejection::ProcessorStopped => "processor_stopped",
+            Rejection::Stale(_) => "stale",
+            Rejection::Limited => "rate_limited",
         }
     }
 }

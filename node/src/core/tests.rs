@@ -111,7 +111,23 @@ fn gossip(core: &mut Core, author: Option<PeerId>, coin: Coin, msg: &GeneralMess
     gossip_bytes(core, author, coin, messages::encode(msg).unwrap())
 }
 
+/// A fresh gossip sequence number (authors number their messages up).
+fn next_seq() -> Option<u64> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    Some(SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 fn gossip_bytes(core: &mut Core, author: Option<PeerId>, coin: Coin, data: Vec<u8>) -> Verdict {
+    gossip_numbered(core, author, next_seq(), coin, data)
+}
+
+fn gossip_numbered(
+    core: &mut Core,
+    author: Option<PeerId>,
+    seq: Option<u64>,
+    coin: Coin,
+    data: Vec<u8>,
+) -> Verdict {
     let topic = network::coin_topic("t", coin).hash();
     let source = author.unwrap_or_else(PeerId::random);
     let actions = core.handle::<Plain>(
@@ -119,6 +135,7 @@ fn gossip_bytes(core: &mut Core, author: Option<PeerId>, coin: Coin, data: Vec<u
             source,
             id: MessageId::new(b"m"),
             author,
+            seq,
             topic,
             data,
         },
@@ -273,6 +290,7 @@ fn a_peers_key_becomes_its_external_key_message_placed_for_the_current_processor
             source: net.peer(1),
             id: MessageId::new(b"k"),
             author: Some(net.peer(1)),
+            seq: next_seq(),
             topic: network::coin_topic("t", Coin::Btc).hash(),
             data: messages::encode(&GeneralMessage::ProcessorPublicKey(k)).unwrap(),
         },
@@ -381,6 +399,86 @@ fn gossip_past_an_authors_burst_is_ignored_and_others_are_not() {
     assert_eq!(
         gossip(&mut core, Some(net.peer(2)), Coin::Btc, &other),
         Verdict::Accept
+    );
+}
+
+#[test]
+fn replayed_gossip_is_rejected_without_spending_its_authors_budget() {
+    let net = Net::new(3, &[Coin::Btc]);
+    let (mut core, _) = net.core(0, Instant::now());
+    let msg = GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
+        pubkey: net.keys_of(1).coordinator_public(),
+    });
+    let data = messages::encode(&msg).unwrap();
+    let seq = next_seq();
+    let author = Some(net.peer(1));
+    assert_eq!(
+        gossip_numbered(&mut core, author, seq, Coin::Btc, data.clone()),
+        Verdict::Accept
+    );
+    // Re-injected after gossipsub forgot it, 10,000 times: rejected every time (gossipsub
+    // penalises the connection that carried it), counted, and never charged to the author.
+    for _ in 0..10_000 {
+        assert_eq!(
+            gossip_numbered(&mut core, author, seq, Coin::Btc, data.clone()),
+            Verdict::Reject
+        );
+    }
+    assert_eq!(
+        gossip_numbered(&mut core, author, None, Coin::Btc, data.clone()),
+        Verdict::Reject
+    );
+    // The first message took one token; the 10,001 refusals took none.
+    for _ in 1..GOSSIP_BURST {
+        assert_eq!(
+            gossip(&mut core, author, Coin::Btc, &msg),
+            Verdict::Accept,
+            "the author's own new messages are within its budget"
+        );
+    }
+    assert_eq!(gossip(&mut core, author, Coin::Btc, &msg), Verdict::Ignore);
+    let stale = core
+        .metrics
+        .messages_rejected
+        .get_or_create(&vec![
+            ("kind".to_string(), "gossip".to_string()),
+            ("reason".to_string(), "stale".to_string()),
+        ])
+        .get();
+    assert_eq!(stale, 10_001);
+}
+
+#[test]
+fn announcements_replayed_directly_are_charged_to_the_senders_gossip_budget() {
+    let net = Net::new(3, &[Coin::Btc]);
+    let (mut core, _) = net.core(0, Instant::now());
+    let msg = GeneralMessage::CoordinatorPublicKey(CoordinatorPublicKey {
+        pubkey: net.keys_of(1).coordinator_public(),
+    });
+    let replay = DirectRequest::AnnouncementReplay(protocol::messages::AnnouncementReplay {
+        coin: Coin::Btc,
+        part: 0,
+        messages: vec![msg.clone(); protocol::messages::MAX_REPLAY_MESSAGES],
+    });
+    // 100 replays of 32: the budget of 2000 runs out in the 63rd, and the rest are refused.
+    let mut refused = 0;
+    for _ in 0..100 {
+        if let (Answer::Rejected(reason), _) = request(&mut core, net.peer(1), &replay) {
+            assert!(matches!(reason, Rejection::Limited), "{reason}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 38);
+    let limited = core
+        .metrics
+        .rate_limited
+        .get_or_create(&vec![("protocol".to_string(), "gossip".to_string())])
+        .get();
+    assert_eq!(limited, 38);
+    // Gossip of the same sender is limited too: it is one budget.
+    assert_eq!(
+        gossip(&mut core, Some(net.peer(1)), Coin::Btc, &msg),
+        Verdict::Ignore
     );
 }
 
@@ -789,6 +887,7 @@ fn signing_traffic_for_a_retiring_vault_goes_to_its_processor() {
                 source: net.peer(1),
                 id: MessageId::new(b"s"),
                 author: Some(net.peer(1)),
+                seq: next_seq(),
                 topic: network::coin_topic("t", Coin::Btc).hash(),
                 data: messages::encode(&for_vault(vault)).unwrap(),
             },
