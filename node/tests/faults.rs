@@ -265,6 +265,7 @@ async fn malicious_validators_are_blamed_the_same_way_everywhere() {
         ("equivocate", "equivocation"),
         ("false-accusation", "false_accusation"),
         ("garbage", "silent_commitments"),
+        ("wrong-group-key", "wrong_group_key"),
     ] {
         let mut c = Cluster::new(4, &coins);
         for i in 0..3 {
