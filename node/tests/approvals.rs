@@ -30,10 +30,7 @@ async fn approve(node: &Node, msg: &[u8]) -> String {
 }
 
 async fn record(node: &Node, id: &str) -> Option<Value> {
-    match vaultd::http_client::get(&node.api, &format!("/sign/{id}")).await {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
+    sign_record(&node.api, id).await
 }
 
 fn approvers(r: &Value) -> Vec<String> {
@@ -67,20 +64,7 @@ async fn wait_approvals(node: &Node, id: &str, want: &[&str]) {
 
 /// Wait until `id` is finished on `node`; returns its record.
 async fn finished(node: &Node, id: &str, deadline: Duration) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(r) = record(node, id).await {
-            if r["status"] != "pending" {
-                return r;
-            }
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "request {id} still pending on {}",
-            node.peer_id
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sign_finished(&node.api, id, deadline).await
 }
 
 fn preprocesses_sent(metrics: &str) -> f64 {

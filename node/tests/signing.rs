@@ -48,27 +48,12 @@ async fn approve(approvers: &[&Node], coin: &str, messages: &[Vec<u8>]) -> Strin
 }
 
 async fn result(api: &str, id: &str) -> Option<Value> {
-    let (code, body) = vaultd::http_client::get(api, &format!("/sign/{id}"))
-        .await
-        .ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).unwrap())
+    sign_record(api, id).await
 }
 
 /// Wait until `id` is finished on `api` (a deadline, polling); returns the result.
 async fn finished(api: &str, id: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(r) = result(api, id).await {
-            if r["status"] != "pending" {
-                return r;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "request {id} on {api} still pending"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sign_finished(api, id, Duration::from_secs(300)).await
 }
 
 fn vault<'a>(status: &'a Value, coin: &str) -> &'a Value {

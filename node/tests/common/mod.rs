@@ -338,3 +338,28 @@ pub fn counter(metrics: &str, series: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `GET /sign/{id}` on `api`: the request's record, if that node knows it.
+pub async fn sign_record(api: &str, id: &str) -> Option<Value> {
+    match vaultd::http_client::get(api, &format!("/sign/{id}")).await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// Wait (polling, until `deadline`) for `id` to be finished on `api`; its record.
+pub async fn sign_finished(api: &str, id: &str, deadline: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(r) = sign_record(api, id).await {
+            if r["status"] != "pending" {
+                return r;
+            }
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "request {id} on {api} still pending after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
