@@ -66,7 +66,7 @@ pub struct SigningConfig {
     /// Requests waiting for a slot; past it, requests are refused.
     pub max_queued: usize,
     /// Ceremonies this processor takes part in at once, in all (each originator has at most
-    /// `max_originating` of them, so this only bounds memory: every validator's full share).
+    /// twice `max_originating` of them, so this only bounds memory).
     pub max_participating: usize,
     /// How long this node's approvals count (seconds): a request fewer than t validators
     /// approved in that time expires.
@@ -79,7 +79,7 @@ impl Default for SigningConfig {
             attempt_timeout_ms: 10_000,
             max_originating: 32,
             max_queued: 1024,
-            max_participating: 32 * crate::network::MAX_VALIDATORS,
+            max_participating: 64 * crate::network::MAX_VALIDATORS,
             approval_ttl_s: approvals::DEFAULT_TTL_S,
         }
     }
@@ -1059,19 +1059,20 @@ impl Signing {
             {
                 c.stage = Stage::Done;
             }
-            // A fair share per originator: as many as an honest one ever runs at once, so one
-            // validator's requests cannot take the slots every other originator needs.
+            // A fair share per originator: twice what an honest one runs at once (a signer
+            // may still hold a finished attempt open while its last shares are in flight), so
+            // one validator's requests cannot take the slots every other originator needs.
+            let share = self.config.max_originating.saturating_mul(2);
             let theirs = self
                 .ceremonies
                 .values()
                 .filter(|c| open(c) && c.request.origin == request.origin)
                 .count();
-            if theirs >= self.config.max_originating {
+            if theirs >= share {
                 return Err(ProtocolError::peer(
                     &request.origin,
                     format!(
-                        "{theirs} of its ceremonies already in progress here, its share is {}",
-                        self.config.max_originating
+                        "{theirs} of its ceremonies already in progress here, its share is {share}"
                     ),
                 ));
             }

@@ -1348,13 +1348,14 @@ fn one_originator_gets_its_share_of_ceremonies_and_finished_requests_leave_no_ma
     let coin = Coin::Btc;
     let mut c = sign_cluster(&[coin], 29);
     let hostile = 3;
-    let share = 2;
+    // Each originator's share at a signer: twice the requests it originates at once.
+    let (max_originating, share) = (1, 2);
     for node in 0..4 {
         c.procs
             .get_mut(&(node, coin))
             .unwrap()
             .set_signing_config(SigningConfig {
-                max_originating: share,
+                max_originating,
                 ..SigningConfig::default()
             });
     }
