@@ -251,6 +251,9 @@ pub async fn run(
             }
         }
     }
+    for &coin in &def.coins {
+        prune_nonce_markers(&store, coin, &allowed)?;
+    }
     let validators = allowed
         .iter()
         .map(network::peer_id_of)
@@ -474,6 +477,34 @@ pub async fn run(
     result
 }
 
+/// Delete the nonce markers of `coin`'s requests that finished before a crash kept their
+/// deletion from being written (`validators`: every possible originator, of every vault).
+fn prune_nonce_markers(
+    store: &Store,
+    coin: protocol::Coin,
+    validators: &[protocol::ValidatorId],
+) -> Result<(), NodeError> {
+    let stale = protocol::signing::stale_markers(
+        &store.nonces_used(coin)?,
+        &store.pending_sign_requests(coin)?,
+        validators,
+    );
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut b = storage::Batch::new();
+    for (id, attempt) in &stale {
+        b.delete::<storage::NoncesUsed>(&storage::NonceKey {
+            coin,
+            id: *id,
+            attempt: *attempt,
+        });
+    }
+    store.write(b)?;
+    tracing::info!(%coin, markers = stale.len(), "pruned the nonce markers of finished requests");
+    Ok(())
+}
+
 /// What every processor thread of this node starts with.
 struct ProcessorEnv<'a> {
     me: &'a protocol::ValidatorId,
@@ -500,24 +531,11 @@ fn start_processor(
         capacity,
     } = *env;
     let coin = processor.coin();
-    let stale = processor.restore_signing(
+    processor.restore_signing(
         store.nonces_used(coin)?,
         store.pending_sign_requests(coin)?,
         store.cheaters(coin)?,
     );
-    if !stale.is_empty() {
-        // Markers of requests finished before the restart (their deletion was not written).
-        let mut b = storage::Batch::new();
-        for (id, attempt) in &stale {
-            b.delete::<storage::NoncesUsed>(&storage::NonceKey {
-                coin,
-                id: *id,
-                attempt: *attempt,
-            });
-        }
-        store.write(b)?;
-        tracing::info!(%coin, markers = stale.len(), "pruned the nonce markers of finished requests");
-    }
     let (tx, rx) = mpsc::channel(capacity);
     processor_task::ProcessorTask {
         processor,

@@ -662,14 +662,13 @@ impl Processor {
 
     /// After a restart: the (slot, attempt) pairs already preprocessed (see
     /// [`crate::signing::nonce_slot`]), the coin's unfinished requests (of any vault) with
-    /// their approvals, and past cheater reports. Returns the markers of requests that are no
-    /// longer unfinished, for the driver to delete.
+    /// their approvals, and past cheater reports.
     pub fn restore_signing(
         &mut self,
         used: impl IntoIterator<Item = ([u8; 32], u32)>,
         pending: Vec<SignRecord>,
         cheaters: Vec<CheaterReport>,
-    ) -> Vec<([u8; 32], u32)> {
+    ) {
         let cx = Scope {
             party: &self.party,
             vault: self.vault.as_ref(),

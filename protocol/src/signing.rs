@@ -169,6 +169,26 @@ pub fn nonce_slot(id: &[u8; 32], origin: &ValidatorId) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The markers among `used` that belong to no unfinished request of `pending` with any of
+/// `validators` (every validator this node may sign with, of every vault) as its originator.
+/// They may be deleted: a finished request left the book, and without this node's approval
+/// there nothing is preprocessed (see `docs/SIGNING.md`, "Nonces").
+pub fn stale_markers(
+    used: &[([u8; 32], u32)],
+    pending: &[SignRecord],
+    validators: &[ValidatorId],
+) -> Vec<([u8; 32], u32)> {
+    let live: BTreeSet<[u8; 32]> = pending
+        .iter()
+        .filter(|r| r.status == SignStatus::Pending)
+        .flat_map(|r| validators.iter().map(move |v| nonce_slot(&r.id, v)))
+        .collect();
+    used.iter()
+        .filter(|(slot, _)| !live.contains(slot))
+        .copied()
+        .collect()
+}
+
 struct Origination {
     record: SignRecord,
     cheaters: BTreeMap<ValidatorId, String>,
@@ -311,23 +331,8 @@ impl Signing {
         used: impl IntoIterator<Item = ([u8; 32], u32)>,
         pending: Vec<SignRecord>,
         cheaters: Vec<CheaterReport>,
-    ) -> Vec<CeremonyKey> {
-        // Markers are kept for unfinished requests only: a finished one left the book, and
-        // without our approval in it nothing is preprocessed.
-        let live: BTreeSet<[u8; 32]> = pending
-            .iter()
-            .filter(|r| r.status == SignStatus::Pending)
-            .flat_map(|r| {
-                cx.party
-                    .def()
-                    .validators
-                    .iter()
-                    .map(move |v| nonce_slot(&r.id, v))
-            })
-            .collect();
-        let (kept, stale): (Vec<CeremonyKey>, Vec<CeremonyKey>) =
-            used.into_iter().partition(|(slot, _)| live.contains(slot));
-        self.used.extend(kept);
+    ) {
+        self.used.extend(used);
         let vault = cx.vault.map(|v| v.context);
         for mut record in pending {
             // Only requests for this very vault (a retiring vault of the same coin restores
@@ -342,7 +347,6 @@ impl Signing {
         for c in cheaters {
             self.push_cheater(c);
         }
-        stale
     }
 
     /// Signing state for status.

@@ -1193,8 +1193,10 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
         signatures: Vec::new(),
         ..r.clone()
     };
-    let stale = p.restore_signing([(slot, 0)], vec![pending], Vec::new());
+    let stale =
+        protocol::signing::stale_markers(&[(slot, 0)], std::slice::from_ref(&pending), &c.ids);
     assert!(stale.is_empty(), "{stale:?}");
+    p.restore_signing([(slot, 0)], vec![pending], Vec::new());
     let err = p
         .handle(CoordinatorMessage::GeneralIn(GeneralIn {
             from: c.ids[0].clone(),
@@ -1483,20 +1485,11 @@ fn one_originator_gets_its_share_of_ceremonies_and_finished_requests_leave_no_ma
         .sum();
     assert!(markers(&c) > 0);
     assert_eq!(forgotten, markers(&c));
-    let k = c.keys[0].clone();
-    let mut p = Processor::new(
-        c.def.clone(),
-        coin,
-        &k,
-        k.processor_messaging.clone(),
-        Some(vault),
-    )
-    .unwrap();
     let old: Vec<([u8; 32], u32)> = requests
         .iter()
         .map(|(id, _)| (protocol::signing::nonce_slot(id, &c.ids[hostile]), 0))
         .collect();
-    assert_eq!(p.restore_signing(old.clone(), Vec::new(), Vec::new()), old);
+    assert_eq!(protocol::signing::stale_markers(&old, &[], &c.ids), old);
 }
 
 #[test]
