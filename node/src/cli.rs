@@ -120,7 +120,8 @@ pub enum Command {
         /// file) and exit.
         #[arg(long)]
         print_config: bool,
-        /// Test-only malicious behaviour (equivocate, bad-share, false-accusation, garbage).
+        /// Test-only malicious behaviour (equivocate, bad-share, false-accusation, garbage,
+        /// forge-approvals, wrong-group-key).
         #[cfg(feature = "fault-injection")]
         #[arg(long, env = "VAULTD_SABOTAGE", hide = true)]
         sabotage: Option<protocol::sabotage::Sabotage>,
