@@ -77,12 +77,7 @@ fn preprocesses_sent(metrics: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signature_needs_three_operators_approval_and_forgeries_get_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (1..=4)
-        .map(|i| tmp.path().join(format!("node{i}")))
-        .collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network = tmp.path().join("network.toml");
-    write_network(&network, &ids, &[COIN]);
+    let (dirs, ids, network) = fresh_validators(tmp.path(), 4, &[COIN]);
     // Validator 4 is hostile: with its own approval it forges the others'.
     let mut nodes: Vec<Node> = Vec::new();
     for (i, d) in dirs.iter().enumerate() {

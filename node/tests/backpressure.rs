@@ -30,10 +30,7 @@ fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_processor_holds_up_no_other_coin_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..4).map(|i| tmp.path().join(format!("v{i}"))).collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network = tmp.path().join("network.toml");
-    write_network(&network, &ids, &["BTC", "ETH", "SOL"]);
+    let (dirs, _, network) = fresh_validators(tmp.path(), 4, &["BTC", "ETH", "SOL"]);
 
     // Node 0's processors have queues of 4; its BTC processor takes nothing until released, so
     // every BTC message its peers send it finds the queue full.

@@ -88,10 +88,7 @@ fn a_wrong_setting_is_an_error_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network = tmp.path().join("network.toml");
-    write_network(&network, &ids, &["BTC"]);
+    let (dirs, _, network) = fresh_validators(tmp.path(), 2, &["BTC"]);
     let node = Node::start_with(&dirs[0], &network, None, &["--log-format", "json"]).await;
     wait_for("a few log lines", Duration::from_secs(20), || async {
         node.log().lines().count() >= 3
@@ -108,10 +105,7 @@ async fn json_logs_are_one_object_per_line() {
 /// its stderr.
 fn refused_run(extra: &[&str], files: impl FnOnce(&Path) -> Vec<String>) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network = tmp.path().join("network.toml");
-    write_network(&network, &ids, &["BTC"]);
+    let (dirs, _, network) = fresh_validators(tmp.path(), 2, &["BTC"]);
     let out = Command::new(BIN)
         .env("VAULTD_INSECURE_NO_PASSPHRASE", "true")
         .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])

@@ -22,10 +22,7 @@ impl Cluster {
     /// `n` initialised data directories and a network definition; no node started yet.
     fn new(n: usize, coins: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let dirs: Vec<PathBuf> = (0..n).map(|i| tmp.path().join(format!("v{i}"))).collect();
-        let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-        let network = tmp.path().join("network.toml");
-        write_network(&network, &ids, coins);
+        let (dirs, ids, network) = fresh_validators(tmp.path(), n, coins);
         Cluster {
             _tmp: tmp,
             network,

@@ -38,12 +38,7 @@ async fn next_response(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (1..=4)
-        .map(|i| tmp.path().join(format!("node{i}")))
-        .collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network_file = tmp.path().join("network.toml");
-    write_network(&network_file, &ids, &COINS);
+    let (dirs, _, network_file) = fresh_validators(tmp.path(), 4, &COINS);
 
     let mut nodes = vec![Node::start(&dirs[0], &network_file, None).await];
     for d in &dirs[1..3] {

@@ -87,12 +87,7 @@ async fn wait_disconnected(nodes: &[Node], dead: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_requests_then_one_and_two_validators_down() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (1..=4)
-        .map(|i| tmp.path().join(format!("node{i}")))
-        .collect();
-    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
-    let network = tmp.path().join("network.toml");
-    write_network(&network, &ids, &COINS);
+    let (dirs, ids, network) = fresh_validators(tmp.path(), 4, &COINS);
     // Node 1 also serves its metrics alone on a second listener.
     let mut nodes = vec![
         Node::start_with(

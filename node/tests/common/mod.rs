@@ -65,6 +65,20 @@ pub fn init(dir: &Path) -> String {
     cli(&["init"], dir)["peer_id"].as_str().unwrap().to_string()
 }
 
+/// `n` fresh validators under `root`: their initialised data directories (`node1`..), their
+/// peer ids, and `root/network.toml` naming all of them for `coins`.
+pub fn fresh_validators(
+    root: &Path,
+    n: usize,
+    coins: &[&str],
+) -> (Vec<PathBuf>, Vec<String>, PathBuf) {
+    let dirs: Vec<PathBuf> = (1..=n).map(|i| root.join(format!("node{i}"))).collect();
+    let ids: Vec<String> = dirs.iter().map(|d| init(d)).collect();
+    let network = root.join("network.toml");
+    write_network(&network, &ids, coins);
+    (dirs, ids, network)
+}
+
 pub fn write_network(path: &Path, peer_ids: &[String], coins: &[&str]) {
     let mut s = format!(
         "name = \"it\"\nsession = 0\ncoins = [{}]\n",
