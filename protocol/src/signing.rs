@@ -155,6 +155,22 @@ impl Ceremony {
     }
 }
 
+/// `vault` (named by `from`'s `what`) must be our active vault's DKG context.
+fn check_active_vault(cx: &Scope, from: &ValidatorId, vault: &[u8; 32], what: &str) -> Result<()> {
+    let coin = cx.party.coin();
+    let ours = cx
+        .vault
+        .filter(|v| v.status == VaultStatus::Active)
+        .ok_or_else(|| ProtocolError::peer(from, format!("our {coin} vault is not active")))?;
+    if *vault != ours.context {
+        return Err(ProtocolError::peer(
+            from,
+            format!("{what} for another vault"),
+        ));
+    }
+    Ok(())
+}
+
 /// A ceremony's key: the nonce slot of (request, originator), and the attempt. Several
 /// approvers may originate one request; each has its own attempts, so two of them never make a
 /// signer preprocess twice under one (slot, attempt).
@@ -542,13 +558,7 @@ impl Signing {
                 format!("sent an approval in the name of {}", a.approver),
             ));
         }
-        let vault = cx
-            .vault
-            .filter(|v| v.status == VaultStatus::Active)
-            .ok_or_else(|| ProtocolError::peer(from, format!("our {coin} vault is not active")))?;
-        if a.vault != vault.context {
-            return Err(ProtocolError::peer(from, "approval for another vault"));
-        }
+        check_active_vault(cx, from, &a.vault, "approval")?;
         Self::index_of_validator(cx, from, from)?;
         let key = cx
             .party
@@ -936,13 +946,7 @@ impl Signing {
                 format!("{} request on the {coin} topic", r.coin),
             ));
         }
-        let vault = cx
-            .vault
-            .filter(|v| v.status == VaultStatus::Active)
-            .ok_or_else(|| ProtocolError::peer(from, format!("our {coin} vault is not active")))?;
-        if r.vault != vault.context {
-            return Err(ProtocolError::peer(from, "request for another vault"));
-        }
+        check_active_vault(cx, from, &r.vault, "request")?;
         if r.attempt >= MAX_ATTEMPTS {
             return Err(ProtocolError::peer(from, format!("attempt {}", r.attempt)));
         }
