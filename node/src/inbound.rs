@@ -46,6 +46,9 @@ pub fn slot_of(coin: Coin, msg: &CoordinatorMessage) -> Option<(InboundKey, Slot
         CoordinatorMessage::EncryptedKeyShareIn(m) => {
             (InboundKind::Share, &m.from, m.msg.context, SlotPolicy::Log)
         }
+        CoordinatorMessage::KeyGenRelayIn(m) => {
+            (InboundKind::Relay, &m.from, m.msg.context, SlotPolicy::Log)
+        }
         CoordinatorMessage::GeneralIn(g) => match &g.msg {
             G::KeyGenCommitmentsDigest(d) => {
                 (InboundKind::Digest, &g.from, d.context, SlotPolicy::Log)
@@ -55,6 +58,12 @@ pub fn slot_of(coin: Coin, msg: &CoordinatorMessage) -> Option<(InboundKey, Slot
             }
             G::KeyGenExclusionVote(v) => (InboundKind::Vote, &g.from, v.context, SlotPolicy::Log),
             G::KeyGenBlame(b) => (InboundKind::Blame, &g.from, b.context, SlotPolicy::Log),
+            G::KeyGenShareAnswer(a) => (
+                InboundKind::ShareAnswer,
+                &g.from,
+                a.context,
+                SlotPolicy::Log,
+            ),
             _ => return None,
         },
         _ => return None,

@@ -263,6 +263,9 @@ async fn malicious_validators_are_blamed_the_same_way_everywhere() {
         ("false-accusation", "false_accusation"),
         ("garbage", "silent_commitments"),
         ("wrong-group-key", "wrong_group_key"),
+        // Its victim complains, the share is never published: the dealer is named, not the
+        // validator it starved.
+        ("withhold-share", "silent_shares"),
     ] {
         let mut c = Cluster::new(4, &coins);
         for i in 0..3 {
@@ -274,7 +277,8 @@ async fn malicious_validators_are_blamed_the_same_way_everywhere() {
         for i in 0..3 {
             let s = status(c.node(i)).await;
             let proven = vault(&s, "BTC")["excluded"][0]["proven"].as_bool();
-            assert_eq!(proven, Some(sabotage != "garbage"), "{sabotage}");
+            let silent = matches!(sabotage, "garbage" | "withhold-share");
+            assert_eq!(proven, Some(!silent), "{sabotage}");
         }
         if sabotage == "garbage" {
             // Its garbage was rejected with log lines naming it.
@@ -286,6 +290,36 @@ async fn malicious_validators_are_blamed_the_same_way_everywhere() {
             assert!(!log.contains("panicked"), "{log}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commitment_withheld_from_one_validator_reaches_it_through_the_others() {
+    let coins = ["BTC", "ETH"];
+    let mut c = Cluster::new(4, &coins);
+    for i in 0..3 {
+        c.start(i, &["--dkg-timeout", "4"]).await;
+    }
+    c.start(
+        3,
+        &["--dkg-timeout", "4", "--sabotage", "withhold-commitment"],
+    )
+    .await;
+    // The starved validator complains; the others relay the signed commitments they got. All
+    // four end in attempt 0, nobody left out, nobody voted.
+    wait_all_active(&c.live(), coins.len(), Duration::from_secs(60)).await;
+    let mut keys = BTreeSet::new();
+    for n in c.live() {
+        let s = status(n).await;
+        for coin in coins {
+            let v = vault(&s, coin);
+            assert_eq!(v["attempt"], 0, "{v:#}");
+            assert_eq!(v["participants"].as_array().map(Vec::len), Some(4));
+            assert_eq!(v["excluded"].as_array().map(Vec::len), Some(0), "{v:#}");
+            keys.insert(v["group_key"].as_str().unwrap_or_default().to_string());
+        }
+        assert!(!n.log().contains("voting to leave"), "{}", n.peer_id);
+    }
+    assert_eq!(keys.len(), coins.len(), "one key per coin everywhere");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,6 +394,7 @@ impl Processor {
                 self.keygen.on_commitment(party, m, out)
             }
             CoordinatorMessage::EncryptedKeyShareIn(m) => self.keygen.on_share(party, m, out),
+            CoordinatorMessage::KeyGenRelayIn(m) => self.keygen.on_relay(party, m, out),
             CoordinatorMessage::GeneralIn(m) => self.on_general(m, out),
             // Signing's inputs were taken by `Signing::dispatch` above.
             CoordinatorMessage::EncryptedPreprocessIn(_)
@@ -421,6 +422,10 @@ impl Processor {
             GeneralMessage::KeyGenBlame(b) => self.keygen.on_blame(party, &m.from, b),
             GeneralMessage::PublicAddressAvailable(a) => {
                 self.keygen.on_confirmation(party, &m.from, a)
+            }
+            GeneralMessage::KeyGenComplaint(c) => self.keygen.on_complaint(party, &m.from, c, out),
+            GeneralMessage::KeyGenShareAnswer(a) => {
+                self.keygen.on_share_answer(party, &m.from, a, out)
             }
             // Keys arrive as ExternalPublicKeyIn; the rest is informational (signing messages
             // were dispatched before).
@@ -504,8 +509,10 @@ impl Processor {
             keys: output.keys,
         }));
         out.push(Output::Persist(Persist::Vault(vault.clone())));
+        let confirmation = self.address_message(&vault);
+        self.keygen.keep_own_confirmation(&confirmation);
         out.push(Output::Bus(ProcessorMessage::PublicAddressAvailable(
-            self.address_message(&vault),
+            confirmation,
         )));
         self.vault = Some(vault);
         self.keygen.check_confirmations();
@@ -731,6 +738,7 @@ fn sender_of(m: &CoordinatorMessage) -> Option<&ValidatorId> {
         CoordinatorMessage::EncryptedPublicKeyIn(m) => Some(&m.from),
         CoordinatorMessage::EncryptedKeyGenCommitmentIn(m) => Some(&m.from),
         CoordinatorMessage::EncryptedKeyShareIn(m) => Some(&m.from),
+        CoordinatorMessage::KeyGenRelayIn(m) => Some(&m.from),
         CoordinatorMessage::GeneralIn(m) => Some(&m.from),
         _ => None,
     }

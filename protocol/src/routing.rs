@@ -94,6 +94,21 @@ pub fn outbound(msg: ProcessorMessage) -> Outbound {
             let key = [&b.context[..], &kind, b.evidence.accused().as_bytes()].concat();
             announce("KeyGenBlame", key, GeneralMessage::KeyGenBlame(b))
         }
+        // A complaint is repeated while its phase stalls; an answer grows with the complaints.
+        ProcessorMessage::KeyGenComplaint(c) => {
+            Outbound::Publish(GeneralMessage::KeyGenComplaint(c))
+        }
+        ProcessorMessage::KeyGenShareAnswer(a) => {
+            let key = a.context.to_vec();
+            announce(
+                "KeyGenShareAnswer",
+                key,
+                GeneralMessage::KeyGenShareAnswer(a),
+            )
+        }
+        ProcessorMessage::KeyGenRelayOut(m) => {
+            direct(&m.to.clone(), DirectRequest::KeyGenRelayOut(m), false)
+        }
         ProcessorMessage::SignRequest(r) => Outbound::Publish(GeneralMessage::SignRequest(r)),
         ProcessorMessage::SignApproval(a) => Outbound::Publish(GeneralMessage::SignApproval(a)),
         ProcessorMessage::SignatureAvailable(a) => {
@@ -158,7 +173,10 @@ pub fn general_in(from: ValidatorId, coin: Coin, msg: GeneralMessage) -> Inbound
         msg @ (GeneralMessage::KeyGenCommitmentsDigest(_)
         | GeneralMessage::PublicAddressAvailable(_)
         | GeneralMessage::KeyGenExclusionVote(_)
-        | GeneralMessage::KeyGenBlame(_)) => Inbound::Place(coin, general(msg)),
+        | GeneralMessage::KeyGenBlame(_)
+        | GeneralMessage::KeyGenShareAnswer(_)) => Inbound::Place(coin, general(msg)),
+        // A complaint asks for what is relayed now; a restart's stall complains afresh.
+        msg @ GeneralMessage::KeyGenComplaint(_) => Inbound::Deliver(coin, general(msg)),
         msg @ (GeneralMessage::SignRequest(_)
         | GeneralMessage::SignatureAvailable(_)
         | GeneralMessage::SignApproval(_)) => Inbound::Deliver(coin, general(msg)),
@@ -188,6 +206,10 @@ pub fn direct_in(from: ValidatorId, req: DirectRequest) -> Inbound {
             msg.coin,
             CoordinatorMessage::EncryptedKeyShareIn(EncryptedKeyShareIn { from, msg }),
         ),
+        DirectRequest::KeyGenRelayOut(msg) => Inbound::Place(
+            msg.coin,
+            CoordinatorMessage::KeyGenRelayIn(KeyGenRelayIn { from, msg }),
+        ),
         DirectRequest::EncryptedPreprocessOut(msg) => Inbound::Deliver(
             msg.request.coin,
             CoordinatorMessage::EncryptedPreprocessIn(EncryptedPreprocessIn { from, msg }),
@@ -208,6 +230,7 @@ pub fn addressee(req: &DirectRequest) -> Option<&ValidatorId> {
         DirectRequest::EncryptedKeyShareOut(m) => Some(&m.to),
         DirectRequest::EncryptedPreprocessOut(m) => Some(&m.to),
         DirectRequest::EncryptedSignatureShareOut(m) => Some(&m.to),
+        DirectRequest::KeyGenRelayOut(m) => Some(&m.to),
         DirectRequest::ProcessorPublicKeyList(_)
         | DirectRequest::AnnouncementReplay(_)
         | DirectRequest::AnnouncementRequest(_) => None,

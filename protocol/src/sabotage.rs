@@ -7,7 +7,10 @@
 use crate::{
     dkg,
     keygen::{address_body, payload_body, KeyGen, ADDRESS_DOMAIN, COMMITMENT_DOMAIN, SHARE_DOMAIN},
-    messages::{BlameEvidence, KeyGenPayload, ProcessorMessage},
+    messages::{
+        BlameEvidence, EncryptedKeyGenCommitmentOut, EncryptedKeyShareOut, KeyGenPayload,
+        KeyGenRelayOut, ProcessorMessage,
+    },
     party::Party,
     processor::{Output, Processor},
     seal::SealKind,
@@ -25,7 +28,8 @@ pub enum Sabotage {
     /// Accuses the first participant whose (valid) share it received, without a proof, and
     /// (as its accusation claims it has no key) never confirms the group key.
     FalseAccusation,
-    /// Replaces every sealed DKG payload it sends with random bytes.
+    /// Replaces every sealed DKG payload it sends with random bytes (relays included), and
+    /// publishes no share.
     Garbage,
     /// With its own approval of a request, gossips approvals in the other participants' names
     /// (signed with its own key) and announces the request with itself and t - 1 others as
@@ -33,6 +37,12 @@ pub enum Sabotage {
     ForgeApprovals,
     /// Confirms (signs) a group key other than the one its DKG computed.
     WrongGroupKey,
+    /// Never sends its commitments to the lowest-indexed other participant (everyone else gets
+    /// them), nor relays anything to it.
+    WithholdCommitment,
+    /// Never sends its share to the lowest-indexed other participant, and never answers that
+    /// participant's complaint.
+    WithholdShare,
 }
 
 impl std::str::FromStr for Sabotage {
@@ -45,8 +55,10 @@ impl std::str::FromStr for Sabotage {
             "garbage" => Ok(Sabotage::Garbage),
             "forge-approvals" => Ok(Sabotage::ForgeApprovals),
             "wrong-group-key" => Ok(Sabotage::WrongGroupKey),
+            "withhold-commitment" => Ok(Sabotage::WithholdCommitment),
+            "withhold-share" => Ok(Sabotage::WithholdShare),
             other => Err(format!(
-                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals, wrong-group-key)"
+                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals, wrong-group-key, withhold-commitment, withhold-share)"
             )),
         }
     }
@@ -132,9 +144,28 @@ impl Processor {
                     m.sealed = garbage(&m.context, m.sealed.len());
                     ProcessorMessage::EncryptedKeyShareOut(m)
                 }
+                (Sabotage::Garbage, ProcessorMessage::KeyGenRelayOut(mut m)) => {
+                    m.sealed = garbage(&m.context, m.sealed.len());
+                    ProcessorMessage::KeyGenRelayOut(m)
+                }
+                // Its shares only ever left as garbage: it publishes none either.
+                (Sabotage::Garbage, ProcessorMessage::KeyGenShareAnswer(_)) => continue,
                 (Sabotage::FalseAccusation, ProcessorMessage::PublicAddressAvailable(_)) => {
                     continue
                 }
+                (
+                    Sabotage::WithholdCommitment,
+                    ProcessorMessage::EncryptedKeyGenCommitmentOut(EncryptedKeyGenCommitmentOut {
+                        ref to,
+                        ..
+                    })
+                    | ProcessorMessage::KeyGenRelayOut(KeyGenRelayOut { ref to, .. }),
+                ) if Some(to) == victim.as_ref() => continue,
+                (
+                    Sabotage::WithholdShare,
+                    ProcessorMessage::EncryptedKeyShareOut(EncryptedKeyShareOut { ref to, .. }),
+                ) if Some(to) == victim.as_ref() => continue,
+                (Sabotage::WithholdShare, ProcessorMessage::KeyGenShareAnswer(_)) => continue,
                 (Sabotage::WrongGroupKey, ProcessorMessage::PublicAddressAvailable(mut a)) => {
                     if let Some(b) = a.group_key.last_mut() {
                         *b ^= 1;

@@ -35,6 +35,8 @@ pub enum SealKind {
     Preprocess,
     /// Signing, round 2: a signer's signature shares.
     SignatureShare,
+    /// Signed DKG messages relayed to a participant that complained it lacks them.
+    KeyGenRelay,
 }
 
 /// Who seals what to whom, for which DKG.

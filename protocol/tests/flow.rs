@@ -568,6 +568,123 @@ fn with_fewer_than_t_answering_nobody_is_left_out_and_the_dkg_waits() {
     }
 }
 
+/// The participant a `withhold-*` saboteur at `node` starves: the first other one in
+/// definition order.
+fn victim_of(c: &Cluster, node: usize) -> usize {
+    let v = c
+        .def
+        .validators
+        .iter()
+        .find(|v| **v != c.ids[node])
+        .unwrap();
+    c.index(v)
+}
+
+#[test]
+fn a_commitment_withheld_from_one_node_is_relayed_and_nobody_is_left_out() {
+    for coin in [Coin::Btc, Coin::Sol] {
+        let mut c = Cluster::new(4, &[coin], 41);
+        c.sabotage.insert(0, Sabotage::WithholdCommitment);
+        c.run();
+        let victim = victim_of(&c, 0);
+        assert_eq!(c.procs[&(victim, coin)].phase(), Phase::Commitments);
+        // A quarter of the timeout later the victim complains; the others relay the signed
+        // commitments they got, and the DKG completes with all four at attempt 0.
+        c.tick(1_000, &[coin]);
+        c.tick(1_000 + 15_000, &[coin]);
+        assert_all_active(&c, &[coin]);
+        for n in 0..4 {
+            let v = c.procs[&(n, coin)].vault().unwrap();
+            assert_eq!((v.attempt, v.excluded.len()), (0, 0), "node {n}");
+            assert!(c.procs[&(n, coin)].votes().is_empty(), "node {n} voted");
+        }
+    }
+}
+
+#[test]
+fn a_share_withheld_from_one_node_excludes_the_withholder_not_the_starved_node() {
+    for coin in [Coin::Eth, Coin::Sol] {
+        let mut c = Cluster::new(4, &[coin], 42);
+        c.sabotage.insert(1, Sabotage::WithholdShare);
+        c.run();
+        let victim = victim_of(&c, 1);
+        assert_eq!(c.procs[&(victim, coin)].phase(), Phase::Shares);
+        c.tick(1_000, &[coin]);
+        // The victim's complaint goes unanswered; at the timeout the others, who wait for the
+        // victim's confirmation, name the dealer instead of it.
+        c.tick(1_000 + 15_000, &[coin]);
+        c.tick(1_000 + 60_000, &[coin]);
+        assert_left_out(&mut c, coin, 1, ExclusionReason::SilentShares);
+    }
+}
+
+#[test]
+fn a_false_complaint_is_answered_and_spares_nobody() {
+    let coin = Coin::Btc;
+    let mut c = Cluster::new(4, &[coin], 43);
+    // Validator 3 has every share, but its confirmation never leaves it, and it claims it
+    // lacks validator 0's share.
+    let liar = c.ids[3].clone();
+    c.hold = Some(Box::new(move |_, m| {
+        matches!(m, CoordinatorMessage::GeneralIn(GeneralIn {
+            from,
+            msg: GeneralMessage::PublicAddressAvailable(_),
+        }) if *from == liar)
+    }));
+    c.run();
+    let complaint = GeneralMessage::KeyGenComplaint(KeyGenComplaint {
+        coin,
+        context: c.procs[&(0, coin)].context(),
+        awaited: Awaited::Shares,
+        missing: vec![c.ids[0].clone()],
+    });
+    for to in 0..3 {
+        c.deliver(
+            to,
+            coin,
+            CoordinatorMessage::GeneralIn(GeneralIn {
+                from: c.ids[3].clone(),
+                msg: complaint.clone(),
+            }),
+        );
+    }
+    c.run();
+    // Validator 0 published the share; the complaint is answered, so the timeout names the
+    // one whose confirmation is missing.
+    c.tick(1_000, &[coin]);
+    c.tick(1_000 + 60_000, &[coin]);
+    c.hold = None;
+    assert_left_out(&mut c, coin, 3, ExclusionReason::SilentConfirmation);
+}
+
+#[test]
+fn with_n_equal_to_t_a_silent_participant_fails_the_dkg_naming_it() {
+    let coin = Coin::Eth;
+    let mut c = Cluster::new(3, &[coin], 44);
+    assert_eq!(c.def.threshold, 3);
+    c.down.insert(2);
+    c.run();
+    c.tick(1_000, &[coin]);
+    // Votes cannot leave anyone out (t = n); after as many timeouts as a vote has rounds the
+    // DKG gives up instead of waiting forever.
+    for k in 1..=7u64 {
+        c.tick(1_000 + k * 60_000, &[coin]);
+        assert!(
+            c.procs[&(0, coin)].vault().is_none(),
+            "failed after {k} timeouts"
+        );
+    }
+    c.tick(1_000 + 8 * 60_000, &[coin]);
+    for n in 0..2 {
+        let v = c.procs[&(n, coin)].vault().cloned().expect("decided");
+        assert_eq!(v.status, VaultStatus::Failed);
+        let reason = v.reason.unwrap_or_default();
+        assert!(reason.contains(&c.ids[2].to_string()), "{reason}");
+        assert!(reason.contains("threshold is 3"), "{reason}");
+        assert!(!reason.contains(&c.ids[1 - n].to_string()), "{reason}");
+    }
+}
+
 #[test]
 fn a_lost_confirmation_is_asked_for_three_times_before_the_vote() {
     let coin = Coin::Eth;

@@ -89,6 +89,9 @@ wire_props!(
     sign_record: SignRecord,
     cheater_report: CheaterReport,
     exclusion_vote: KeyGenExclusionVote,
+    keygen_relay: KeyGenRelay,
+    keygen_complaint: KeyGenComplaint,
+    keygen_share_answer: KeyGenShareAnswer,
 );
 
 proptest! {

@@ -140,6 +140,10 @@ pub enum InboundKind {
     Vote = 6,
     /// KeyGenBlame (general).
     Blame = 7,
+    /// KeyGenRelayIn: signed DKG messages relayed for a complaint of ours.
+    Relay = 8,
+    /// KeyGenShareAnswer (general): a dealer's published shares.
+    ShareAnswer = 9,
 }
 
 /// Key of the `inbound` column family: a slot per (coin, kind, sender, context), and within a
@@ -170,6 +174,8 @@ impl InboundKind {
             5 => InboundKind::Address,
             6 => InboundKind::Vote,
             7 => InboundKind::Blame,
+            8 => InboundKind::Relay,
+            9 => InboundKind::ShareAnswer,
             _ => return None,
         })
     }
@@ -242,6 +248,7 @@ impl OutboxKey {
                 [&[6, r.coin.id()][..], &r.part.to_be_bytes()].concat()
             }
             DirectRequest::AnnouncementRequest(r) => vec![7, r.coin.id()],
+            DirectRequest::KeyGenRelayOut(m) => [&[8, m.coin.id()][..], &m.context].concat(),
         };
         OutboxKey { to, slot }
     }

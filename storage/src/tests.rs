@@ -119,7 +119,7 @@ proptest::proptest! {
     #[test]
     fn inbound_keys_roundtrip_and_hostile_keys_never_panic(
         coin in 0usize..3,
-        kind in 0usize..8,
+        kind in 0usize..10,
         from in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
         context in proptest::prelude::any::<[u8; 32]>(),
         seq in proptest::prelude::any::<u64>(),
@@ -134,6 +134,8 @@ proptest::proptest! {
             InboundKind::Address,
             InboundKind::Vote,
             InboundKind::Blame,
+            InboundKind::Relay,
+            InboundKind::ShareAnswer,
         ];
         let key = InboundKey {
             coin: [Coin::Btc, Coin::Eth, Coin::Sol][coin],

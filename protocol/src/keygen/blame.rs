@@ -152,25 +152,30 @@ impl KeyGen {
             }
         }
         for l in differing {
-            if !self.evidence.published.insert(l) {
-                continue;
-            }
-            let (Some(v), Some(bytes), Some(sig)) = (
+            self.publish_commitment_copy(party, l, out);
+        }
+        self.check_equivocation();
+    }
+
+    /// Publish (once) our signed copy of participant `l`'s commitments, which someone else's
+    /// copy contradicts, and prove the equivocation if we hold both.
+    pub(crate) fn publish_commitment_copy(&mut self, party: &Party, l: u16, out: &mut Vec<Output>) {
+        if self.evidence.published.insert(l) {
+            if let (Some(v), Some(bytes), Some(sig)) = (
                 self.attempt().member_at(l).cloned(),
                 self.commitments.get(&l).cloned(),
                 self.commitment_sigs.get(&l).cloned(),
-            ) else {
-                continue;
-            };
-            self.publish_blame(
-                party,
-                BlameEvidence::Commitments {
-                    accused: v,
-                    commitments: bytes,
-                    signature: sig,
-                },
-                out,
-            );
+            ) {
+                self.publish_blame(
+                    party,
+                    BlameEvidence::Commitments {
+                        accused: v,
+                        commitments: bytes,
+                        signature: sig,
+                    },
+                    out,
+                );
+            }
         }
         self.check_equivocation();
     }

@@ -16,6 +16,7 @@ use std::{collections::BTreeMap, ops::ControlFlow};
 use zeroize::Zeroizing;
 
 mod blame;
+mod relay;
 mod stall;
 
 use crate::{
@@ -77,6 +78,8 @@ pub(crate) struct KeyGen {
     /// Each sender's signature over the share it sent us.
     share_sigs: BTreeMap<u16, Vec<u8>>,
     confirmations: BTreeMap<u16, Vec<u8>>,
+    /// What `relay` keeps: the signed messages it can relay, complaints, answers.
+    relay: relay::Relay,
     /// What blame.rs keeps: proven faults, signed commitment copies, what we published.
     evidence: blame::Evidence,
     /// When the phase last made progress (`stall.rs`).
@@ -99,6 +102,7 @@ impl KeyGen {
             shares: BTreeMap::new(),
             share_sigs: BTreeMap::new(),
             confirmations: BTreeMap::new(),
+            relay: Default::default(),
             evidence: Default::default(),
             stall: stall::Stall::default(),
             outcomes: Vec::new(),
@@ -312,20 +316,37 @@ impl KeyGen {
         else {
             return Ok(Handled::Wait);
         };
+        self.take_commitment(party, &m.from, l, payload, out)?;
+        Ok(Handled::Done)
+    }
+
+    /// Keep participant `l`'s (`author`'s) signed commitments, received directly or relayed.
+    /// A second, different signed copy proves it equivocated: ours is published as evidence.
+    fn take_commitment(
+        &mut self,
+        party: &Party,
+        author: &ValidatorId,
+        l: u16,
+        payload: KeyGenPayload,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let p = dkg::DkgParams {
             i: l,
             ..*self.attempt.params()
         };
         dkg::validate_commitment(party.coin().curve(), &p, &payload.bytes)
-            .map_err(|e| ProtocolError::peer(&m.from, format!("malformed commitments: {e}")))?;
+            .map_err(|e| ProtocolError::peer(author, format!("malformed commitments: {e}")))?;
         if let Some(existing) = self.commitments.get(&l) {
             if *existing != payload.bytes {
+                self.evidence
+                    .record_commitment(l, &payload.bytes, &payload.signature);
+                self.publish_commitment_copy(party, l, out);
                 return Err(ProtocolError::peer(
-                    &m.from,
+                    author,
                     "sent two different commitments",
                 ));
             }
-            return Ok(Handled::Done);
+            return Ok(());
         }
         self.evidence
             .record_commitment(l, &payload.bytes, &payload.signature);
@@ -333,7 +354,7 @@ impl KeyGen {
         self.commitment_sigs.insert(l, payload.signature);
         self.after_commitment(party, out)?;
         self.check_equivocation();
-        Ok(Handled::Done)
+        Ok(())
     }
 
     /// All n commitments in: echo their digest.
@@ -351,15 +372,15 @@ impl KeyGen {
         self.hashes.insert(params.i, hashes.clone());
         self.publish_differing_commitments(party, out);
         let body = digest_body(party.coin(), &params.context, &digest);
-        out.push(Output::Bus(ProcessorMessage::KeyGenCommitmentsDigest(
-            KeyGenCommitmentsDigest {
-                coin: party.coin(),
-                context: params.context,
-                digest,
-                hashes,
-                signature: party.signer().sign(DIGEST_DOMAIN, &body),
-            },
-        )));
+        let echo = KeyGenCommitmentsDigest {
+            coin: party.coin(),
+            context: params.context,
+            digest,
+            hashes,
+            signature: party.signer().sign(DIGEST_DOMAIN, &body),
+        };
+        self.relay.keep_digest(params.i, &echo);
+        out.push(Output::Bus(ProcessorMessage::KeyGenCommitmentsDigest(echo)));
         self.after_digest(party, out)
     }
 
@@ -406,6 +427,7 @@ impl KeyGen {
         }
         self.digests.insert(l, d.digest);
         self.hashes.insert(l, d.hashes.clone());
+        self.relay.keep_digest(l, d);
         self.publish_differing_commitments(party, out);
         self.after_digest(party, out)?;
         Ok(Handled::Done)
@@ -453,11 +475,13 @@ impl KeyGen {
                 SHARE_DOMAIN,
                 &payload_body(coin, &params.context, party.me(), Some(&v), &share),
             );
-            let payload = postcard::to_stdvec(&KeyGenPayload {
+            let signed = KeyGenPayload {
                 bytes: share,
                 signature,
-            })
-            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            };
+            let payload = postcard::to_stdvec(&signed)
+                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            self.relay.keep_sent_share(l, signed);
             let sealed = party.seal_with(SealKind::KeyShare, &v, params.context, &payload)?;
             sends.push(Output::Bus(ProcessorMessage::EncryptedKeyShareOut(
                 EncryptedKeyShareOut {
@@ -496,29 +520,48 @@ impl KeyGen {
         else {
             return Ok(Handled::Wait);
         };
+        self.take_share(party, &m.from, l, payload, out)?;
+        Ok(Handled::Done)
+    }
+
+    /// Keep the share dealer `l` (`dealer`) signed for us, received directly or published in
+    /// its answer to our complaint.
+    fn take_share(
+        &mut self,
+        party: &Party,
+        dealer: &ValidatorId,
+        l: u16,
+        payload: KeyGenPayload,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        // A dealer we proved faulty (a bad share, say) cannot make up for it with another
+        // share: the attempt is to be replaced without it.
+        if self.evidence.proven().contains_key(dealer) {
+            return Ok(());
+        }
         if let Some(existing) = self.shares.get(&l) {
             if *existing != payload.bytes {
-                return Err(ProtocolError::peer(&m.from, "sent two different shares"));
+                return Err(ProtocolError::peer(dealer, "sent two different shares"));
             }
-            return Ok(Handled::Done);
+            return Ok(());
         }
         let params = *self.attempt.params();
         if dkg::validate_share(party.coin().curve(), &params, &payload.bytes).is_err() {
             // Signed garbage is evidence too: publish it so everyone blames the sender.
             self.blame_share(
                 party,
-                m.from.clone(),
+                dealer.clone(),
                 payload.bytes,
                 payload.signature,
                 None,
                 out,
             );
-            return Ok(Handled::Done);
+            return Ok(());
         }
         self.shares.insert(l, payload.bytes);
         self.share_sigs.insert(l, payload.signature);
         self.after_share(party, out);
-        Ok(Handled::Done)
+        Ok(())
     }
 
     /// Step 20: all shares in: compute the key share and the group key.
@@ -619,6 +662,7 @@ impl KeyGen {
             None => {}
         }
         self.confirmations.insert(l, a.group_key.clone());
+        self.relay.keep_confirmation(l, a);
         self.check_confirmations();
         Ok(Handled::Done)
     }

@@ -1,11 +1,12 @@
-//! Liveness of one DKG attempt: a phase that made no progress asks for announcements gossip
-//! may have lost, then (at the DKG timeout) proposes a vote against whoever it still waits for.
+//! Liveness of one DKG attempt: a phase that made no progress complains (`relay.rs`) and asks
+//! for announcements gossip may have lost, then (at the DKG timeout) proposes a vote against
+//! whoever it still waits for and nobody vouches for, and gives up once no vote can help.
 
 use std::collections::BTreeMap;
 
 use super::KeyGen;
 use crate::{
-    attempts::ANNOUNCEMENT_REQUESTS_PER_TIMEOUT,
+    attempts::{ANNOUNCEMENT_REQUESTS_PER_TIMEOUT, MAX_VOTE_ROUNDS},
     ids::ValidatorId,
     messages::{AnnouncementsWanted, ExclusionReason, ProcessorMessage},
     party::Party,
@@ -121,32 +122,71 @@ impl KeyGen {
             self.stall.timed_out = true;
         }
         if !self.stall.timed_out {
-            self.request_announcements(party, stalled, timeout_ms, out);
+            self.request_help(party, stalled, timeout_ms, out);
+        }
+        if stalled >= timeout_ms.saturating_mul(u64::from(MAX_VOTE_ROUNDS)) {
+            self.give_up_if_hopeless(party);
         }
         self.stall.timed_out || self.evidence.has_proofs()
     }
 
-    /// A phase that waits for gossiped announcements and has been stalled for `stalled` ms:
-    /// once per [`ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`]th of the timeout, ask the validators it
-    /// waits for (the phases fed by direct messages need not: their senders retry until we
-    /// answer).
-    fn request_announcements(
+    /// After as many timeouts as a vote has rounds: if leaving out everyone we would vote
+    /// against leaves fewer than t participants, no vote can ever start an attempt that
+    /// finishes (with n = t, any silent participant does this): the DKG fails, naming them.
+    fn give_up_if_hopeless(&mut self, party: &Party) {
+        let proposal = self.proposal(party);
+        let n = self.attempt.participants().len();
+        let t = usize::from(self.attempt.params().t);
+        if proposal.is_empty() || n - proposal.len().min(n) >= t {
+            return;
+        }
+        let named = proposal
+            .iter()
+            .map(|(v, r)| format!("{v} ({})", r.label()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.fail(format!(
+            "the DKG cannot finish: without {named}, {} of {n} participants remain and the threshold is {t}",
+            n - proposal.len().min(n)
+        ));
+    }
+
+    /// A phase stalled for `stalled` ms: once per [`ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`]th of
+    /// the timeout, complain of whom it waits for (the others relay their signed messages, a
+    /// dealer publishes a share; `relay.rs`), and where it waits for gossiped announcements
+    /// (the echo, the confirmations) ask their authors too, with the dealers that leave a
+    /// complaint unanswered (gossip may have lost their answer).
+    fn request_help(
         &mut self,
         party: &Party,
         stalled: u64,
         timeout_ms: u64,
         out: &mut Vec<Output>,
     ) {
-        if !matches!(self.phase(), Phase::CommitmentEcho | Phase::Confirming) {
-            return;
-        }
         let every = (timeout_ms / ANNOUNCEMENT_REQUESTS_PER_TIMEOUT).max(1);
         let due = stalled / every;
         if due <= self.stall.requests {
             return;
         }
         self.stall.requests = due;
-        let (from, _) = self.missing(party);
+        if let Some(c) = self.complaint(party) {
+            out.push(Output::Bus(ProcessorMessage::KeyGenComplaint(c)));
+        }
+        if !matches!(self.phase(), Phase::CommitmentEcho | Phase::Confirming) {
+            return;
+        }
+        let (mut from, _) = self.missing(party);
+        let dealers: Vec<ValidatorId> = from
+            .iter()
+            .filter_map(|v| self.attempt.member_index(v))
+            .flat_map(|l| self.unanswered_dealers(l))
+            .filter_map(|d| self.attempt.member_at(d).cloned())
+            .collect();
+        for d in dealers {
+            if !from.contains(&d) {
+                from.push(d);
+            }
+        }
         if !from.is_empty() {
             out.push(Output::Bus(ProcessorMessage::AnnouncementsWanted(
                 AnnouncementsWanted {
@@ -164,7 +204,20 @@ impl KeyGen {
         if self.stall.timed_out {
             let (missing, reason) = self.missing(party);
             for v in missing {
-                set.entry(v).or_insert(reason);
+                // Someone waiting for a share its dealer never published is spared: the
+                // dealer is the one nobody can vouch for.
+                let dealers = self
+                    .attempt
+                    .member_index(&v)
+                    .map(|l| self.unanswered_dealers(l))
+                    .unwrap_or_default();
+                if dealers.is_empty() {
+                    set.entry(v).or_insert(reason);
+                }
+                for d in dealers.iter().filter_map(|d| self.attempt.member_at(*d)) {
+                    set.entry(d.clone())
+                        .or_insert(ExclusionReason::SilentShares);
+                }
             }
         }
         set

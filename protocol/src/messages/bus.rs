@@ -49,6 +49,16 @@ pub struct EncryptedKeyGenCommitmentIn {
     pub msg: EncryptedKeyGenCommitmentOut,
 }
 
+/// Signed DKG messages relayed by a peer, for a complaint of ours.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenRelayIn {
+    /// Relaying validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: KeyGenRelayOut,
+}
+
 /// Step 18.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +145,8 @@ named_enum! {
         EncryptedSignatureShareIn(EncryptedSignatureShareIn),
         /// A request from this node's API, encrypted partition (local only).
         SignatureRequested(SignatureRequested),
+        /// DKG messages relayed for a complaint of ours, encrypted partition.
+        KeyGenRelayIn(KeyGenRelayIn),
     }
 }
 
@@ -183,6 +195,12 @@ named_enum! {
         AnnouncementsWanted(AnnouncementsWanted),
         /// Signing: this validator's approval of a request (general partition).
         SignApproval(SignApproval),
+        /// DKG liveness: whom our stalled phase waits for (general partition).
+        KeyGenComplaint(KeyGenComplaint),
+        /// DKG liveness: our shares for those who complained of them (general partition).
+        KeyGenShareAnswer(KeyGenShareAnswer),
+        /// DKG liveness: signed messages relayed to a complainer, encrypted partition.
+        KeyGenRelayOut(KeyGenRelayOut),
     }
 }
 
@@ -197,14 +215,17 @@ impl ProcessorMessage {
             | ProcessorMessage::SignatureAvailable(_)
             | ProcessorMessage::KeyGenExclusionVote(_)
             | ProcessorMessage::KeyGenBlame(_)
-            | ProcessorMessage::SignApproval(_) => Partition::General,
+            | ProcessorMessage::SignApproval(_)
+            | ProcessorMessage::KeyGenComplaint(_)
+            | ProcessorMessage::KeyGenShareAnswer(_) => Partition::General,
             ProcessorMessage::SignerReady(_)
             | ProcessorMessage::EncryptedPublicKeyOut(_)
             | ProcessorMessage::EncryptedKeyGenCommitmentOut(_)
             | ProcessorMessage::EncryptedKeyShareOut(_)
             | ProcessorMessage::EncryptedPreprocessOut(_)
             | ProcessorMessage::EncryptedSignatureShareOut(_)
-            | ProcessorMessage::AnnouncementsWanted(_) => Partition::Encrypted,
+            | ProcessorMessage::AnnouncementsWanted(_)
+            | ProcessorMessage::KeyGenRelayOut(_) => Partition::Encrypted,
         }
     }
 }

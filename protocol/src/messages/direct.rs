@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::general::{GeneralMessage, ProcessorPublicKey, SignRequest};
+use super::general::{
+    GeneralMessage, KeyGenCommitmentsDigest, KeyGenPayload, ProcessorPublicKey,
+    PublicAddressAvailable, SignRequest,
+};
 use crate::ids::{Coin, ValidatorId};
 
 /// Step 7: the list of a coordinator's processor messaging public keys.
@@ -136,6 +139,34 @@ pub struct SignatureSharePayload {
     pub shares: Vec<Vec<u8>>,
 }
 
+/// Answer to a [`KeyGenComplaint`](super::KeyGenComplaint): what the relayer holds of the
+/// validators the complainer waits for, sealed to the complainer. Each item carries its
+/// author's processor signature, so the relayer can add nothing of its own.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenRelayOut {
+    /// Coin.
+    pub coin: Coin,
+    /// The complainer.
+    pub to: ValidatorId,
+    /// DKG context.
+    pub context: [u8; 32],
+    /// Sealed [`KeyGenRelay`].
+    pub sealed: Vec<u8>,
+}
+
+/// Plaintext of [`KeyGenRelayOut`]: signed items of other participants, by author.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenRelay {
+    /// Round-1 commitments as their author signed them.
+    pub commitments: Vec<(ValidatorId, KeyGenPayload)>,
+    /// Commitment echoes.
+    pub digests: Vec<(ValidatorId, KeyGenCommitmentsDigest)>,
+    /// Group-key confirmations.
+    pub confirmations: Vec<(ValidatorId, PublicAddressAvailable)>,
+}
+
 named_enum! {
 /// What one coordinator sends another over a request-response stream.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -158,6 +189,8 @@ pub enum DirectRequest {
     AnnouncementReplay(AnnouncementReplay),
     /// A request for the recipient's announcements on one coin's topic.
     AnnouncementRequest(AnnouncementRequest),
+    /// Signed DKG messages relayed to a participant that complained it lacks them.
+    KeyGenRelayOut(KeyGenRelayOut),
 }
 }
 

@@ -196,6 +196,54 @@ pub struct KeyGenBlame {
     pub signature: Vec<u8>,
 }
 
+/// What a stalled DKG phase still waits for ([`KeyGenComplaint`]).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Awaited {
+    /// Round-1 commitments (step 15).
+    Commitments,
+    /// Commitment echoes ([`KeyGenCommitmentsDigest`]).
+    Digests,
+    /// Secret shares addressed to the complainer (step 18).
+    Shares,
+    /// Group-key confirmations ([`PublicAddressAvailable`]).
+    Confirmations,
+}
+
+/// A participant whose DKG phase made no progress for a while names whom it still waits for,
+/// so that a validator who withholds a message from it alone cannot make the others vote it
+/// out: every participant relays what it holds of theirs, signed by its author
+/// ([`KeyGenRelayOut`](super::KeyGenRelayOut)); a share only its dealer has, so the dealer
+/// answers publicly ([`KeyGenShareAnswer`]), and until it does a vote spares the complainer
+/// and names the dealer. Authenticated by the gossip signature.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenComplaint {
+    /// Coin.
+    pub coin: Coin,
+    /// Context of the attempt.
+    pub context: [u8; 32],
+    /// What the complainer's phase waits for.
+    pub awaited: Awaited,
+    /// Whose, sorted, no duplicates, never empty, participants of the attempt.
+    pub missing: Vec<ValidatorId>,
+}
+
+/// A dealer's answer to complaints about its shares: the signed, dkg-pedpop-encrypted shares
+/// of the complainers (each opens only for its recipient), cumulative over the attempt, so
+/// that everyone sees the complaint answered and the complainer takes its share as if it came
+/// directly.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGenShareAnswer {
+    /// Coin.
+    pub coin: Coin,
+    /// Context of the attempt.
+    pub context: [u8; 32],
+    /// Recipient and its share as the dealer signed it (as in step 16), sorted by recipient.
+    pub shares: Vec<(ValidatorId, KeyGenPayload)>,
+}
+
 /// Step 20: the vault's group key and address.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +360,10 @@ pub enum GeneralMessage {
     KeyGenBlame(KeyGenBlame),
     /// Signing: one validator's approval of a request.
     SignApproval(SignApproval),
+    /// DKG liveness: whom a stalled participant still waits for.
+    KeyGenComplaint(KeyGenComplaint),
+    /// DKG liveness: a dealer's published answer to complaints about its shares.
+    KeyGenShareAnswer(KeyGenShareAnswer),
 }
 }
 
@@ -329,6 +381,8 @@ impl GeneralMessage {
             GeneralMessage::KeyGenExclusionVote(m) => Some(m.coin),
             GeneralMessage::KeyGenBlame(m) => Some(m.coin),
             GeneralMessage::SignApproval(m) => Some(m.coin),
+            GeneralMessage::KeyGenComplaint(m) => Some(m.coin),
+            GeneralMessage::KeyGenShareAnswer(m) => Some(m.coin),
         }
     }
 }
