@@ -343,13 +343,19 @@ pub async fn run(
     };
     let snapshots: processor_task::Snapshots = Arc::new(RwLock::new(BTreeMap::new()));
     let mut topics = BTreeMap::new();
+    // This session's DKG randomness has its own root (stored before first use, other sessions'
+    // deleted), not the one drawn at `init`.
+    let session_keys = NodeKeys {
+        dkg_entropy: store.session_entropy(def.session)?,
+        ..keys.clone()
+    };
     for coin in def.coins.clone() {
         let messaging = store.messaging_key(coin, &keys)?;
         let vault = store.get::<Vaults>(&VaultKey {
             coin,
             session: def.session,
         })?;
-        let mut processor = Processor::new(def.clone(), coin, &keys, messaging, vault)?;
+        let mut processor = Processor::new(def.clone(), coin, &session_keys, messaging, vault)?;
         processor.set_signing_config(signing);
         processor.set_dkg_timeout(u64::try_from(cfg.dkg_timeout.as_millis()).unwrap_or(u64::MAX));
         if processor.vault().is_some() {

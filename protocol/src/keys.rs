@@ -105,7 +105,8 @@ pub struct NodeKeys {
     /// ed25519 secret (seed) of the processor signature key.
     #[serde(with = "secret32")]
     pub processor_signature_secret: Zeroizing<[u8; 32]>,
-    /// Root entropy of the DKG randomness.
+    /// Root entropy of the DKG randomness a processor is given (a node gives it its
+    /// session's own root instead, drawn and stored per session: `Store::session_entropy`).
     #[serde(with = "secret32")]
     pub dkg_entropy: Zeroizing<[u8; 32]>,
 }

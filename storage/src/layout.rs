@@ -39,6 +39,8 @@ pub enum IdentityKey {
     Node,
     /// The current messaging key of a coin's processor, after a rotation.
     Messaging(Coin),
+    /// The root of one validator-set session's DKG randomness.
+    DkgEntropy(u32),
 }
 
 impl StorageKey for IdentityKey {
@@ -46,12 +48,18 @@ impl StorageKey for IdentityKey {
         match self {
             IdentityKey::Node => b"node".to_vec(),
             IdentityKey::Messaging(c) => format!("messaging/{c}").into_bytes(),
+            IdentityKey::DkgEntropy(s) => [&b"dkg-entropy/"[..], &s.to_be_bytes()].concat(),
         }
     }
 
     fn from_key(raw: &[u8]) -> Option<Self> {
         if raw == b"node" {
             return Some(IdentityKey::Node);
+        }
+        if let Some(s) = raw.strip_prefix(b"dkg-entropy/") {
+            return Some(IdentityKey::DkgEntropy(u32::from_be_bytes(
+                s.try_into().ok()?,
+            )));
         }
         let coin = std::str::from_utf8(raw.strip_prefix(b"messaging/")?).ok()?;
         coin.parse().ok().map(IdentityKey::Messaging)
@@ -65,6 +73,8 @@ pub enum IdentityValue {
     Node(NodeKeys),
     /// A rotated messaging key.
     Messaging(MessagingKey),
+    /// A session's DKG entropy.
+    DkgEntropy(#[serde(with = "protocol::keys::secret32")] zeroize::Zeroizing<[u8; 32]>),
 }
 
 impl StorageKey for ValidatorId {

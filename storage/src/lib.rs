@@ -461,6 +461,40 @@ impl Store {
         }
     }
 
+    /// The root of session `session`'s DKG randomness: drawn at random and stored (synced,
+    /// sealed like every secret) the first time the session needs it, then the same across
+    /// restarts, so a restarted node regenerates its messages of an attempt byte for byte.
+    /// Every other session's root is deleted: a retiring vault runs no DKG, and a copy of an
+    /// old data directory then exposes no later session's shares.
+    pub fn session_entropy(&self, session: u32) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        let mut batch = Batch::new();
+        for (key, _) in self.scan::<Identity>(b"dkg-entropy/")? {
+            if !matches!(key, IdentityKey::DkgEntropy(s) if s == session) {
+                batch.delete::<Identity>(&key);
+            }
+        }
+        let key = IdentityKey::DkgEntropy(session);
+        let entropy = match self.get::<Identity>(&key)? {
+            Some(IdentityValue::DkgEntropy(e)) => e,
+            Some(_) => {
+                return Err(StorageError::Corrupt {
+                    cf: Identity::CF,
+                    reason: "DKG entropy entry".into(),
+                })
+            }
+            None => {
+                let mut e = zeroize::Zeroizing::new([0u8; 32]);
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, e.as_mut());
+                batch.put::<Identity>(&key, &IdentityValue::DkgEntropy(e.clone()))?;
+                e
+            }
+        };
+        if !batch.is_empty() {
+            self.write(batch)?;
+        }
+        Ok(entropy)
+    }
+
     /// The current messaging key of a coin's processor.
     pub fn messaging_key(&self, coin: Coin, keys: &NodeKeys) -> Result<MessagingKey> {
         match self.get::<Identity>(&IdentityKey::Messaging(coin))? {

@@ -23,6 +23,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn store_secrets(dir: &Path, secrets: &Secrets) -> (Vec<Vec<u8>>, Vec<u8>) {
     let keys = NodeKeys::generate(&mut rand_core::OsRng).unwrap();
     let share = vec![0x5au8; 40];
+    let session_root;
     {
         let store = Store::open(dir, secrets).unwrap();
         let mut b = Batch::new();
@@ -38,6 +39,7 @@ fn store_secrets(dir: &Path, secrets: &Secrets) -> (Vec<Vec<u8>>, Vec<u8>) {
         };
         b.put::<KeyShares>(&key, &record).unwrap();
         store.write(b).unwrap();
+        session_root = store.session_entropy(3).unwrap();
         store.db.flush_cf(store.cf(Identity::CF).unwrap()).unwrap();
         store.db.flush_cf(store.cf(KeyShares::CF).unwrap()).unwrap();
     }
@@ -47,6 +49,7 @@ fn store_secrets(dir: &Path, secrets: &Secrets) -> (Vec<Vec<u8>>, Vec<u8>) {
         keys.dkg_entropy.to_vec(),
         keys.processor_messaging.secret.to_vec(),
         share,
+        session_root.to_vec(),
     ];
     (secrets_written, raw_bytes(dir))
 }
@@ -376,5 +379,33 @@ fn inbound_replays_in_arrival_order_across_kinds() {
     assert_eq!(
         store.inbound_for(Coin::Btc).unwrap(),
         vec![key_msg, digest([7; 32]), vote, digest([8; 32])]
+    );
+}
+
+#[test]
+fn each_session_has_its_own_dkg_entropy_and_older_ones_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &Secrets::Insecure).unwrap();
+    let first = store.session_entropy(0).unwrap();
+    assert_eq!(
+        *store.session_entropy(0).unwrap(),
+        *first,
+        "stable across calls"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), &Secrets::Insecure).unwrap();
+    assert_eq!(
+        *store.session_entropy(0).unwrap(),
+        *first,
+        "stable across a reopen"
+    );
+    let next = store.session_entropy(1).unwrap();
+    assert_ne!(*next, *first, "a new session draws a new root");
+    let roots = store.scan::<Identity>(b"dkg-entropy/").unwrap();
+    assert_eq!(roots.len(), 1, "the old session's root is deleted");
+    assert!(matches!(roots[0].0, IdentityKey::DkgEntropy(1)));
+    assert_eq!(
+        IdentityKey::from_key(&IdentityKey::DkgEntropy(7).to_key()),
+        Some(IdentityKey::DkgEntropy(7))
     );
 }
