@@ -302,4 +302,6 @@ pub struct ProcessorSnapshot {
     pub excluded: Vec<protocol::vault::Exclusion>,
     /// Exclusion votes of the current attempt.
     pub votes: Vec<protocol::attempts::VoteView>,
+    /// Messages rejected, per validator at fault.
+    pub rejections: BTreeMap<ValidatorId, crate::processor_task::PeerRejections>,
 }

@@ -553,6 +553,7 @@ fn start_processor(
         #[cfg(feature = "fault-injection")]
         sabotage,
         timers: Default::default(),
+        rejections: Default::default(),
     }
     .spawn()?;
     Ok(bus::Topic::new(me, coin, tx))

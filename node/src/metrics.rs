@@ -45,6 +45,8 @@ pub struct Metrics {
     pub sign_requests: Family<Labels, Counter>,
     /// Signers caught sending an invalid preprocess or share, by coin and peer.
     pub sign_cheaters: Family<Labels, Counter>,
+    /// Messages a processor rejected, per coin and validator at fault.
+    pub peer_rejected: Family<Labels, Counter>,
     /// Signing ceremonies in progress, by coin.
     pub sign_ceremonies: Family<Labels, Gauge>,
     /// Validators left out of this node's current DKG chain, by coin, peer and reason (1 each).
@@ -89,6 +91,7 @@ impl Default for Metrics {
             outbox_len: Gauge::default(),
             sign_requests: Family::default(),
             sign_cheaters: Family::default(),
+            peer_rejected: Family::default(),
             sign_ceremonies: Family::default(),
             dkg_excluded: Family::default(),
             dkg_attempt: Family::default(),
@@ -191,6 +194,11 @@ impl Metrics {
             "sign_cheaters",
             "Invalid preprocesses or signature shares received, by coin and sending validator",
             m.sign_cheaters.clone(),
+        );
+        r.register(
+            "peer_rejected",
+            "Messages a processor rejected (forged, malformed, contradicting), by coin and the validator at fault",
+            m.peer_rejected.clone(),
         );
         r.register(
             "sign_ceremonies",
@@ -319,6 +327,16 @@ impl Metrics {
                 ("coin".to_string(), coin.to_string()),
                 ("outcome".to_string(), outcome.to_string()),
                 ("reason".to_string(), reason.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Count a message `coin`'s processor rejected, naming the validator at fault.
+    pub fn peer_rejected(&self, coin: protocol::Coin, peer: &protocol::ValidatorId) {
+        self.peer_rejected
+            .get_or_create(&vec![
+                ("coin".to_string(), coin.to_string()),
+                ("peer".to_string(), peer.to_string()),
             ])
             .inc();
     }

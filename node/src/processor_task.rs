@@ -51,6 +51,19 @@ pub struct ProcessorTask {
     pub sabotage: Option<protocol::sabotage::Sabotage>,
     /// Durations and progress, for metrics and logs.
     pub timers: Timers,
+    /// Messages this processor rejected, per validator named at fault (for the status page).
+    pub rejections: BTreeMap<protocol::ValidatorId, PeerRejections>,
+}
+
+/// What one validator sent that this processor rejected: how many, and the latest.
+#[derive(Clone, Debug, Default)]
+pub struct PeerRejections {
+    /// Messages rejected.
+    pub count: u64,
+    /// Kind of the latest.
+    pub kind: &'static str,
+    /// Why the latest was rejected.
+    pub reason: String,
 }
 
 /// When things started, for the duration histograms and the progress log.
@@ -277,6 +290,14 @@ impl ProcessorTask {
         let retiring = self.processor.role() == protocol::processor::Role::Retiring;
         warn!(%coin, %peer, kind, error = %e, retiring, "processor rejected message");
         self.metrics.rejected(kind, e.label());
+        // Named where a validator is at fault (one entry per validator of the definition).
+        if let Some(v) = e.culprit().filter(|v| self.processor.is_validator(v)) {
+            self.metrics.peer_rejected(coin, v);
+            let r = self.rejections.entry(v.clone()).or_default();
+            r.count += 1;
+            r.kind = kind;
+            r.reason = e.to_string();
+        }
         if retiring {
             return;
         }
@@ -536,6 +557,7 @@ impl ProcessorTask {
             participants: p.participants().to_vec(),
             excluded: p.excluded().to_vec(),
             votes: p.votes(),
+            rejections: self.rejections.clone(),
         };
         for e in &snap.excluded {
             self.metrics.excluded(p.coin(), e);

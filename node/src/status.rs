@@ -108,6 +108,23 @@ pub struct VaultStatus {
     pub processor_key: KeyStatus,
     /// Signing ceremonies and cheaters.
     pub signing: SigningView,
+    /// Validators whose messages this vault's processor rejected (forged, malformed or
+    /// contradicting what it holds), how many, and the latest reason.
+    #[serde(default)]
+    pub rejected: Vec<RejectedView>,
+}
+
+/// A validator whose messages were rejected.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RejectedView {
+    /// PeerId.
+    pub peer: String,
+    /// Messages rejected.
+    pub count: u64,
+    /// Kind of the latest.
+    pub kind: String,
+    /// Why the latest was rejected.
+    pub reason: String,
 }
 
 /// A validator left out of a DKG attempt.

@@ -153,6 +153,19 @@ pub(crate) fn project(v_in: &StatusInput<'_>) -> Status {
                     })
                     .unwrap_or_default(),
                 reason: vault.and_then(|v| v.reason),
+                rejected: snap
+                    .map(|s| {
+                        s.rejections
+                            .iter()
+                            .map(|(v, r)| crate::status::RejectedView {
+                                peer: name(v),
+                                count: r.count,
+                                kind: r.kind.to_string(),
+                                reason: r.reason.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 processor_key: snap
                     .map(|s| KeyStatus {
                         pubkey: hex::encode(s.messaging.0),

@@ -320,6 +320,148 @@ async fn a_commitment_withheld_from_one_validator_reaches_it_through_the_others(
         assert!(!n.log().contains("voting to leave"), "{}", n.peer_id);
     }
     assert_eq!(keys.len(), coins.len(), "one key per coin everywhere");
+    let relays = "vaultd_messages_received_total{protocol=\"direct\",kind=\"KeyGenRelayOut\"}";
+    let mut relayed = 0.0;
+    for n in &c.live()[..3] {
+        relayed += counter(&n.metrics().await, relays);
+    }
+    assert!(relayed >= 1.0, "no relay reached the starved validator");
+}
+
+/// `POST /sign` of `msg` on `coin`'s vault at `node`; the request id.
+async fn approve(node: &Node, coin: &str, msg: &[u8]) -> String {
+    let body = serde_json::json!({"coin": coin, "messages": [hex::encode(msg)]});
+    let (code, reply) = node.post("/sign", &body.to_string()).await;
+    assert_eq!(code, 202, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    reply["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hostile_validator_cannot_stall_fail_or_mislead_the_set() {
+    // Five validators (t = 4); validator 4 runs `--sabotage hostile`: on ETH (the last coin) it
+    // confirms a wrong group key; on BTC it withholds its commitments from one validator, then
+    // with each approval of its own forges the others' approvals and the signer set, announces
+    // a forged result, and floods signed requests nobody approved.
+    let coins = ["BTC", "ETH"];
+    let hostile = 4;
+    let mut c = Cluster::new(5, &coins);
+    for i in 0..4 {
+        c.start(i, &["--dkg-timeout", "4"]).await;
+    }
+    c.start(hostile, &["--dkg-timeout", "4", "--sabotage", "hostile"])
+        .await;
+    let bad = c.ids[hostile].clone();
+    let honest: Vec<&Node> = (0..4).map(|i| c.node(i)).collect();
+
+    // Every vault forms: BTC with all five at attempt 0 (the withheld commitment was relayed),
+    // ETH at attempt 1 without the hostile one, proven against it and named.
+    wait_vault_status(&honest, "ETH", "active", Duration::from_secs(90)).await;
+    wait_vault_status(&honest, "BTC", "active", Duration::from_secs(90)).await;
+    let mut keys = BTreeSet::new();
+    for n in &honest {
+        let s = status(n).await;
+        let btc = vault(&s, "BTC");
+        assert_eq!(btc["attempt"], 0, "{btc:#}");
+        assert_eq!(btc["participants"].as_array().map(Vec::len), Some(5));
+        let eth = vault(&s, "ETH");
+        assert_eq!(eth["attempt"], 1, "{eth:#}");
+        assert_eq!(eth["excluded"][0]["peer"], bad.as_str());
+        assert_eq!(eth["excluded"][0]["reason"], "wrong_group_key");
+        assert_eq!(eth["excluded"][0]["proven"], true);
+        let line = format!(
+            "vaultd_dkg_excluded{{coin=\"ETH\",peer=\"{bad}\",reason=\"wrong_group_key\"}} 1"
+        );
+        assert!(n.metrics().await.contains(&line), "missing {line}");
+        keys.insert((
+            btc["group_key"].as_str().unwrap().to_string(),
+            eth["group_key"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(keys.len(), 1, "the honest validators disagree on a key");
+
+    // Every request the four honest operators approve is signed, on both coins; on BTC the
+    // hostile operator approves first, which sets off its forgeries.
+    let mut requests = Vec::new();
+    for k in 0..3u8 {
+        for coin in coins {
+            let mut msg = [k; 32].to_vec();
+            msg[..3].copy_from_slice(coin.as_bytes());
+            if coin == "BTC" {
+                approve(c.node(hostile), coin, &msg).await;
+            }
+            let mut id = String::new();
+            for n in &honest {
+                id = approve(n, coin, &msg).await;
+            }
+            requests.push((coin, msg, id));
+        }
+    }
+    for (coin, msg, id) in &requests {
+        for n in &honest {
+            let r = sign_finished(&n.api, id, Duration::from_secs(90)).await;
+            assert_eq!(r["status"], "done", "{coin} {r}");
+            let s = status(n).await;
+            let sig = hex::decode(r["signatures"][0].as_str().unwrap()).unwrap();
+            assert!(chain_accepts(coin, vault(&s, coin), msg, &sig), "{coin}");
+        }
+    }
+
+    // The hostile one is named where its messages were refused: /status and the metrics of
+    // every honest node.
+    for n in &honest {
+        let series = format!("vaultd_peer_rejected_total{{coin=\"BTC\",peer=\"{bad}\"}}");
+        wait_for(
+            &format!("{} to name the hostile validator", n.peer_id),
+            Duration::from_secs(30),
+            || async { counter(&n.metrics().await, &series) >= 1.0 },
+        )
+        .await;
+        let s = status(n).await;
+        let named = vault(&s, "BTC")["rejected"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["peer"] == bad.as_str()));
+        assert!(named, "{:#}", vault(&s, "BTC")["rejected"]);
+        let rejected = vault(&s, "BTC")["rejected"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            rejected.iter().all(|r| r["peer"] == bad.as_str()),
+            "an honest validator was named: {rejected:?}"
+        );
+        assert!(!n.log().contains("panicked"));
+    }
+
+    // The withheld commitments reached their victim through the others; the flood of
+    // unapproved requests was refused, each refusal counted against its author.
+    let relays = "vaultd_messages_received_total{protocol=\"direct\",kind=\"KeyGenRelayOut\"}";
+    let series = format!("vaultd_peer_rejected_total{{coin=\"BTC\",peer=\"{bad}\"}}");
+    let (mut relayed, mut refused) = (0.0, 0.0);
+    for n in &honest {
+        let m = n.metrics().await;
+        relayed += counter(&m, relays);
+        refused += counter(&m, &series);
+    }
+    assert!(relayed >= 1.0, "no relay reached the starved validator");
+    assert!(
+        refused >= protocol::sabotage::FLOOD as f64,
+        "only {refused} refusals"
+    );
+
+    // Nothing accepted or stored is lost: a validator killed and restarted still has both
+    // vaults and every finished request.
+    c.nodes[0].as_mut().unwrap().kill9();
+    c.start(0, &["--dkg-timeout", "4"]).await;
+    wait_all_active(&[c.node(0)], coins.len(), Duration::from_secs(60)).await;
+    for (coin, _, id) in &requests {
+        let r = sign_record(&c.node(0).api, id).await;
+        assert_eq!(
+            r.map(|r| r["status"].clone()),
+            Some(Value::from("done")),
+            "{coin} {id}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

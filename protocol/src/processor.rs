@@ -205,6 +205,11 @@ impl Processor {
         self.vault.as_ref()
     }
 
+    /// Whether `v` is a validator of this processor's definition.
+    pub fn is_validator(&self, v: &ValidatorId) -> bool {
+        self.party.def().is_validator(v)
+    }
+
     /// Peers as this processor knows them.
     pub fn peers(&self) -> &BTreeMap<ValidatorId, PeerView> {
         self.party.peers()

@@ -43,7 +43,16 @@ pub enum Sabotage {
     /// Never sends its share to the lowest-indexed other participant, and never answers that
     /// participant's complaint.
     WithholdShare,
+    /// Most of the above at once, for the one-hostile-validator run: on the definition's last
+    /// coin it confirms a wrong group key (and is voted out of that vault); on the others it
+    /// withholds its commitments from one participant and, with each approval of its own,
+    /// forges the others' approvals and the request's signer set, announces a forged result
+    /// for the request, and announces [`FLOOD`] signed requests nobody approved.
+    Hostile,
 }
+
+/// Requests a [`Sabotage::Hostile`] validator announces with each approval of its own.
+pub const FLOOD: usize = 50;
 
 impl std::str::FromStr for Sabotage {
     type Err = String;
@@ -57,8 +66,9 @@ impl std::str::FromStr for Sabotage {
             "wrong-group-key" => Ok(Sabotage::WrongGroupKey),
             "withhold-commitment" => Ok(Sabotage::WithholdCommitment),
             "withhold-share" => Ok(Sabotage::WithholdShare),
+            "hostile" => Ok(Sabotage::Hostile),
             other => Err(format!(
-                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals, wrong-group-key, withhold-commitment, withhold-share)"
+                "unknown sabotage {other:?} (equivocate, bad-share, false-accusation, garbage, forge-approvals, wrong-group-key, withhold-commitment, withhold-share, hostile)"
             )),
         }
     }
@@ -78,6 +88,16 @@ impl Processor {
 
     /// Rewrite what the honest machine emitted (and add to it).
     pub fn sabotage(&mut self, how: Sabotage, out: Vec<Output>) -> Vec<Output> {
+        if how == Sabotage::Hostile {
+            let (party, _) = self.dkg_parts();
+            if party.def().coins.last() == Some(&party.coin()) {
+                return self.sabotage(Sabotage::WrongGroupKey, out);
+            }
+            let out = self.sabotage(Sabotage::WithholdCommitment, out);
+            let out = self.sabotage(Sabotage::ForgeApprovals, out);
+            let (party, _) = self.dkg_parts();
+            return forge_results_and_flood(party, out);
+        }
         if how == Sabotage::ForgeApprovals {
             let participants = self.vault().map(|v| v.participants.clone());
             let (party, _) = self.dkg_parts();
@@ -243,6 +263,60 @@ fn forge_approvals(party: &Party, participants: &[ValidatorId], out: Vec<Output>
     }
     result.extend(out);
     result.extend(forged);
+    result
+}
+
+/// Next to each approval of ours: a result for its request over other messages, and
+/// [`FLOOD`] signed requests (valid ids, our own signature) that nobody approved.
+fn forge_results_and_flood(party: &Party, out: Vec<Output>) -> Vec<Output> {
+    use crate::messages::{SignRequest, SignatureAvailable};
+    let me = party.me();
+    let t = usize::from(party.def().threshold);
+    let mut extra = Vec::new();
+    for o in &out {
+        let Output::Bus(ProcessorMessage::SignApproval(a)) = o else {
+            continue;
+        };
+        if a.approver != *me {
+            continue; // one of our own forgeries
+        }
+        extra.push(Output::Bus(ProcessorMessage::SignatureAvailable(
+            SignatureAvailable {
+                coin: a.coin,
+                id: a.id,
+                origin: me.clone(),
+                attempt: 0,
+                vault: a.vault,
+                signers: vec![me.clone()],
+                messages: vec![vec![0x66; 32]],
+                signatures: vec![vec![7; 64]],
+                reference: None,
+            },
+        )));
+        let signers: Vec<ValidatorId> = party.def().validators.iter().take(t).cloned().collect();
+        for k in 0..FLOOD {
+            let mut digest = a.id;
+            digest[24..].copy_from_slice(&(k as u64).to_be_bytes());
+            let messages = vec![digest.to_vec()];
+            let id =
+                crate::approvals::request_id(&party.def().name, a.coin, &a.vault, &messages, None);
+            let request = SignRequest {
+                coin: a.coin,
+                id,
+                attempt: 0,
+                origin: me.clone(),
+                vault: a.vault,
+                signers: signers.clone(),
+                messages,
+                signature: Vec::new(),
+            };
+            extra.push(Output::Bus(ProcessorMessage::SignRequest(
+                crate::signing::sign_request(party, request),
+            )));
+        }
+    }
+    let mut result = out;
+    result.extend(extra);
     result
 }
 
