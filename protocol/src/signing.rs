@@ -1222,9 +1222,15 @@ impl Signing {
         let key = (nonce_slot(&r.id, &r.origin), r.attempt);
         match self.ceremonies.get(&key) {
             Some(c) if c.request != *r => {
+                // Both versions signed by the originator: it announced two different requests
+                // for one attempt, and the signer that forwarded this one is not at fault.
+                let culprit = match self.check_request(cx, from, r) {
+                    Ok(()) => &r.origin,
+                    Err(_) => from,
+                };
                 return Err(ProtocolError::peer(
-                    from,
-                    "preprocess for a different request",
+                    culprit,
+                    "two different requests for one attempt (one came with a preprocess)",
                 ));
             }
             Some(_) => {}
