@@ -151,6 +151,33 @@ pub fn build_swarm(
     network: &str,
     validators: &[PeerId],
 ) -> Result<Swarm<Behaviour>, NodeError> {
+    build_swarm_with(keypair, network, validators, GossipTweak::default())
+}
+
+/// What a test's hostile swarm changes in its gossipsub (the attacker's own side only).
+#[derive(Default)]
+pub struct GossipTweak {
+    /// Sign what it publishes with this key instead of the connection's identity.
+    pub author: Option<identity::Keypair>,
+}
+
+/// [`build_swarm`] with a test's [`GossipTweak`] (test-only).
+#[cfg(feature = "fault-injection")]
+pub fn build_hostile_swarm(
+    keypair: identity::Keypair,
+    network: &str,
+    validators: &[PeerId],
+    tweak: GossipTweak,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    build_swarm_with(keypair, network, validators, tweak)
+}
+
+fn build_swarm_with(
+    keypair: identity::Keypair,
+    network: &str,
+    validators: &[PeerId],
+    tweak: GossipTweak,
+) -> Result<Swarm<Behaviour>, NodeError> {
     let direct = direct_protocol(network)?;
     let kad_protocol = StreamProtocol::try_from_owned(format!("/vaultd/{network}/kad/1"))
         .map_err(|e| NodeError::Config(format!("protocol name: {e}")))?;
@@ -189,8 +216,9 @@ pub fn build_swarm(
                     kad::Config::new(kad_protocol),
                 );
                 kad.set_mode(Some(kad::Mode::Server));
+                let author = tweak.author.clone().unwrap_or_else(|| key.clone());
                 let gossipsub = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossipsub::MessageAuthenticity::Signed(author),
                     gossip_config,
                 )?;
                 // gossipsub's own metrics have no help text (promtool rejects them); libp2p's

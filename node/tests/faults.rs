@@ -8,7 +8,10 @@ mod common;
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use common::*;
+use futures::StreamExt;
+use libp2p::{gossipsub, swarm::SwarmEvent, Multiaddr, PeerId};
 use serde_json::Value;
+use vaultd::network::{self, BehaviourEvent, GossipTweak};
 
 struct Cluster {
     _tmp: tempfile::TempDir,
@@ -328,6 +331,82 @@ async fn a_commitment_withheld_from_one_validator_reaches_it_through_the_others(
     assert!(relayed >= 1.0, "no relay reached the starved validator");
 }
 
+/// The sum of every `vaultd_messages_rejected_total` series of gossip refused for `reason`.
+fn gossip_rejected(metrics: &str, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("vaultd_messages_rejected_total{") && l.contains(&label))
+        .filter(|l| l.contains("kind=\"gossip\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sum of `reason`'s gossip refusals over `nodes`.
+async fn gossip_rejected_on(nodes: &[&Node], reason: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in nodes {
+        sum += gossip_rejected(&n.metrics().await, reason);
+    }
+    sum
+}
+
+/// A swarm speaking with a validator's identity (`keypair`), tweaked as an attacker would
+/// run it, connected to `nodes` and subscribed to every coin topic of `def`, each node
+/// subscribed towards it.
+async fn attacker(
+    keypair: libp2p::identity::Keypair,
+    def: &protocol::network::NetworkDefinition,
+    nodes: &[&Node],
+    tweak: GossipTweak,
+) -> (
+    libp2p::Swarm<network::Behaviour>,
+    Vec<gossipsub::IdentTopic>,
+) {
+    let validators: Vec<PeerId> = def
+        .validators
+        .iter()
+        .map(|v| network::peer_id_of(v).unwrap())
+        .collect();
+    let mut swarm = network::build_hostile_swarm(keypair, &def.name, &validators, tweak).unwrap();
+    let topics: Vec<_> = def
+        .coins
+        .iter()
+        .map(|c| network::coin_topic(&def.name, *c))
+        .collect();
+    for t in &topics {
+        swarm.behaviour_mut().gossipsub.subscribe(t).unwrap();
+    }
+    for n in nodes {
+        swarm.dial(n.p2p.parse::<Multiaddr>().unwrap()).unwrap();
+    }
+    let mut subscribed = BTreeSet::new();
+    let want = nodes.len() * topics.len();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while subscribed.len() < want {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { peer_id, topic },
+            )) = swarm.select_next_some().await
+            {
+                subscribed.insert((peer_id, topic));
+            }
+        }
+    })
+    .await
+    .expect("the nodes subscribed towards the attacker");
+    (swarm, topics)
+}
+
+/// Drive `swarm` for `d` (what it receives is left unvalidated: it relays nothing).
+async fn drive(swarm: &mut libp2p::Swarm<network::Behaviour>, d: Duration) {
+    let _ = tokio::time::timeout(d, async {
+        loop {
+            swarm.select_next_some().await;
+        }
+    })
+    .await;
+}
+
 /// `POST /sign` of `msg` on `coin`'s vault at `node`; the request id.
 async fn approve(node: &Node, coin: &str, msg: &[u8]) -> String {
     let body = serde_json::json!({"coin": coin, "messages": [hex::encode(msg)]});
@@ -346,6 +425,17 @@ async fn one_hostile_validator_cannot_stall_fail_or_mislead_the_set() {
     let coins = ["BTC", "ETH"];
     let hostile = 4;
     let mut c = Cluster::new(5, &coins);
+    // Its key, for the program it switches to later (read before its node locks the store).
+    let hostile_key = {
+        let store = storage::Store::open(
+            &vaultd::db_path(&c.dirs[hostile]),
+            &storage::Secrets::Insecure,
+        )
+        .unwrap();
+        let keys = store.node_keys().unwrap().unwrap();
+        network::keypair_from_secret(&keys.coordinator_secret).unwrap()
+    };
+    let def = vaultd::load_definition(&c.network).unwrap();
     for i in 0..4 {
         c.start(i, &["--dkg-timeout", "4"]).await;
     }
@@ -451,7 +541,9 @@ async fn one_hostile_validator_cannot_stall_fail_or_mislead_the_set() {
 
     // Nothing accepted or stored is lost: a validator killed and restarted still has both
     // vaults and every finished request.
-    c.nodes[0].as_mut().unwrap().kill9();
+    if let Some(mut n) = c.nodes[0].take() {
+        n.kill9();
+    }
     c.start(0, &["--dkg-timeout", "4"]).await;
     wait_all_active(&[c.node(0)], coins.len(), Duration::from_secs(60)).await;
     for (coin, _, id) in &requests {
@@ -461,6 +553,48 @@ async fn one_hostile_validator_cannot_stall_fail_or_mislead_the_set() {
             Some(Value::from("done")),
             "{coin} {id}"
         );
+    }
+
+    // The hostile operator goes on with other software and the same key: it relays gossip
+    // signed by made-up authors (H4), refused before anything is kept about them.
+    c.nodes[hostile].as_mut().unwrap().kill9();
+    let honest: Vec<&Node> = (0..4).map(|i| c.node(i)).collect();
+    let made_up_before = gossip_rejected_on(&honest, "not_validator").await;
+    for _ in 0..3 {
+        let tweak = GossipTweak {
+            author: Some(libp2p::identity::Keypair::generate_ed25519()),
+        };
+        let (mut swarm, topics) = attacker(hostile_key.clone(), &def, &honest, tweak).await;
+        for k in 0..20u8 {
+            for t in &topics {
+                let _ = swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(t.clone(), vec![1, k]);
+            }
+        }
+        drive(&mut swarm, Duration::from_secs(1)).await;
+    }
+    let made_up = gossip_rejected_on(&honest, "not_validator").await - made_up_before;
+    assert!(made_up >= 3.0, "only {made_up} made-up authors refused");
+
+    // Through all of it the honest validators' budgets were untouched: the next approved
+    // requests on both coins are signed.
+    for coin in coins {
+        let mut msg = [10u8; 32].to_vec();
+        msg[..3].copy_from_slice(coin.as_bytes());
+        let mut id = String::new();
+        for n in &honest {
+            id = approve(n, coin, &msg).await;
+        }
+        for n in &honest {
+            let r = sign_finished(&n.api, &id, Duration::from_secs(60)).await;
+            assert_eq!(r["status"], "done", "{coin} {r}");
+            let s = status(n).await;
+            let sig = hex::decode(r["signatures"][0].as_str().unwrap()).unwrap();
+            assert!(chain_accepts(coin, vault(&s, coin), &msg, &sig), "{coin}");
+            assert!(!n.log().contains("rate limit exceeded"), "{}", n.peer_id);
+        }
     }
 }
 
