@@ -159,6 +159,10 @@ pub fn build_swarm(
 pub struct GossipTweak {
     /// Sign what it publishes with this key instead of the connection's identity.
     pub author: Option<identity::Keypair>,
+    /// Keep what it received for this many heartbeats (gossipsub keeps 5) and advertise all of
+    /// it (IHAVE) at every heartbeat to every peer outside its one-peer mesh: whoever forgot a
+    /// message asks for it (IWANT) and gets the author's original signed frame again.
+    pub advertise_for: Option<usize>,
 }
 
 /// [`build_swarm`] with a test's [`GossipTweak`] (test-only).
@@ -181,14 +185,22 @@ fn build_swarm_with(
     let direct = direct_protocol(network)?;
     let kad_protocol = StreamProtocol::try_from_owned(format!("/vaultd/{network}/kad/1"))
         .map_err(|e| NodeError::Config(format!("protocol name: {e}")))?;
-    let gossip_config = gossipsub::ConfigBuilder::default()
+    let mut gossip_config = gossipsub::ConfigBuilder::default();
+    let (mesh_n, mesh_n_low, mesh_n_high, mesh_outbound_min) = match tweak.advertise_for {
+        Some(h) => {
+            gossip_config.history_length(h).history_gossip(h);
+            (1, 1, 1, 0)
+        }
+        None => (4, 2, 8, 1),
+    };
+    let gossip_config = gossip_config
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_MESSAGE_SIZE + 16 * 1024)
-        .mesh_n(4)
-        .mesh_n_low(2)
-        .mesh_n_high(8)
-        .mesh_outbound_min(1)
+        .mesh_n(mesh_n)
+        .mesh_n_low(mesh_n_low)
+        .mesh_n_high(mesh_n_high)
+        .mesh_outbound_min(mesh_outbound_min)
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
         .flood_publish(true)

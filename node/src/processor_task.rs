@@ -291,7 +291,11 @@ impl ProcessorTask {
         warn!(%coin, %peer, kind, error = %e, retiring, "processor rejected message");
         self.metrics.rejected(kind, e.label());
         // Named where a validator is at fault (one entry per validator of the definition).
-        if let Some(v) = e.culprit().filter(|v| self.processor.is_validator(v)) {
+        let me = self.processor.me();
+        if let Some(v) = e
+            .culprit()
+            .filter(|v| *v != me && self.processor.is_validator(v))
+        {
             self.metrics.peer_rejected(coin, v);
             let r = self.rejections.entry(v.clone()).or_default();
             r.count += 1;

@@ -136,7 +136,7 @@ impl KeyGen {
             return Ok(h);
         }
         let l = self.attempt.index_of(from)?;
-        let missing = self.participant_indexes(from, &c.missing)?;
+        let missing = self.participant_indexes(from, "complaint", &c.missing)?;
         if missing.contains(&l) {
             return Err(ProtocolError::peer(
                 from,
@@ -161,14 +161,22 @@ impl KeyGen {
         Ok(Handled::Done)
     }
 
-    /// `vs` as participant indexes, in participant order, no duplicates, at least one.
-    fn participant_indexes(&self, from: &ValidatorId, vs: &[ValidatorId]) -> Result<Vec<u16>> {
+    /// `vs` (of `from`'s `what`) as participant indexes: in participant order, no duplicates,
+    /// at least one.
+    fn participant_indexes(
+        &self,
+        from: &ValidatorId,
+        what: &str,
+        vs: &[ValidatorId],
+    ) -> Result<Vec<u16>> {
         let ls: Option<Vec<u16>> = vs.iter().map(|v| self.attempt.member_index(v)).collect();
         match ls {
             Some(ls) if !ls.is_empty() && ls.windows(2).all(|w| w[0] < w[1]) => Ok(ls),
             _ => Err(ProtocolError::peer(
                 from,
-                "malformed complaint (empty, out of participant order, or naming non-participants)",
+                format!(
+                    "malformed {what} (empty, out of participant order, or naming non-participants)"
+                ),
             )),
         }
     }
@@ -406,7 +414,7 @@ impl KeyGen {
             return Ok(Handled::Wait);
         };
         let recipients: Vec<ValidatorId> = a.shares.iter().map(|(v, _)| v.clone()).collect();
-        let ls = self.participant_indexes(from, &recipients)?;
+        let ls = self.participant_indexes(from, "share answer", &recipients)?;
         if ls.contains(&l) {
             return Err(ProtocolError::peer(from, "published a share for itself"));
         }
