@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use common::*;
 use futures::StreamExt;
-use libp2p::{gossipsub, swarm::SwarmEvent, Multiaddr, PeerId};
+use libp2p::{gossipsub, swarm::SwarmEvent, PeerId};
 use serde_json::Value;
 use vaultd::network::{self, BehaviourEvent, GossipTweak};
 
@@ -369,31 +369,7 @@ async fn attacker(
         .map(|v| network::peer_id_of(v).unwrap())
         .collect();
     let mut swarm = network::build_hostile_swarm(keypair, &def.name, &validators, tweak).unwrap();
-    let topics: Vec<_> = def
-        .coins
-        .iter()
-        .map(|c| network::coin_topic(&def.name, *c))
-        .collect();
-    for t in &topics {
-        swarm.behaviour_mut().gossipsub.subscribe(t).unwrap();
-    }
-    for n in nodes {
-        swarm.dial(n.p2p.parse::<Multiaddr>().unwrap()).unwrap();
-    }
-    let mut subscribed = BTreeSet::new();
-    let want = nodes.len() * topics.len();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while subscribed.len() < want {
-            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
-                gossipsub::Event::Subscribed { peer_id, topic },
-            )) = swarm.select_next_some().await
-            {
-                subscribed.insert((peer_id, topic));
-            }
-        }
-    })
-    .await
-    .expect("the nodes subscribed towards the attacker");
+    let topics = join_topics(&mut swarm, def, nodes).await;
     (swarm, topics)
 }
 

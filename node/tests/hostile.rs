@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use common::*;
 use futures::StreamExt;
-use libp2p::{gossipsub, request_response, swarm::SwarmEvent, Multiaddr, PeerId};
+use libp2p::{request_response, swarm::SwarmEvent, Multiaddr, PeerId};
 use protocol::{
     messages::{self, *},
     Coin, ValidatorId,
@@ -61,14 +61,6 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
         .map(|v| network::peer_id_of(v).unwrap())
         .collect();
     let mut swarm = network::build_swarm(keypair, &def.name, &validators).unwrap();
-    let topics: Vec<_> = def
-        .coins
-        .iter()
-        .map(|c| network::coin_topic(&def.name, *c))
-        .collect();
-    for t in &topics {
-        swarm.behaviour_mut().gossipsub.subscribe(t).unwrap();
-    }
     let targets: Vec<(PeerId, Multiaddr)> = nodes
         .iter()
         .map(|n| {
@@ -76,24 +68,8 @@ async fn malformed_gossip_and_requests_are_rejected_and_the_dkg_completes() {
             (n.peer_id.parse().unwrap(), addr)
         })
         .collect();
-    for (_, a) in &targets {
-        swarm.dial(a.clone()).unwrap();
-    }
-    // Wait until every running node subscribed to every topic towards us.
-    let mut subscribed = BTreeSet::new();
-    let want = targets.len() * topics.len();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while subscribed.len() < want {
-            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
-                gossipsub::Event::Subscribed { peer_id, topic },
-            )) = swarm.select_next_some().await
-            {
-                subscribed.insert((peer_id, topic));
-            }
-        }
-    })
-    .await
-    .expect("nodes subscribed");
+    let running: Vec<&Node> = nodes.iter().collect();
+    let topics = join_topics(&mut swarm, &def, &running).await;
 
     // Gossip: random bytes, an unknown version, a valid envelope with a lie in it.
     let me = keys.validator_id();

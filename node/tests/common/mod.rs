@@ -377,3 +377,41 @@ pub async fn sign_finished(api: &str, id: &str, deadline: Duration) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Subscribe `swarm` (a test's own, speaking with a validator's identity) to every coin topic
+/// of `def`, dial `nodes`, and wait until each of them subscribed towards it on every topic.
+pub async fn join_topics(
+    swarm: &mut libp2p::Swarm<vaultd::network::Behaviour>,
+    def: &protocol::network::NetworkDefinition,
+    nodes: &[&Node],
+) -> Vec<libp2p::gossipsub::IdentTopic> {
+    use futures::StreamExt;
+    use libp2p::{gossipsub, swarm::SwarmEvent, Multiaddr};
+    use vaultd::network::{self, BehaviourEvent};
+    let topics: Vec<_> = def
+        .coins
+        .iter()
+        .map(|c| network::coin_topic(&def.name, *c))
+        .collect();
+    for t in &topics {
+        swarm.behaviour_mut().gossipsub.subscribe(t).unwrap();
+    }
+    for n in nodes {
+        swarm.dial(n.p2p.parse::<Multiaddr>().unwrap()).unwrap();
+    }
+    let mut subscribed = std::collections::BTreeSet::new();
+    let want = nodes.len() * topics.len();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while subscribed.len() < want {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { peer_id, topic },
+            )) = swarm.select_next_some().await
+            {
+                subscribed.insert((peer_id, topic));
+            }
+        }
+    })
+    .await
+    .expect("the nodes subscribed towards the test's swarm");
+    topics
+}
