@@ -37,9 +37,26 @@ impl Drop for Cluster {
     }
 }
 
-/// Where the nodes listen: p2p on `base + i`, HTTP on `base + 100 + i` (`n` at most 100).
+/// Most nodes in one cluster.
+pub const MAX_NODES: usize = 200;
+
+/// Where the nodes listen: p2p on `base + i`, HTTP on `base + MAX_NODES + i`; the start-up
+/// probe on the port after each range.
 pub struct Ports {
     pub base: u16,
+}
+
+impl Ports {
+    /// Ports one cluster takes (the next run starts after them).
+    pub const STRIDE: u16 = 2 * MAX_NODES as u16 + 2;
+
+    fn p2p(&self, i: usize) -> u16 {
+        self.base + i as u16
+    }
+
+    fn api(&self, i: usize) -> u16 {
+        self.base + MAX_NODES as u16 + i as u16
+    }
 }
 
 impl Cluster {
@@ -52,8 +69,8 @@ impl Cluster {
         coins: &[Coin],
         ports: &Ports,
     ) -> Result<(Cluster, SystemTime)> {
-        if n > 100 {
-            bail!("at most 100 nodes per cluster");
+        if n > MAX_NODES {
+            bail!("at most {MAX_NODES} nodes per cluster");
         }
         if dir.exists() {
             fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
@@ -76,8 +93,8 @@ impl Cluster {
             };
             peer_ids.push(peer_id.to_string());
         }
-        let p2p = |i: usize| ports.base + i as u16;
-        let api = |i: usize| ports.base + 100 + i as u16;
+        let p2p = |i: usize| ports.p2p(i);
+        let api = |i: usize| ports.api(i);
         let mut toml = format!(
             "name = \"bench\"\nsession = 0\ncoins = [{}]\nbootstrap = [\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"]\n",
             coins
@@ -132,6 +149,78 @@ impl Cluster {
             },
             started,
         ))
+    }
+
+    /// The CPU one node spends starting (RocksDB open, keys, processor threads, libp2p): a
+    /// lone validator of a two-validator definition for `coins`, from its spawn to its first
+    /// `/health` answer, all its threads (`/proc/PID/task/*/schedstat`). The other validator
+    /// is never started, so nothing else runs.
+    pub async fn startup_cpu_s(
+        bin: &Path,
+        dir: &Path,
+        coins: &[Coin],
+        ports: &Ports,
+    ) -> Result<f64> {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+        }
+        let mut ids = Vec::new();
+        for i in 0..2 {
+            let data = dir.join(format!("node{i}"));
+            fs::create_dir_all(&data)?;
+            let out = Command::new(bin)
+                .args(["init", "--insecure-no-passphrase", "--data-dir"])
+                .arg(&data)
+                .output()?;
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let Some(id) = keys.get("peer_id").and_then(|v| v.as_str()) else {
+                bail!("vaultd init printed no peer_id");
+            };
+            ids.push(id.to_string());
+        }
+        let (p2p, api) = (ports.p2p(2 * MAX_NODES), ports.p2p(2 * MAX_NODES + 1));
+        let coins_toml: Vec<String> = coins.iter().map(|c| format!("\"{c}\"")).collect();
+        let mut toml = format!(
+            "name = \"probe\"\nsession = 0\ncoins = [{}]\nbootstrap = []\n",
+            coins_toml.join(", ")
+        );
+        for id in &ids {
+            toml.push_str(&format!(
+                "\n[[validators]]\npeer_id = \"{id}\"\naddrs = []\n"
+            ));
+        }
+        let network = dir.join("network.toml");
+        fs::write(&network, toml)?;
+        let data = dir.join("node0");
+        let mut child = Command::new(bin)
+            .args(["run", "--insecure-no-passphrase", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--network")
+            .arg(&network)
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(data.join("node.log"))?)
+            .spawn()?;
+        let until = Instant::now() + Duration::from_secs(30);
+        let addr = format!("127.0.0.1:{api}");
+        let result = loop {
+            if let Some(status) = child.try_wait()? {
+                break Err(anyhow::anyhow!("start-up probe exited ({status})"));
+            }
+            if matches!(http_client::get(&addr, "/health").await, Ok((200, _))) {
+                break task_cpu_s(child.id());
+            }
+            if Instant::now() > until {
+                break Err(anyhow::anyhow!("start-up probe not ready in 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        result
     }
 
     /// Wait until every node reports every vault active; then the DKG time from `started` to
@@ -262,9 +351,9 @@ impl Cluster {
         Ok((values[values.len() / 2], values[values.len() - 1]))
     }
 
-    /// Request `k`: approved (`POST /sign`) on t nodes starting at node `k mod n`, on coin
-    /// `k mod coins`; the first node and the request id.
-    async fn approve(&self, k: usize) -> Result<(&Node, String)> {
+    /// Request `k`: approved (`POST /sign`) on t - 1 nodes starting at node `k mod n`, on coin
+    /// `k mod coins`; the first node, the request id, and what the t-th approval needs.
+    async fn approve(&self, k: usize) -> Result<(&Node, String, (vaultd::SignSpec, usize))> {
         let n = self.nodes.len();
         let t = usize::from(protocol::network::default_threshold(n));
         let coin = self.coins[k % self.coins.len()];
@@ -275,21 +364,46 @@ impl Cluster {
             reference: None,
         };
         let mut id = String::new();
-        for j in 0..t {
+        for j in 0..t - 1 {
             let node = &self.nodes[(k + j) % n];
             id = vaultd::submit_sign(&node.api, &node.token, &spec).await?;
         }
-        Ok((&self.nodes[k % n], id))
+        Ok((&self.nodes[k % n], id, (spec, (k + t - 1) % n)))
+    }
+
+    /// Wait until the approvals' gossip is handled: the cluster's CPU time grows by less than
+    /// 20 ms plus 2 ms per node (idle nodes' timers) in 200 ms (at most 30 s).
+    async fn settle(&self) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut last = self.cpu_seconds()?;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.cpu_seconds()?;
+            if now - last < 0.02 + 0.002 * self.nodes.len() as f64 {
+                break;
+            }
+            last = now;
+        }
+        Ok(())
+    }
+
+    /// The t-th approval of a request `approve` prepared: the one that lets it start.
+    async fn approve_last(&self, last: &(vaultd::SignSpec, usize)) -> Result<String> {
+        let node = &self.nodes[last.1];
+        Ok(vaultd::submit_sign(&node.api, &node.token, &last.0).await?)
     }
 
     /// `count` requests one at a time, each approved on t nodes starting at the next one, on
-    /// the next coin: from the first approval until the first approver's record is done.
+    /// the next coin: from the t-th approval (the one that starts the ceremony) until the
+    /// first approver's record is done.
     pub async fn latency(&self, count: usize) -> Result<(Latencies, usize)> {
         let mut latency = Latencies::default();
         let mut failed = 0;
         for k in 0..count {
+            let (node, id, last) = self.approve(k).await?;
+            self.settle().await?;
             let started = Instant::now();
-            let (node, id) = self.approve(k).await?;
+            self.approve_last(&last).await?;
             let r = vaultd::wait_sign(
                 &node.api,
                 &id,
@@ -303,14 +417,21 @@ impl Cluster {
         Ok((latency, failed))
     }
 
-    /// `count` requests submitted at once (spread over the nodes and coins), then signatures
-    /// per second until the last one is done; and how many failed.
+    /// `count` requests approved by t - 1 validators each (spread over the nodes and coins);
+    /// once the cluster is idle, their t-th approvals at once, then signatures per second
+    /// until the last one is done; and how many failed.
     pub async fn throughput(&self, count: usize) -> Result<(f64, usize)> {
-        let started = Instant::now();
-        let mut ids = Vec::new();
+        let mut prepared = Vec::new();
         for k in 0..count {
             // Other messages than the latency run's: a request is named by its content.
-            ids.push(self.approve(crate::THROUGHPUT_FIRST + k).await?);
+            prepared.push(self.approve(crate::THROUGHPUT_FIRST + k).await?);
+        }
+        self.settle().await?;
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        for (node, id, last) in prepared {
+            self.approve_last(&last).await?;
+            ids.push((node, id));
         }
         let mut failed = 0;
         for (node, id) in ids {
@@ -325,6 +446,20 @@ impl Cluster {
         }
         Ok((count as f64 / started.elapsed().as_secs_f64(), failed))
     }
+}
+
+/// CPU seconds of every live thread of process `pid` (nanoseconds in `schedstat`).
+fn task_cpu_s(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = fs::read_to_string(task?.path().join("schedstat"))?;
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("malformed schedstat")?;
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 fn hex_messages(coin: Coin, k: usize) -> Vec<String> {

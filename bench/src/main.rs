@@ -4,6 +4,7 @@
 //! `scripts/bench.sh` builds and runs it; the results go to `docs/BENCHMARKS.md` (between its
 //! generated-section markers), `docs/benchmarks.svg` and `docs/benchmarks.json`.
 
+mod bare;
 mod cluster;
 mod inprocess;
 mod report;
@@ -140,6 +141,21 @@ pub struct Row {
     pub cluster_total_bytes_per_node: u64,
     pub latency_requests: usize,
     pub throughput_requests: usize,
+    /// The bare limit (dkg-pedpop and modular-frost alone, thread CPU): one vault per coin.
+    #[serde(default)]
+    pub bare_dkg_cpu_s: f64,
+    /// The bare limit: one signature by t signers (averaged over the coins).
+    #[serde(default)]
+    pub bare_sign_cpu_s: f64,
+    /// The bare figures per curve.
+    #[serde(default)]
+    pub bare: bare::Bare,
+    /// Cores the machine gave this run.
+    #[serde(default)]
+    pub cores: usize,
+    /// CPU of one node's own start-up (spawn to its first `/health` answer), seconds.
+    #[serde(default)]
+    pub node_startup_cpu_s: f64,
     /// Why the cluster run failed (its figures are then NaN).
     #[serde(default)]
     pub cluster_error: Option<String>,
@@ -170,6 +186,11 @@ impl Row {
             cluster_total_bytes_per_node: 0,
             latency_requests: 0,
             throughput_requests: 0,
+            bare_dkg_cpu_s: f64::NAN,
+            bare_sign_cpu_s: f64::NAN,
+            bare: bare::Bare::default(),
+            cores: 0,
+            node_startup_cpu_s: f64::NAN,
             cluster_error: Some(error),
         }
     }
@@ -180,8 +201,15 @@ fn main() -> Result<()> {
     if args.quick && args.sizes == [4, 16, 32, 64] {
         args.sizes = vec![4, 7];
     }
-    if args.sizes.iter().any(|n| !(2..=100).contains(n)) {
-        bail!("--sizes: each size must be between 2 and 100");
+    if args
+        .sizes
+        .iter()
+        .any(|n| !(2..=cluster::MAX_NODES).contains(n))
+    {
+        bail!(
+            "--sizes: each size must be between 2 and {}",
+            cluster::MAX_NODES
+        );
     }
     if !args.bin.is_file() {
         bail!(
@@ -210,9 +238,22 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mut rows = Vec::new();
     let mut run = 0u16;
     for &n in &args.sizes {
+        let t = protocol::network::default_threshold(n);
+        eprintln!("==> n = {n}: the bare limit (dkg-pedpop and modular-frost alone)");
+        // Best of two DKGs up to n = 64; the larger ones take minutes each.
+        let bare = bare::Bare::measure(n as u16, t, if n <= 64 { 2 } else { 1 })
+            .with_context(|| format!("bare limit, n = {n}"))?;
+        eprintln!(
+            "    DKG secp256k1 {:.2} s, ed25519 {:.2} s; signature {:.1} ms, {:.1} ms (CPU)",
+            bare.secp256k1.dkg_cpu_s,
+            bare.ed25519.dkg_cpu_s,
+            bare.secp256k1.sign_cpu_s * 1e3,
+            bare.ed25519.sign_cpu_s * 1e3
+        );
         for coins in args.coin_sets.iter().map(|s| s.coins()) {
             let names: Vec<String> = coins.iter().map(|c| c.to_string()).collect();
             eprintln!("==> n = {n}, {}: in process", names.join(" "));
@@ -233,7 +274,7 @@ fn main() -> Result<()> {
             let ports = cluster::Ports {
                 base: args
                     .base_port
-                    .checked_add(run * 200)
+                    .checked_add(run * cluster::Ports::STRIDE)
                     .context("--base-port too high")?,
             };
             run += 1;
@@ -269,16 +310,22 @@ fn main() -> Result<()> {
                 inproc_sign_per_s: inproc.sign_per_s,
                 latency_requests,
                 throughput_requests,
+                bare_dkg_cpu_s: bare.dkg_cpu_s(coins),
+                bare_sign_cpu_s: bare.sign_cpu_s(coins),
+                bare,
+                cores,
                 ..row
             };
             eprintln!(
-                "    DKG {:.2} s ({:.2}x, CPU {:.2} s), sign p50 {:.1} ms, {:.1}/s ({:.2}x), idle RSS {:.1} MiB",
+                "    DKG {:.2} s ({:.2}x in-process; CPU {:.2} s, {:.2}x bare), sign p50 {:.1} ms ({:.2}x bare), {:.1}/s ({:.2}x bare limit), idle RSS {:.1} MiB",
                 row.cluster_dkg_s,
                 row.cluster_dkg_s / row.inproc_dkg_s,
                 row.cluster_dkg_cpu_s,
+                row.cluster_dkg_cpu_s / row.bare_dkg_cpu_s,
                 row.cluster_sign_p50_ms,
+                row.cluster_sign_p50_ms / 1e3 / row.bare_sign_cpu_s,
                 row.cluster_sign_per_s,
-                row.cluster_sign_per_s / row.inproc_sign_per_s,
+                row.cluster_sign_per_s * row.bare_sign_cpu_s / cores as f64,
                 row.idle_rss_max_mib
             );
             rows.push(row);
@@ -289,6 +336,7 @@ fn main() -> Result<()> {
     }
     let machine = report::machine(&args.profile);
     report::write(&args.out, &machine, &rows, &args.profile, args.quick)?;
+    println!("{}", report::bare_table(&rows));
     println!("{}", report::table(&rows));
     println!("{}", report::targets(&rows));
     eprintln!("report: {}", args.out.display());
@@ -305,7 +353,11 @@ async fn cluster_run(
     latency_requests: usize,
     throughput_requests: usize,
 ) -> Result<Row> {
-    let (mut cluster, started) = cluster::Cluster::start(&args.bin, dir, n, coins, ports)?;
+    let startup = cluster::Cluster::startup_cpu_s(&args.bin, &dir.join("probe"), coins, ports)
+        .await
+        .context("start-up probe")?;
+    let (mut cluster, started) =
+        cluster::Cluster::start(&args.bin, &dir.join("cluster"), n, coins, ports)?;
     let deadline = Duration::from_secs(120 + 10 * n as u64);
     let dkg_s = cluster.wait_dkg(started, deadline).await?;
     let dkg_cpu_s = cluster.cpu_seconds()?;
@@ -341,6 +393,11 @@ async fn cluster_run(
         cluster_total_bytes_per_node: total_bytes,
         latency_requests,
         throughput_requests,
+        bare_dkg_cpu_s: 0.0,
+        bare_sign_cpu_s: 0.0,
+        bare: bare::Bare::default(),
+        cores: 0,
+        node_startup_cpu_s: startup,
         cluster_error: None,
     })
 }
