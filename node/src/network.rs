@@ -3,9 +3,9 @@
 //! direct (request-response) protocol.
 //!
 //! * General-partition announcements travel on gossipsub with signed messages (strict
-//!   validation), one topic per network and coin: `/vaultd/{network}/{coin}/general/3`.
+//!   validation), one topic per network and coin: `/vaultd/{network}/{coin}/general/4`.
 //! * Every Out-to-In forward of steps 7 to 18 travels on the request-response protocol
-//!   `/vaultd/{network}/direct/3`, whose payloads are themselves sealed with snow.
+//!   `/vaultd/{network}/direct/4`, whose payloads are themselves sealed with snow.
 //! * Only the validators of the network definition may keep a connection (allow-list, checked
 //!   after the Noise handshake authenticates the PeerId).
 //! * The trailing number is the wire version: 2 added `SignApproval` and the originator in
@@ -52,12 +52,12 @@ pub struct Behaviour {
 
 /// The gossip topic of a network's coin.
 pub fn coin_topic(network: &str, coin: Coin) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("/vaultd/{network}/{coin}/general/3"))
+    gossipsub::IdentTopic::new(format!("/vaultd/{network}/{coin}/general/4"))
 }
 
 /// The direct protocol name.
 pub fn direct_protocol(network: &str) -> Result<StreamProtocol, NodeError> {
-    StreamProtocol::try_from_owned(format!("/vaultd/{network}/direct/3"))
+    StreamProtocol::try_from_owned(format!("/vaultd/{network}/direct/4"))
         .map_err(|e| NodeError::Config(format!("protocol name: {e}")))
 }
 

@@ -404,6 +404,7 @@ impl Processor {
             // Signing's inputs were taken by `Signing::dispatch` above.
             CoordinatorMessage::EncryptedPreprocessIn(_)
             | CoordinatorMessage::EncryptedSignatureShareIn(_)
+            | CoordinatorMessage::SignPreprocessesIn(_)
             | CoordinatorMessage::SignatureRequested(_) => Ok(Handled::Done),
         }
     }

@@ -135,6 +135,9 @@ pub fn outbound(msg: ProcessorMessage) -> Outbound {
             DirectRequest::EncryptedSignatureShareOut(m),
             false,
         ),
+        ProcessorMessage::SignPreprocessesOut(m) => {
+            direct(&m.to.clone(), DirectRequest::SignPreprocessesOut(m), false)
+        }
         ProcessorMessage::AnnouncementsWanted(w) => Outbound::AskAnnouncements(w),
     }
 }
@@ -218,6 +221,10 @@ pub fn direct_in(from: ValidatorId, req: DirectRequest) -> Inbound {
             msg.coin,
             CoordinatorMessage::EncryptedSignatureShareIn(EncryptedSignatureShareIn { from, msg }),
         ),
+        DirectRequest::SignPreprocessesOut(msg) => Inbound::Deliver(
+            msg.set.coin,
+            CoordinatorMessage::SignPreprocessesIn(SignPreprocessesIn { from, msg }),
+        ),
     }
 }
 
@@ -231,6 +238,7 @@ pub fn addressee(req: &DirectRequest) -> Option<&ValidatorId> {
         DirectRequest::EncryptedPreprocessOut(m) => Some(&m.to),
         DirectRequest::EncryptedSignatureShareOut(m) => Some(&m.to),
         DirectRequest::KeyGenRelayOut(m) => Some(&m.to),
+        DirectRequest::SignPreprocessesOut(m) => Some(&m.to),
         DirectRequest::ProcessorPublicKeyList(_)
         | DirectRequest::AnnouncementReplay(_)
         | DirectRequest::AnnouncementRequest(_) => None,
@@ -263,6 +271,7 @@ pub fn vault_of(msg: &CoordinatorMessage) -> Option<[u8; 32]> {
         }) => Some(a.vault),
         CoordinatorMessage::EncryptedPreprocessIn(m) => Some(m.msg.request.vault),
         CoordinatorMessage::EncryptedSignatureShareIn(m) => Some(m.msg.vault),
+        CoordinatorMessage::SignPreprocessesIn(m) => Some(m.msg.set.vault),
         _ => None,
     }
 }

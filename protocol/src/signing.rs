@@ -55,6 +55,8 @@ const MAX_CHEATER_REPORTS: usize = 64;
 /// Finished request ids remembered to drop late duplicates.
 const RECENT_DONE: usize = 4096;
 const REQUEST_DOMAIN: &[u8] = b"SignRequest";
+/// The domain of the originator's signature over a [`PreprocessSet`].
+pub const PREPROCESS_SET_DOMAIN: &[u8] = b"SignPreprocesses";
 
 /// Bounds and timeouts of the signing ceremonies.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +110,25 @@ pub fn check_messages(coin: crate::Coin, messages: &[Vec<u8>]) -> std::result::R
     Ok(())
 }
 
+/// Most messages per request with `t` signers: the originator's preprocess set (t signers ×
+/// one preprocess of at most 66 bytes per message) must fit in one wire message. 64 up to
+/// t = 55; 41 at t = 86 (n = 128); 20 at t = 171 (n = 256).
+pub fn max_messages(t: u16) -> usize {
+    let per_message = usize::from(t.max(1)) * 72;
+    ((crate::messages::MAX_MESSAGE_SIZE - 8 * 1024) / per_message).clamp(1, MAX_MESSAGES)
+}
+
+/// A request of `count` messages must fit the preprocess set of `t` signers.
+fn check_set_size(t: u16, count: usize) -> std::result::Result<(), String> {
+    let max = max_messages(t);
+    if count > max {
+        return Err(format!(
+            "{count} messages; at most {max} per request with {t} signers"
+        ));
+    }
+    Ok(())
+}
+
 /// Signing state for status and metrics.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SigningStatus {
@@ -131,9 +152,11 @@ pub const MAX_WAITING_SHOWN: usize = 32;
 /// Where one attempt's ceremony stands. Each stage owns the machines it needs, consumed when
 /// the next one starts: a preprocess's nonces can be used for one share only.
 enum Stage {
-    /// Our preprocess is out; waiting for every other signer's (one machine per message).
+    /// Our preprocess is out (one machine per message). The originator waits for every other
+    /// signer's; a signer waits for the originator's set of them all.
     AwaitingPreprocesses(Vec<SignRound1>),
-    /// Our share is out; waiting for every other signer's.
+    /// The originator only: its share is made, the set is out; waiting for every other
+    /// signer's shares.
     AwaitingShares(Vec<SignRound2>),
     /// Signed, failed, timed out or superseded: nothing more happens in it.
     Done,
@@ -144,6 +167,8 @@ struct Ceremony {
     session: [u8; 32],
     indices: BTreeMap<ValidatorId, u16>,
     stage: Stage,
+    /// Our own preprocesses (the originator puts them in the set it hands out).
+    own: Vec<Vec<u8>>,
     preprocesses: BTreeMap<u16, Vec<Vec<u8>>>,
     shares: BTreeMap<u16, Vec<Vec<u8>>>,
     started: u64,
@@ -313,6 +338,10 @@ fn request_body(request: &SignRequest) -> Vec<u8> {
     postcard::to_stdvec(&unsigned).unwrap_or_default()
 }
 
+fn preprocess_set_body(set: &PreprocessSet) -> Vec<u8> {
+    postcard::to_stdvec(set).unwrap_or_default()
+}
+
 fn message_session(session: &[u8; 32], i: usize) -> Vec<u8> {
     let mut s = session.to_vec();
     s.extend_from_slice(&(i as u32).to_be_bytes());
@@ -455,6 +484,7 @@ impl Signing {
             CoordinatorMessage::SignatureRequested(r) => self.on_requested(cx, r, out),
             CoordinatorMessage::EncryptedPreprocessIn(m) => self.on_preprocess(cx, m, out),
             CoordinatorMessage::EncryptedSignatureShareIn(m) => self.on_signature_share(cx, m, out),
+            CoordinatorMessage::SignPreprocessesIn(m) => self.on_preprocess_set(cx, m, out),
             CoordinatorMessage::GeneralIn(GeneralIn {
                 from,
                 msg: GeneralMessage::SignRequest(r),
@@ -482,6 +512,8 @@ impl Signing {
     ) -> Result<()> {
         let coin = cx.party.coin();
         check_messages(coin, &r.messages).map_err(ProtocolError::Refused)?;
+        check_set_size(cx.party.def().threshold, r.messages.len())
+            .map_err(ProtocolError::Refused)?;
         let vault = match cx.vault {
             Some(v) if self.can_sign(cx) => v.context,
             _ => {
@@ -975,6 +1007,8 @@ impl Signing {
             return Err(ProtocolError::peer(from, "the originator is not a signer"));
         }
         check_messages(coin, &r.messages).map_err(|e| ProtocolError::peer(from, e))?;
+        check_set_size(cx.party.def().threshold, r.messages.len())
+            .map_err(|e| ProtocolError::peer(from, e))?;
         let key = if r.origin == *cx.party.me() {
             Some(cx.party.signer().public())
         } else {
@@ -1108,16 +1142,20 @@ impl Signing {
             machines.push(m);
             preprocesses.push(p);
         }
-        let payload = postcard::to_stdvec(&PreprocessPayload { preprocesses })
-            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        // Only the originator aggregates: our preprocess goes to it alone, and it hands every
+        // signer the set (O(t) messages per signature, not O(t²)).
         let mut sends = Vec::new();
-        for v in request.signers.iter().filter(|v| *v != cx.party.me()) {
-            let sealed = cx
-                .party
-                .seal_with(SealKind::Preprocess, v, session, &payload)?;
+        if request.origin != *cx.party.me() {
+            let payload = postcard::to_stdvec(&PreprocessPayload {
+                preprocesses: preprocesses.clone(),
+            })
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            let sealed =
+                cx.party
+                    .seal_with(SealKind::Preprocess, &request.origin, session, &payload)?;
             sends.push(Output::Bus(ProcessorMessage::EncryptedPreprocessOut(
                 EncryptedPreprocessOut {
-                    to: v.clone(),
+                    to: request.origin.clone(),
                     request: request.clone(),
                     sealed,
                 },
@@ -1138,6 +1176,7 @@ impl Signing {
                 session,
                 indices,
                 stage: Stage::AwaitingPreprocesses(machines),
+                own: preprocesses,
                 preprocesses: BTreeMap::new(),
                 shares: BTreeMap::new(),
                 started: self.now,
@@ -1216,10 +1255,20 @@ impl Signing {
                 "preprocess from or to a non-signer",
             ));
         }
+        if r.origin != *cx.party.me() {
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess for an attempt this validator does not originate",
+            ));
+        }
         if self.recent_done.contains(&r.id) {
             return Ok(());
         }
         let key = (nonce_slot(&r.id, &r.origin), r.attempt);
+        if !self.ceremonies.contains_key(&key) && self.used.contains(&key) {
+            // Late: our attempt was dropped (superseded, or cut by a restart).
+            return Ok(());
+        }
         match self.ceremonies.get(&key) {
             Some(c) if c.request != *r => {
                 // Both versions signed by the originator: it announced two different requests
@@ -1302,6 +1351,12 @@ impl Signing {
                 ),
             ));
         };
+        if c.request.origin != *cx.party.me() {
+            return Err(ProtocolError::peer(
+                from,
+                "signature share for an attempt this validator does not originate",
+            ));
+        }
         let session = c.session;
         let l = c
             .indices
@@ -1335,14 +1390,19 @@ impl Signing {
         Ok(())
     }
 
-    /// Move a ceremony on as far as its inputs allow.
+    /// Move a ceremony on as far as its inputs allow. The originator signs once every
+    /// preprocess is in (which checks each of them), hands every other signer the set, and
+    /// aggregates once every share is in; another signer signs once the originator's set is in
+    /// and sends its shares to the originator alone.
     fn advance(&mut self, cx: &Scope, key: CeremonyKey, out: &mut Vec<Output>) {
         let me = cx.party.me().clone();
         let Some(c) = self.ceremonies.get(&key) else {
             return;
         };
         let (id, attempt) = (c.request.id, key.1);
-        if c.request.origin == me {
+        let ours = c.request.origin == me;
+        let origin_index = cx.member_index(&c.request.origin).unwrap_or_default();
+        if ours {
             self.extend_deadline(id, attempt);
         }
         let Some(c) = self.ceremonies.get_mut(&key) else {
@@ -1369,47 +1429,78 @@ impl Signing {
                         next.push(m);
                         shares.push(s);
                     }
+                    // The originator checked every preprocess of its set when it signed with
+                    // them: an invalid one in the set is the originator's.
+                    Err(SignError::InvalidPreprocess(_)) if !ours => {
+                        let e = SignError::InvalidPreprocess(origin_index);
+                        self.ceremony_failed(cx, key, e, out);
+                        return;
+                    }
                     Err(e) => {
                         self.ceremony_failed(cx, key, e, out);
                         return;
                     }
                 }
             }
-            c.stage = Stage::AwaitingShares(next);
             let session = c.session;
-            let targets: Vec<ValidatorId> =
-                c.indices.keys().filter(|v| **v != me).cloned().collect();
-            let payload = match postcard::to_stdvec(&SignatureSharePayload { shares }) {
-                Ok(p) => p,
-                Err(_) => return,
-            };
-            for v in targets {
+            if ours {
+                c.stage = Stage::AwaitingShares(next);
+                let mine = c.indices.get(&me).copied().unwrap_or_default();
+                let mut all = c.preprocesses.clone();
+                all.insert(mine, c.own.clone());
+                let set = PreprocessSet {
+                    coin: cx.party.coin(),
+                    vault: c.request.vault,
+                    id,
+                    origin: me.clone(),
+                    attempt,
+                    session,
+                    preprocesses: all.into_iter().collect(),
+                };
+                let signature = cx
+                    .party
+                    .signer()
+                    .sign(PREPROCESS_SET_DOMAIN, &preprocess_set_body(&set));
+                for v in c.indices.keys().filter(|v| **v != me) {
+                    out.push(Output::Bus(ProcessorMessage::SignPreprocessesOut(
+                        SignPreprocessesOut {
+                            to: v.clone(),
+                            set: set.clone(),
+                            signature: signature.clone(),
+                        },
+                    )));
+                }
+            } else {
+                // Our part ends with the shares; the originator aggregates and announces.
+                let origin = c.request.origin.clone();
+                let payload = match postcard::to_stdvec(&SignatureSharePayload { shares }) {
+                    Ok(p) => p,
+                    Err(_) => return,
+                };
                 match cx
                     .party
-                    .seal_with(SealKind::SignatureShare, &v, session, &payload)
+                    .seal_with(SealKind::SignatureShare, &origin, session, &payload)
                 {
                     Ok(sealed) => out.push(Output::Bus(
                         ProcessorMessage::EncryptedSignatureShareOut(EncryptedSignatureShareOut {
                             coin: cx.party.coin(),
-                            vault: cx.vault.map(|v| v.context).unwrap_or_default(),
-                            to: v,
+                            vault: c.request.vault,
+                            to: origin.clone(),
                             id,
-                            origin: c.request.origin.clone(),
+                            origin,
                             attempt,
                             sealed,
                         }),
                     )),
-                    Err(e) => {
-                        self.ceremony_failed(cx, key, SignError::Other(e.to_string()), out);
-                        return;
-                    }
+                    Err(e) => self.ceremony_failed(cx, key, SignError::Other(e.to_string()), out),
                 }
+                return;
             }
         }
         let Some(c) = self.ceremonies.get_mut(&key) else {
             return;
         };
-        // Round 3: every share in.
+        // Round 3 (the originator): every share in.
         if !matches!(c.stage, Stage::AwaitingShares(_)) || c.shares.len() < others {
             return;
         }
@@ -1445,6 +1536,109 @@ impl Signing {
         };
         self.signature_done(cx, &available, out);
         out.push(Output::Bus(ProcessorMessage::SignatureAvailable(available)));
+    }
+
+    /// The originator's set of every signer's preprocess: sign with it, and send our shares
+    /// to the originator.
+    fn on_preprocess_set(
+        &mut self,
+        cx: &Scope,
+        m: &SignPreprocessesIn,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let (from, set) = (&m.from, &m.msg.set);
+        if m.msg.to != *cx.party.me() {
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess set addressed to another validator",
+            ));
+        }
+        if set.origin != *from {
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess set for an attempt another validator originates",
+            ));
+        }
+        if set.coin != cx.party.coin() {
+            return Err(ProtocolError::peer(from, "preprocess set for another coin"));
+        }
+        if self.recent_done.contains(&set.id) {
+            return Ok(());
+        }
+        let key = (nonce_slot(&set.id, &set.origin), set.attempt);
+        let Some(c) = self.ceremonies.get(&key) else {
+            if self.used.contains(&key) {
+                // Late: we took part in this attempt and have since dropped it.
+                return Ok(());
+            }
+            return Err(ProtocolError::peer(
+                from,
+                format!(
+                    "preprocess set for an attempt {} we are not in",
+                    set.attempt
+                ),
+            ));
+        };
+        if !matches!(c.stage, Stage::AwaitingPreprocesses(_)) {
+            return Ok(()); // a copy, or the attempt ended here
+        }
+        if set.session != c.session || set.vault != c.request.vault {
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess set for another version of the request",
+            ));
+        }
+        let key_of_origin = cx
+            .party
+            .peers()
+            .get(from)
+            .and_then(|p| p.signer)
+            .ok_or_else(|| ProtocolError::peer(from, "its processor key is unknown"))?;
+        if !verify_processor_signature(
+            &key_of_origin,
+            PREPROCESS_SET_DOMAIN,
+            &preprocess_set_body(set),
+            &m.msg.signature,
+        ) {
+            return Err(ProtocolError::peer(
+                from,
+                "bad originator signature on the preprocess set",
+            ));
+        }
+        let mut want: Vec<u16> = c.indices.values().copied().collect();
+        want.sort_unstable();
+        if !set.preprocesses.iter().map(|(l, _)| *l).eq(want) {
+            return Err(ProtocolError::peer(
+                from,
+                "preprocess set does not list exactly the attempt's signers",
+            ));
+        }
+        let mine = c.indices.get(cx.party.me()).copied();
+        for (l, p) in &set.preprocesses {
+            if p.len() != c.request.messages.len() {
+                return Err(ProtocolError::peer(
+                    from,
+                    "preprocess count differs from the message count",
+                ));
+            }
+            if Some(*l) == mine && *p != c.own {
+                return Err(ProtocolError::peer(
+                    from,
+                    "preprocess set carries another preprocess as ours",
+                ));
+            }
+        }
+        let theirs = set
+            .preprocesses
+            .iter()
+            .filter(|(l, _)| Some(*l) != mine)
+            .cloned()
+            .collect();
+        if let Some(c) = self.ceremonies.get_mut(&key) {
+            c.preprocesses = theirs;
+        }
+        self.advance(cx, key, out);
+        Ok(())
     }
 
     fn ceremony_failed(

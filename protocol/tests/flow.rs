@@ -311,6 +311,7 @@ impl Cluster {
                 m,
                 CoordinatorMessage::EncryptedPreprocessIn(_)
                     | CoordinatorMessage::EncryptedSignatureShareIn(_)
+                    | CoordinatorMessage::SignPreprocessesIn(_)
                     | CoordinatorMessage::GeneralIn(GeneralIn {
                         msg: GeneralMessage::SignRequest(_) | GeneralMessage::SignatureAvailable(_),
                         ..
@@ -1063,18 +1064,11 @@ fn three_of_four_sign_every_coin_and_chains_accept_the_signatures() {
 fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
     let coin = Coin::Btc;
     let mut c = sign_cluster(&[coin], 11);
-    // The first signer other than the originator (node 0) corrupts the shares it sends in
-    // attempt 0, re-sealed so that only FROST can tell.
+    // The first signer other than the originator (node 0) corrupts the shares it sends the
+    // originator in attempt 0, re-sealed so that only FROST can tell.
     let cheater = std::rc::Rc::new(std::cell::Cell::new(None::<usize>));
     let seen = cheater.clone();
     c.tamper = Some(Box::new(move |node, m, c| {
-        // It also announces its own (valid) aggregate in garbled form, so the request needs a retry.
-        if let ProcessorMessage::SignatureAvailable(a) = m {
-            if Some(node) == seen.get() && a.attempt == 0 {
-                a.signatures[0][40] ^= 1;
-            }
-            return;
-        }
         let ProcessorMessage::EncryptedSignatureShareOut(out) = m else {
             return;
         };
@@ -1111,11 +1105,8 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
     let msgs = messages_for(coin, 2, 7);
     let id = c.request_on(&[0, 1, 2, 3], coin, msgs.clone());
     let bad = cheater.get().expect("a signer sent shares");
-    // Honest nodes rejected the garbled announcement, naming the cheater's signature.
-    assert!(c
-        .sign_errors
-        .iter()
-        .any(|(_, e)| e.contains("does not verify")));
+    // Shares go to the originator alone, which aggregates: it alone saw the invalid share.
+    assert!(c.cheaters.keys().all(|node| *node == 0), "{:?}", c.cheaters);
     c.down.insert(bad); // the cheater's own records are not checked below
     let r = assert_signed(&c, coin, id, &msgs);
     assert_eq!(r.attempt, 1);
@@ -1132,6 +1123,58 @@ fn an_invalid_share_names_its_sender_who_is_left_out_of_the_retry() {
         .any(|r| r.peer == c.ids[bad] && r.attempt == 0));
     let status = c.procs[&(0, coin)].signing_status();
     assert_eq!(status.cheaters[0].peer, c.ids[bad]);
+}
+
+#[test]
+fn a_hostile_originators_preprocess_set_is_refused_naming_it() {
+    let coin = Coin::Btc;
+    let mut c = sign_cluster(&[coin], 23);
+    // The originator (node 0) aggregates. In attempt 0 it hands one signer a set in which that
+    // signer's own preprocess is replaced, and the other a set it did not sign: each signer
+    // refuses its set, naming the originator, and releases no share.
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = seen.clone();
+    c.tamper = Some(Box::new(move |node, m, c| {
+        let ProcessorMessage::SignPreprocessesOut(out) = m else {
+            return;
+        };
+        if node != 0 || out.set.attempt != 0 {
+            return;
+        }
+        count.set(count.get() + 1);
+        if count.get() == 1 {
+            out.signature[0] ^= 1;
+        } else {
+            // Every entry replaced (the recipient's own among them) and signed again with the
+            // originator's key, which a hostile originator holds.
+            for (_, p) in &mut out.set.preprocesses {
+                p[0] = vec![2; 66];
+            }
+            out.signature = c.keys[0].processor_signer().sign(
+                protocol::signing::PREPROCESS_SET_DOMAIN,
+                &postcard::to_stdvec(&out.set).unwrap(),
+            );
+        }
+    }));
+    let msgs = messages_for(coin, 1, 13);
+    let id = c.request(0, coin, msgs.clone());
+    assert_eq!(seen.get(), 2, "the originator handed out two sets");
+    let origin = c.ids[0].to_string();
+    for what in [
+        "bad originator signature on the preprocess set",
+        "preprocess set carries another preprocess as ours",
+    ] {
+        assert!(
+            c.sign_errors
+                .iter()
+                .any(|(n, e)| *n != 0 && e.contains(what) && e.contains(&origin)),
+            "{what}: {:?}",
+            c.sign_errors
+        );
+    }
+    // No share left either signer: the originator has nothing to aggregate or blame with.
+    assert!(c.cheaters.is_empty(), "{:?}", c.cheaters);
+    assert_eq!(c.records[&(0, coin, id)].status, SignStatus::Pending);
 }
 
 #[test]
@@ -1239,38 +1282,25 @@ fn a_slow_attempt_that_still_progresses_is_not_abandoned_at_its_first_deadline()
 }
 
 #[test]
-fn a_late_share_for_an_attempt_a_signer_dropped_is_not_an_error() {
+fn a_late_preprocess_set_for_an_attempt_a_signer_dropped_is_not_an_error() {
     let coin = Coin::Btc;
     let mut c = sign_cluster(&[coin], 22);
-    // Every signer but the originator gets the others' shares (and the signature) only after
-    // it dropped the attempt, three attempt timeouts after joining it.
-    let share =
-        |m: &CoordinatorMessage| matches!(m, CoordinatorMessage::EncryptedSignatureShareIn(_));
-    c.hold = Some(Box::new(move |to, m| {
-        to != 0
-            && (share(m)
-                || matches!(
-                    m,
-                    CoordinatorMessage::GeneralIn(GeneralIn {
-                        msg: GeneralMessage::SignatureAvailable(_),
-                        ..
-                    })
-                ))
-    }));
+    // Every signer but the originator gets attempt 0's preprocess set from the originator
+    // only after it dropped that attempt (the originator moved on to attempt 1).
+    let set0 = |m: &CoordinatorMessage| matches!(m, CoordinatorMessage::SignPreprocessesIn(p) if p.msg.set.attempt == 0);
+    c.hold = Some(Box::new(move |to, m| to != 0 && set0(m)));
     let msgs = messages_for(coin, 1, 12);
     let id = c.request(0, coin, msgs.clone());
-    assert_eq!(c.records[&(0, coin, id)].status, SignStatus::Done);
-    assert!(c.held.iter().any(|(_, _, m)| share(m)));
+    assert!(c.held.iter().any(|(_, _, m)| set0(m)));
+    assert_eq!(c.records[&(0, coin, id)].status, SignStatus::Pending);
     c.tick(40_000, &[coin]);
     c.hold = None;
-    while c.held.iter().any(|(_, _, m)| share(m)) {
-        c.release_first(share);
-    }
     while !c.held.is_empty() {
         c.release_first(|_| true);
     }
     assert!(c.sign_errors.is_empty(), "{:?}", c.sign_errors);
-    assert_signed(&c, coin, id, &msgs);
+    let r = assert_signed(&c, coin, id, &msgs);
+    assert_eq!(r.attempt, 1);
 }
 
 #[test]
@@ -1298,6 +1328,7 @@ fn a_signer_that_restarts_never_preprocesses_an_attempt_twice() {
                 ..
             }) | CoordinatorMessage::EncryptedPreprocessIn(_)
                 | CoordinatorMessage::EncryptedSignatureShareIn(_)
+                | CoordinatorMessage::SignPreprocessesIn(_)
         ) {
             let _ = p.handle(m);
         }

@@ -85,6 +85,7 @@ wire_props!(
     keygen_payload: KeyGenPayload,
     preprocess_payload: PreprocessPayload,
     signature_share_payload: SignatureSharePayload,
+    preprocess_set: PreprocessSet,
     vault_record: VaultRecord,
     sign_record: SignRecord,
     cheater_report: CheaterReport,

@@ -259,6 +259,12 @@ impl OutboxKey {
             }
             DirectRequest::AnnouncementRequest(r) => vec![7, r.coin.id()],
             DirectRequest::KeyGenRelayOut(m) => [&[8, m.coin.id()][..], &m.context].concat(),
+            DirectRequest::SignPreprocessesOut(m) => [
+                &[9, m.set.coin.id()][..],
+                &m.set.id,
+                &m.set.attempt.to_be_bytes(),
+            ]
+            .concat(),
         };
         OutboxKey { to, slot }
     }

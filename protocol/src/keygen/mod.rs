@@ -120,11 +120,13 @@ impl KeyGen {
     }
 
     /// The commitments received (ours included), by participant index.
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn commitments(&self) -> &BTreeMap<u16, Vec<u8>> {
         &self.commitments
     }
 
     /// The shares received, by sender index, with the sender's signature over each.
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn shares(&self) -> impl Iterator<Item = (u16, &Vec<u8>, Option<&Vec<u8>>)> {
         self.shares
             .iter()

@@ -89,6 +89,16 @@ pub struct EncryptedSignatureShareIn {
     pub msg: EncryptedSignatureShareOut,
 }
 
+/// Signing, round 1 completed, as received from the originator.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignPreprocessesIn {
+    /// Sending validator (authenticated by the transport).
+    pub from: ValidatorId,
+    /// The forwarded message.
+    pub msg: SignPreprocessesOut,
+}
+
 /// A signature request received by this node's API: the operator's approval, for the
 /// processor to sign, announce and (once t validators approved) take to a ceremony.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -147,6 +157,8 @@ named_enum! {
         SignatureRequested(SignatureRequested),
         /// DKG messages relayed for a complaint of ours, encrypted partition.
         KeyGenRelayIn(KeyGenRelayIn),
+        /// Signing: the originator's preprocess set, encrypted partition.
+        SignPreprocessesIn(SignPreprocessesIn),
     }
 }
 
@@ -201,6 +213,8 @@ named_enum! {
         KeyGenShareAnswer(KeyGenShareAnswer),
         /// DKG liveness: signed messages relayed to a complainer, encrypted partition.
         KeyGenRelayOut(KeyGenRelayOut),
+        /// Signing: the originator's preprocess set for one signer, encrypted partition.
+        SignPreprocessesOut(SignPreprocessesOut),
     }
 }
 
@@ -225,7 +239,8 @@ impl ProcessorMessage {
             | ProcessorMessage::EncryptedPreprocessOut(_)
             | ProcessorMessage::EncryptedSignatureShareOut(_)
             | ProcessorMessage::AnnouncementsWanted(_)
-            | ProcessorMessage::KeyGenRelayOut(_) => Partition::Encrypted,
+            | ProcessorMessage::KeyGenRelayOut(_)
+            | ProcessorMessage::SignPreprocessesOut(_) => Partition::Encrypted,
         }
     }
 }

@@ -89,9 +89,9 @@ pub struct EncryptedKeyShareOut {
     pub sealed: Vec<u8>,
 }
 
-/// Signing, round 1: a signer's preprocess (nonce commitments, one per message) for another
-/// signer. The request travels in the clear (it is public and signed by its originator); the
-/// preprocesses are sealed, bound to the request's session.
+/// Signing, round 1: a signer's preprocess (nonce commitments, one per message) for the
+/// request's originator, which aggregates. The request travels in the clear (it is public and
+/// signed by its originator); the preprocesses are sealed, bound to the request's session.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedPreprocessOut {
@@ -111,7 +111,42 @@ pub struct PreprocessPayload {
     pub preprocesses: Vec<Vec<u8>>,
 }
 
-/// Signing, round 2: a signer's signature shares for another signer.
+/// Signing, round 1 completed: every signer's preprocess, from the originator to each other
+/// signer. Nonce commitments are public, so they travel in the clear, signed once by the
+/// originator's processor signature key (one signature for all recipients, where sealing would
+/// cost a Noise handshake per recipient).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignPreprocessesOut {
+    /// Recipient validator (not signed: the same signed set goes to every signer).
+    pub to: ValidatorId,
+    /// What the originator signed.
+    pub set: PreprocessSet,
+    /// The originator's processor signature over `set`.
+    pub signature: Vec<u8>,
+}
+
+/// The body of [`SignPreprocessesOut`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreprocessSet {
+    /// Coin.
+    pub coin: Coin,
+    /// DKG context of the vault that signs.
+    pub vault: [u8; 32],
+    /// Request id.
+    pub id: [u8; 32],
+    /// The originator of the attempt.
+    pub origin: ValidatorId,
+    /// Attempt.
+    pub attempt: u32,
+    /// The attempt's session (binds the set to the exact request the originator announced).
+    pub session: [u8; 32],
+    /// Each signer's FROST index and its preprocesses (one per message), in index order.
+    pub preprocesses: Vec<(u16, Vec<Vec<u8>>)>,
+}
+
+/// Signing, round 2: a signer's signature shares for the originator, which aggregates.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedSignatureShareOut {
@@ -184,6 +219,8 @@ pub enum DirectRequest {
     EncryptedPreprocessOut(EncryptedPreprocessOut),
     /// Signing, round 2.
     EncryptedSignatureShareOut(EncryptedSignatureShareOut),
+    /// Signing, round 1 completed: the originator hands every signer the preprocess set.
+    SignPreprocessesOut(SignPreprocessesOut),
     /// The general partition's announcements for a peer that subscribed after they were
     /// gossiped.
     AnnouncementReplay(AnnouncementReplay),
