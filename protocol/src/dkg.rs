@@ -233,13 +233,18 @@ fn round2<C: Ciphersuite>(
 }
 
 fn round3<C: Ciphersuite>(
+    held: Option<KeyMachine<C>>,
     entropy: &[u8; 32],
     p: &DkgParams,
     commitments: &BTreeMap<u16, Vec<u8>>,
     shares: &BTreeMap<u16, Vec<u8>>,
 ) -> Result<DkgOutput, DkgFailure> {
     let params = threshold_params(p)?;
-    let (key_machine, _) = round2::<C>(entropy, p, commitments)?;
+    // Round 2's machine if this process made it; after a restart, the same one regenerated.
+    let key_machine = match held {
+        Some(m) => m,
+        None => round2::<C>(entropy, p, commitments)?.0,
+    };
     let mut received = HashMap::new();
     for (&l, bytes) in shares {
         let msg = read_exact(bytes, |r| {
@@ -298,32 +303,88 @@ pub fn commitments(curve: Curve, entropy: &[u8; 32], p: &DkgParams) -> Result<Ve
     on_curve!(curve, inner(entropy, p))
 }
 
-/// Round 2: our encrypted share for each other participant, from all n commitments.
+/// Round 2's machine, kept in memory for round 3 (machines cannot be stored: after a restart
+/// round 3 regenerates it from the entropy, which costs round 2 again).
+pub struct HeldKeyMachine {
+    /// The commitments it was made from (round 3 must use the same).
+    context: [u8; 32],
+    commitments: [u8; 32],
+    machine: HeldCurve,
+}
+
+/// Without the machine's contents: it holds our polynomial's secret coefficients.
+impl std::fmt::Debug for HeldKeyMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldKeyMachine").finish_non_exhaustive()
+    }
+}
+
+enum HeldCurve {
+    Secp256k1(KeyMachine<Secp256k1>),
+    Ed25519(KeyMachine<Ed25519>),
+}
+
+fn commitments_fingerprint(commitments: &BTreeMap<u16, Vec<u8>>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for (l, c) in commitments {
+        h.update(l.to_be_bytes());
+        h.update((c.len() as u64).to_be_bytes());
+        h.update(c);
+    }
+    h.finalize().into()
+}
+
+/// Round 2: our encrypted share for each other participant, from all n commitments, and the
+/// machine round 3 continues with.
 pub fn secret_shares(
     curve: Curve,
     entropy: &[u8; 32],
     p: &DkgParams,
     commitments: &BTreeMap<u16, Vec<u8>>,
-) -> Result<BTreeMap<u16, Vec<u8>>, DkgFailure> {
-    fn inner<C: Ciphersuite>(
-        e: &[u8; 32],
-        p: &DkgParams,
-        c: &BTreeMap<u16, Vec<u8>>,
-    ) -> Result<BTreeMap<u16, Vec<u8>>, DkgFailure> {
-        round2::<C>(e, p, c).map(|(_, s)| s)
-    }
-    on_curve!(curve, inner(entropy, p, commitments))
+) -> Result<(HeldKeyMachine, BTreeMap<u16, Vec<u8>>), DkgFailure> {
+    let machine = match curve {
+        Curve::Secp256k1 => {
+            let (m, s) = round2::<Secp256k1>(entropy, p, commitments)?;
+            (HeldCurve::Secp256k1(m), s)
+        }
+        Curve::Ed25519 => {
+            let (m, s) = round2::<Ed25519>(entropy, p, commitments)?;
+            (HeldCurve::Ed25519(m), s)
+        }
+    };
+    Ok((
+        HeldKeyMachine {
+            context: p.context,
+            commitments: commitments_fingerprint(commitments),
+            machine: machine.0,
+        },
+        machine.1,
+    ))
 }
 
-/// Round 3: our key share and the group key, from all commitments and the n-1 shares to us.
+/// Round 3: our key share and the group key, from all commitments and the n-1 shares to us;
+/// with round 2's machine where this process still holds it for these commitments.
 pub fn complete(
     curve: Curve,
+    held: Option<HeldKeyMachine>,
     entropy: &[u8; 32],
     p: &DkgParams,
     commitments: &BTreeMap<u16, Vec<u8>>,
     shares: &BTreeMap<u16, Vec<u8>>,
 ) -> Result<DkgOutput, DkgFailure> {
-    on_curve!(curve, round3(entropy, p, commitments, shares))
+    let held = held
+        .filter(|h| h.context == p.context && h.commitments == commitments_fingerprint(commitments))
+        .map(|h| h.machine);
+    match (curve, held) {
+        (Curve::Secp256k1, Some(HeldCurve::Secp256k1(m))) => {
+            round3::<Secp256k1>(Some(m), entropy, p, commitments, shares)
+        }
+        (Curve::Ed25519, Some(HeldCurve::Ed25519(m))) => {
+            round3::<Ed25519>(Some(m), entropy, p, commitments, shares)
+        }
+        (Curve::Secp256k1, _) => round3::<Secp256k1>(None, entropy, p, commitments, shares),
+        (Curve::Ed25519, _) => round3::<Ed25519>(None, entropy, p, commitments, shares),
+    }
 }
 
 fn judge_inner<C: Ciphersuite>(
@@ -426,7 +487,7 @@ mod tests {
         }
         let mut inbox: BTreeMap<u16, BTreeMap<u16, Vec<u8>>> = BTreeMap::new();
         for i in 1..=n {
-            let shares =
+            let (_, shares) =
                 secret_shares(curve, &entropy[usize::from(i - 1)], &params(i), &commits).unwrap();
             assert_eq!(shares.len(), usize::from(n - 1));
             for (l, s) in shares {
@@ -438,6 +499,7 @@ mod tests {
             .map(|i| {
                 complete(
                     curve,
+                    None,
                     &entropy[usize::from(i - 1)],
                     &params(i),
                     &commits,

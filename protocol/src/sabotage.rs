@@ -145,7 +145,7 @@ impl Processor {
                         keygen.commitments(),
                     );
                     let l = attempt.member_index(&m.to);
-                    if let Some(share) = shares.ok().and_then(|s| s.get(&l?).cloned()) {
+                    if let Some(share) = shares.ok().and_then(|(_, s)| s.get(&l?).cloned()) {
                         let sig = party.signer().sign(
                             SHARE_DOMAIN,
                             &payload_body(coin, &m.context, me, Some(&m.to), &share),

@@ -25,15 +25,31 @@ fn dkg(coin: Coin) -> (Vec<u8>, BTreeMap<u16, Vec<u8>>) {
         .map(|i| (i, dkg::commitments(curve, &entropy(i), &params(i)).unwrap()))
         .collect();
     let mut inbox: BTreeMap<u16, BTreeMap<u16, Vec<u8>>> = BTreeMap::new();
+    let mut held = BTreeMap::new();
     for i in 1..=n {
-        for (l, s) in dkg::secret_shares(curve, &entropy(i), &params(i), &commitments).unwrap() {
+        let (machine, shares) =
+            dkg::secret_shares(curve, &entropy(i), &params(i), &commitments).unwrap();
+        held.insert(i, machine);
+        for (l, s) in shares {
             inbox.entry(l).or_default().insert(i, s);
         }
     }
     let mut keys = BTreeMap::new();
     let mut group = None;
     for i in 1..=n {
-        let out = dkg::complete(curve, &entropy(i), &params(i), &commitments, &inbox[&i]).unwrap();
+        // Odd participants as after a restart (round 2 regenerated), even ones with the
+        // machine kept: the same keys either way.
+        let machine = held.remove(&i).filter(|_| i % 2 == 0);
+        let out = dkg::complete(
+            curve,
+            machine,
+            &entropy(i),
+            &params(i),
+            &commitments,
+            &inbox[&i],
+        )
+        .unwrap();
+        assert!(group.as_ref().is_none_or(|g| *g == out.group_key));
         group = Some(out.group_key.clone());
         keys.insert(i, out.keys.to_vec());
     }

@@ -84,6 +84,8 @@ pub(crate) struct KeyGen {
     evidence: blame::Evidence,
     /// When the phase last made progress (`stall.rs`).
     stall: stall::Stall,
+    /// Round 2's machine, for round 3 (none after a restart: round 3 regenerates it).
+    held: Option<dkg::HeldKeyMachine>,
     outcomes: Vec<Outcome>,
 }
 
@@ -105,6 +107,7 @@ impl KeyGen {
             relay: Default::default(),
             evidence: Default::default(),
             stall: stall::Stall::default(),
+            held: None,
             outcomes: Vec::new(),
         }
     }
@@ -454,7 +457,10 @@ impl KeyGen {
         let coin = party.coin();
         let shares =
             match dkg::secret_shares(coin.curve(), &self.entropy, &params, &self.commitments) {
-                Ok(s) => s,
+                Ok((held, s)) => {
+                    self.held = Some(held);
+                    s
+                }
                 Err(DkgFailure::Blame { participant, .. }) => {
                     // Every participant checks the same commitments (the echo matched), so every
                     // one of them finds the same invalid proof of knowledge.
@@ -574,6 +580,7 @@ impl KeyGen {
         }
         let result = dkg::complete(
             party.coin().curve(),
+            self.held.take(),
             &self.entropy,
             &params,
             &self.commitments,
