@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark vaultd: the in-process limit against a cluster of real nodes on loopback, for
-# n = 4, 16, 32, 64 and one coin and three; writes docs/BENCHMARKS.md (its generated section),
+# n = 4, 16, 32, 64 and 128 (one coin and three; 128 with one coin), beside the bare limit; writes docs/BENCHMARKS.md (its generated section),
 # docs/BENCHMARKS.svg and docs/BENCHMARKS.json.
 #
 # Usage: scripts/bench.sh [--dev] [--quick] [vaultd-bench options]

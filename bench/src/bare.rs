@@ -62,14 +62,20 @@ pub struct Bare {
 }
 
 impl Bare {
-    /// Measure both curves: the DKG best of `dkg_runs`, a signature best of three.
-    pub fn measure(n: u16, t: u16, dkg_runs: usize) -> Result<Bare> {
-        Ok(Bare {
-            secp256k1: measure_curve::<Secp256k1, IetfSecp256k1Hram>(n, t, dkg_runs)
-                .context("bare secp256k1")?,
-            ed25519: measure_curve::<Ed25519, IetfEd25519Hram>(n, t, dkg_runs)
-                .context("bare ed25519")?,
-        })
+    /// Measure the curves `coins` use: the DKG best of `dkg_runs`, a signature best of three.
+    pub fn measure(n: u16, t: u16, dkg_runs: usize, coins: &[Coin]) -> Result<Bare> {
+        let secp256k1 = if coins.iter().any(|c| *c != Coin::Sol) {
+            measure_curve::<Secp256k1, IetfSecp256k1Hram>(n, t, dkg_runs)
+                .context("bare secp256k1")?
+        } else {
+            Curve1::default()
+        };
+        let ed25519 = if coins.contains(&Coin::Sol) {
+            measure_curve::<Ed25519, IetfEd25519Hram>(n, t, dkg_runs).context("bare ed25519")?
+        } else {
+            Curve1::default()
+        };
+        Ok(Bare { secp256k1, ed25519 })
     }
 
     fn curve(&self, coin: Coin) -> &Curve1 {
