@@ -258,7 +258,9 @@ impl OutboxKey {
                 [&[6, r.coin.id()][..], &r.part.to_be_bytes()].concat()
             }
             DirectRequest::AnnouncementRequest(r) => vec![7, r.coin.id()],
-            DirectRequest::KeyGenRelayOut(m) => [&[8, m.coin.id()][..], &m.context].concat(),
+            DirectRequest::KeyGenRelayOut(m) => {
+                [&[8, m.coin.id()][..], &m.context, &[m.part]].concat()
+            }
             DirectRequest::SignPreprocessesOut(m) => [
                 &[9, m.set.coin.id()][..],
                 &m.set.id,

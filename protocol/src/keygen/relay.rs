@@ -33,6 +33,49 @@ use crate::{
 /// [`crate::attempts::ANNOUNCEMENT_REQUESTS_PER_TIMEOUT`] times per phase).
 pub(crate) const MAX_RELAYS_PER_COMPLAINER: u8 = 8;
 
+/// Largest plaintext of one relay part: a Noise message less its overhead, with room for
+/// postcard's length prefixes.
+const MAX_RELAY_PART: usize = crate::seal::MAX_SEALED_LEN - crate::seal::SEAL_OVERHEAD - 1024;
+
+/// `relay` in parts that each seal into one Noise message (at n = 128 a commitment message
+/// alone is about 3 KB, and a relay may carry one per participant). Every item is far smaller
+/// than a part.
+fn split_relay(relay: KeyGenRelay) -> Result<Vec<KeyGenRelay>> {
+    fn len<T: serde::Serialize>(v: &T) -> Result<usize> {
+        postcard::to_stdvec(v)
+            .map(|b| b.len())
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+    /// The part an item of `n` bytes goes in: the last one, or a new one when it is full.
+    fn part_for<'a>(
+        parts: &'a mut Vec<KeyGenRelay>,
+        used: &mut usize,
+        n: usize,
+    ) -> &'a mut KeyGenRelay {
+        if parts.is_empty() || (*used > 0 && *used + n > MAX_RELAY_PART) {
+            parts.push(KeyGenRelay::default());
+            *used = 0;
+        }
+        *used += n;
+        let last = parts.len() - 1;
+        &mut parts[last]
+    }
+    let (mut parts, mut used) = (Vec::new(), 0usize);
+    for item in relay.commitments {
+        let n = len(&item)?;
+        part_for(&mut parts, &mut used, n).commitments.push(item);
+    }
+    for item in relay.digests {
+        let n = len(&item)?;
+        part_for(&mut parts, &mut used, n).digests.push(item);
+    }
+    for item in relay.confirmations {
+        let n = len(&item)?;
+        part_for(&mut parts, &mut used, n).confirmations.push(item);
+    }
+    Ok(parts)
+}
+
 /// What one attempt keeps to relay, and the complaints and answers it saw.
 #[derive(Default)]
 pub(crate) struct Relay {
@@ -263,17 +306,20 @@ impl KeyGen {
         }
         *sent += 1;
         let context = self.attempt.context();
-        let payload =
-            postcard::to_stdvec(&relay).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        let sealed = party.seal_with(SealKind::KeyGenRelay, to, context, &payload)?;
-        out.push(Output::Bus(ProcessorMessage::KeyGenRelayOut(
-            KeyGenRelayOut {
-                coin: party.coin(),
-                to: to.clone(),
-                context,
-                sealed,
-            },
-        )));
+        for (part, relay) in split_relay(relay)?.into_iter().enumerate() {
+            let payload =
+                postcard::to_stdvec(&relay).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            let sealed = party.seal_with(SealKind::KeyGenRelay, to, context, &payload)?;
+            out.push(Output::Bus(ProcessorMessage::KeyGenRelayOut(
+                KeyGenRelayOut {
+                    coin: party.coin(),
+                    to: to.clone(),
+                    context,
+                    part: u8::try_from(part).unwrap_or(u8::MAX),
+                    sealed,
+                },
+            )));
+        }
         Ok(())
     }
 
@@ -436,5 +482,42 @@ impl KeyGen {
             }
         }
         Ok(Handled::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_relay_is_split_into_parts_that_each_seal() {
+        // n = 128, t = 86: 127 signed commitment messages of 33 * 86 + 98 bytes.
+        let author = ValidatorId::from_ed25519(&[3; 32]);
+        let item = (
+            author,
+            KeyGenPayload {
+                bytes: vec![7; 33 * 86 + 98],
+                signature: vec![1; 64],
+            },
+        );
+        let relay = KeyGenRelay {
+            commitments: vec![item; 127],
+            ..KeyGenRelay::default()
+        };
+        let whole = postcard::to_stdvec(&relay).unwrap().len();
+        assert!(whole > crate::seal::MAX_SEALED_LEN, "{whole}");
+        let parts = split_relay(relay).unwrap();
+        assert!(parts.len() > 1);
+        assert_eq!(
+            parts.iter().map(|p| p.commitments.len()).sum::<usize>(),
+            127
+        );
+        for p in &parts {
+            let len = postcard::to_stdvec(p).unwrap().len();
+            assert!(
+                len + crate::seal::SEAL_OVERHEAD <= crate::seal::MAX_SEALED_LEN,
+                "{len}"
+            );
+        }
     }
 }

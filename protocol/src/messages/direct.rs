@@ -186,6 +186,9 @@ pub struct KeyGenRelayOut {
     pub to: ValidatorId,
     /// DKG context.
     pub context: [u8; 32],
+    /// Which part of the relay this is: a relay larger than one sealed message (a large set's
+    /// commitments) goes in several, each its own slot of the sender's outbox.
+    pub part: u8,
     /// Sealed [`KeyGenRelay`].
     pub sealed: Vec<u8>,
 }
