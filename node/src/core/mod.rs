@@ -64,6 +64,11 @@ const DIAL_EVERY: Duration = Duration::from_secs(2);
 const KAD_EVERY: Duration = Duration::from_secs(10);
 /// Least time between two warnings about gossip abandoned on its way to slow peers.
 const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
+/// Failed pings in a row (15 s apart) before a connection is closed as dead. One failure is
+/// not enough: on an overloaded host (128 validators on 2 cores) a ping waits behind the
+/// connection's other streams past its 20 s timeout, and closing then turned load into a
+/// storm of reconnections, each a new Noise handshake.
+const PING_FAILURES_TO_CLOSE: u32 = 3;
 
 /// What a core is made from.
 pub struct CoreParts {
@@ -117,6 +122,8 @@ pub struct Core {
     peer_records: BTreeMap<ValidatorId, PeerRecord>,
     peer_addrs: HashMap<PeerId, Multiaddr>,
     peer_rtt: HashMap<PeerId, Duration>,
+    /// Failed pings in a row per connected peer (removed when it disconnects).
+    ping_failures: HashMap<PeerId, u32>,
     gossip_limit: RateLimiter,
     /// Sequence numbers seen per gossip author (replays are refused).
     freshness: crate::freshness::Freshness,
@@ -187,6 +194,7 @@ impl Core {
             peer_records,
             peer_addrs: HashMap::new(),
             peer_rtt: HashMap::new(),
+            ping_failures: HashMap::new(),
             gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
             freshness: Default::default(),
             stale_warn: RateLimiter::new(0, 0),
@@ -221,6 +229,7 @@ impl Core {
                 self.connected.remove(&peer);
                 self.peer_addrs.remove(&peer);
                 self.peer_rtt.remove(&peer);
+                self.ping_failures.remove(&peer);
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
@@ -241,8 +250,16 @@ impl Core {
             } => match rtt {
                 Some(rtt) => {
                     self.peer_rtt.insert(peer, rtt);
+                    self.ping_failures.remove(&peer);
                 }
-                None => out.push(Action::Close(connection)),
+                None => {
+                    let failures = self.ping_failures.entry(peer).or_default();
+                    *failures += 1;
+                    if *failures >= PING_FAILURES_TO_CLOSE {
+                        self.ping_failures.remove(&peer);
+                        out.push(Action::Close(connection));
+                    }
+                }
             },
             Event::Gossip {
                 source,

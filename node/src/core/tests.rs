@@ -497,6 +497,34 @@ fn a_peer_churning_connections_has_its_new_ones_closed() {
     assert_eq!(closed, 3);
 }
 
+#[test]
+fn a_connection_is_closed_only_after_three_failed_pings_in_a_row() {
+    let net = Net::new(3, &[Coin::Btc]);
+    let now = Instant::now();
+    let (mut core, _) = net.core(0, now);
+    connect(&mut core, net.peer(1), now);
+    let mut ping = |rtt: Option<Duration>| {
+        core.handle::<Plain>(
+            Event::Ping {
+                peer: net.peer(1),
+                connection: ConnectionId::new_unchecked(1),
+                rtt,
+            },
+            now,
+        )
+        .iter()
+        .any(|a| matches!(a, Action::Close(_)))
+    };
+    // Two failures, then an answer: the count starts again.
+    assert!(!ping(None) && !ping(None));
+    assert!(!ping(Some(Duration::from_millis(3))));
+    assert!(!ping(None) && !ping(None));
+    assert!(
+        ping(None),
+        "three failed pings in a row close the connection"
+    );
+}
+
 // ------------------------------------------------------------------ outbox and processor out
 
 #[test]
