@@ -114,6 +114,9 @@ impl Cluster {
         let network = dir.join("network.toml");
         fs::write(&network, toml)?;
 
+        // Above 64 validators on this machine's 2 cores a DKG phase can wait longer than the
+        // default timeout (60 s) with nothing wrong: the set's operators would raise it too.
+        let dkg_timeout = (n > 64).then(|| 3 * n as u64);
         let started = SystemTime::now();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -129,6 +132,11 @@ impl Cluster {
                 .arg(&network)
                 .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", p2p(i))])
                 .args(["--api", &format!("127.0.0.1:{}", api(i))])
+                .args(
+                    dkg_timeout
+                        .iter()
+                        .flat_map(|s| ["--dkg-timeout".to_string(), s.to_string()]),
+                )
                 // The node's own default filter, as an operator runs it.
                 .env_remove("RUST_LOG")
                 .stdout(Stdio::null())

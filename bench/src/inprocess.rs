@@ -24,6 +24,18 @@ pub struct InProcess {
     pub sign_per_s: f64,
 }
 
+impl InProcess {
+    /// No in-process run (`--cluster-only`): its figures are NaN.
+    pub fn skipped() -> InProcess {
+        InProcess {
+            dkg_s: f64::NAN,
+            dkg_bytes_per_node: 0,
+            latency: Latencies::default(),
+            sign_per_s: f64::NAN,
+        }
+    }
+}
+
 /// A definition of `n` fresh validators for `coins` (threshold: the default, 2n/3 + 1).
 pub fn definition(n: usize, coins: &[Coin]) -> Result<(NetworkDefinition, Vec<NodeKeys>)> {
     let keys = (0..n)

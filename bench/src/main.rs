@@ -49,6 +49,10 @@ struct Args {
     /// Only the in-process limit (for profiling it); nothing is written.
     #[arg(long)]
     in_process_only: bool,
+    /// Only the cluster (for profiling it, or checking a large set quickly): no bare limit, no
+    /// in-process run; nothing is written.
+    #[arg(long, conflicts_with = "in_process_only")]
+    cluster_only: bool,
     /// Which coin sets to run: `one` (BTC), `all` (BTC, ETH, SOL), or both (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "one,all")]
     coin_sets: Vec<CoinSet>,
@@ -256,8 +260,12 @@ fn main() -> Result<()> {
             .filter(|s| n <= MAX_ALL_COINS || *s == CoinSet::One)
             .collect();
         let used: Vec<Coin> = sets.iter().flat_map(|s| s.coins()).copied().collect();
-        let bare = bare::Bare::measure(n as u16, t, if n <= 64 { 2 } else { 1 }, &used)
-            .with_context(|| format!("bare limit, n = {n}"))?;
+        let bare = if args.cluster_only {
+            bare::Bare::default()
+        } else {
+            bare::Bare::measure(n as u16, t, if n <= 64 { 2 } else { 1 }, &used)
+                .with_context(|| format!("bare limit, n = {n}"))?
+        };
         eprintln!(
             "    DKG secp256k1 {:.2} s, ed25519 {:.2} s; signature {:.1} ms, {:.1} ms (CPU)",
             bare.secp256k1.dkg_cpu_s,
@@ -270,8 +278,12 @@ fn main() -> Result<()> {
             eprintln!("==> n = {n}, {}: in process", names.join(" "));
             let (latency_requests, throughput_requests) =
                 (latency_requests(n), throughput_requests(n));
-            let inproc = inprocess::run(n, coins, latency_requests, throughput_requests)
-                .with_context(|| format!("in-process run, n = {n}"))?;
+            let inproc = if args.cluster_only {
+                inprocess::InProcess::skipped()
+            } else {
+                inprocess::run(n, coins, latency_requests, throughput_requests)
+                    .with_context(|| format!("in-process run, n = {n}"))?
+            };
             eprintln!(
                 "    DKG {:.2} s, sign p50 {:.1} ms, {:.1}/s",
                 inproc.dkg_s,
@@ -342,7 +354,7 @@ fn main() -> Result<()> {
             rows.push(row);
         }
     }
-    if args.in_process_only {
+    if args.in_process_only || args.cluster_only {
         return Ok(());
     }
     let machine = report::machine(&args.profile);
