@@ -1317,6 +1317,34 @@ impl Signing {
         Ok(())
     }
 
+    /// The ceremony a signing message from `from` (a `what`, for the error) is for: `None` when
+    /// there is nothing to do, because the request is finished, or because we took part in
+    /// that attempt and have since dropped it (it expired under load, was superseded, or a
+    /// restart cut it: late, and nobody to blame).
+    fn ceremony_of(
+        &self,
+        from: &ValidatorId,
+        what: &str,
+        id: &[u8; 32],
+        origin: &ValidatorId,
+        attempt: u32,
+    ) -> Result<Option<CeremonyKey>> {
+        if self.recent_done.contains(id) {
+            return Ok(None);
+        }
+        let key = (nonce_slot(id, origin), attempt);
+        if self.ceremonies.contains_key(&key) {
+            return Ok(Some(key));
+        }
+        if self.used.contains(&key) {
+            return Ok(None);
+        }
+        Err(ProtocolError::peer(
+            from,
+            format!("{what} for an attempt {attempt} we are not in"),
+        ))
+    }
+
     fn on_signature_share(
         &mut self,
         cx: &Scope,
@@ -1333,23 +1361,18 @@ impl Signing {
         if m.msg.coin != cx.party.coin() {
             return Err(ProtocolError::peer(from, "share for another coin"));
         }
-        if self.recent_done.contains(&m.msg.id) {
+        let Some(key) = self.ceremony_of(
+            from,
+            "signature share",
+            &m.msg.id,
+            &m.msg.origin,
+            m.msg.attempt,
+        )?
+        else {
             return Ok(());
-        }
-        let key = (nonce_slot(&m.msg.id, &m.msg.origin), m.msg.attempt);
+        };
         let Some(c) = self.ceremonies.get(&key) else {
-            if self.used.contains(&key) {
-                // Late: we took part in this attempt and have since dropped it (it expired
-                // under load, or a restart cut it). Nothing to do, and nobody to blame.
-                return Ok(());
-            }
-            return Err(ProtocolError::peer(
-                from,
-                format!(
-                    "signature share for an attempt {} we are not in",
-                    m.msg.attempt
-                ),
-            ));
+            return Ok(());
         };
         if c.request.origin != *cx.party.me() {
             return Err(ProtocolError::peer(
@@ -1562,22 +1585,13 @@ impl Signing {
         if set.coin != cx.party.coin() {
             return Err(ProtocolError::peer(from, "preprocess set for another coin"));
         }
-        if self.recent_done.contains(&set.id) {
+        let Some(key) =
+            self.ceremony_of(from, "preprocess set", &set.id, &set.origin, set.attempt)?
+        else {
             return Ok(());
-        }
-        let key = (nonce_slot(&set.id, &set.origin), set.attempt);
+        };
         let Some(c) = self.ceremonies.get(&key) else {
-            if self.used.contains(&key) {
-                // Late: we took part in this attempt and have since dropped it.
-                return Ok(());
-            }
-            return Err(ProtocolError::peer(
-                from,
-                format!(
-                    "preprocess set for an attempt {} we are not in",
-                    set.attempt
-                ),
-            ));
+            return Ok(());
         };
         if !matches!(c.stage, Stage::AwaitingPreprocesses(_)) {
             return Ok(()); // a copy, or the attempt ended here
