@@ -79,19 +79,7 @@ impl Cluster {
         for i in 0..n {
             let data = dir.join(format!("node{i}"));
             fs::create_dir_all(&data)?;
-            let out = Command::new(bin)
-                .args(["init", "--insecure-no-passphrase", "--data-dir"])
-                .arg(&data)
-                .output()
-                .with_context(|| format!("running {} init", bin.display()))?;
-            if !out.status.success() {
-                bail!("vaultd init: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            let keys: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            let Some(peer_id) = keys.get("peer_id").and_then(|v| v.as_str()) else {
-                bail!("vaultd init printed no peer_id");
-            };
-            peer_ids.push(peer_id.to_string());
+            peer_ids.push(init_node(bin, &data)?);
         }
         let p2p = |i: usize| ports.p2p(i);
         let api = |i: usize| ports.api(i);
@@ -122,27 +110,8 @@ impl Cluster {
         for i in 0..n {
             let data = dir.join(format!("node{i}"));
             let log = data.join("node.log");
-            let file = fs::File::create(&log)?;
             let token = vaultd::token::read(&vaultd::token::path(&data))?;
-            let child = Command::new(bin)
-                .args(["run", "--insecure-no-passphrase", "--log-format", "json"])
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--network")
-                .arg(&network)
-                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", p2p(i))])
-                .args(["--api", &format!("127.0.0.1:{}", api(i))])
-                .args(
-                    dkg_timeout
-                        .iter()
-                        .flat_map(|s| ["--dkg-timeout".to_string(), s.to_string()]),
-                )
-                // The node's own default filter, as an operator runs it.
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(file)
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
+            let child = spawn_node(bin, &data, &network, (p2p(i), api(i)), dkg_timeout, &log)?;
             nodes.push(Node {
                 child,
                 api: format!("127.0.0.1:{}", api(i)),
@@ -176,15 +145,7 @@ impl Cluster {
         for i in 0..2 {
             let data = dir.join(format!("node{i}"));
             fs::create_dir_all(&data)?;
-            let out = Command::new(bin)
-                .args(["init", "--insecure-no-passphrase", "--data-dir"])
-                .arg(&data)
-                .output()?;
-            let keys: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            let Some(id) = keys.get("peer_id").and_then(|v| v.as_str()) else {
-                bail!("vaultd init printed no peer_id");
-            };
-            ids.push(id.to_string());
+            ids.push(init_node(bin, &data)?);
         }
         let (p2p, api) = (ports.p2p(2 * MAX_NODES), ports.p2p(2 * MAX_NODES + 1));
         let coins_toml: Vec<String> = coins.iter().map(|c| format!("\"{c}\"")).collect();
@@ -200,18 +161,14 @@ impl Cluster {
         let network = dir.join("network.toml");
         fs::write(&network, toml)?;
         let data = dir.join("node0");
-        let mut child = Command::new(bin)
-            .args(["run", "--insecure-no-passphrase", "--log-format", "json"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--network")
-            .arg(&network)
-            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
-            .args(["--api", &format!("127.0.0.1:{api}")])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(data.join("node.log"))?)
-            .spawn()?;
+        let mut child = spawn_node(
+            bin,
+            &data,
+            &network,
+            (p2p, api),
+            None,
+            &data.join("node.log"),
+        )?;
         let until = Instant::now() + Duration::from_secs(30);
         let addr = format!("127.0.0.1:{api}");
         let result = loop {
@@ -454,6 +411,54 @@ impl Cluster {
         }
         Ok((count as f64 / started.elapsed().as_secs_f64(), failed))
     }
+}
+
+/// `vaultd init` a validator's data directory; its peer id.
+fn init_node(bin: &Path, data: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .args(["init", "--insecure-no-passphrase", "--data-dir"])
+        .arg(data)
+        .output()
+        .with_context(|| format!("running {} init", bin.display()))?;
+    if !out.status.success() {
+        bail!("vaultd init: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let Some(peer_id) = keys.get("peer_id").and_then(|v| v.as_str()) else {
+        bail!("vaultd init printed no peer_id");
+    };
+    Ok(peer_id.to_string())
+}
+
+/// Start `vaultd run` on `data` with `network`, p2p and HTTP on loopback `ports`, its JSON
+/// log to `log`.
+fn spawn_node(
+    bin: &Path,
+    data: &Path,
+    network: &Path,
+    (p2p, api): (u16, u16),
+    dkg_timeout: Option<u64>,
+    log: &Path,
+) -> Result<Child> {
+    Command::new(bin)
+        .args(["run", "--insecure-no-passphrase", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--network")
+        .arg(network)
+        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
+        .args(["--api", &format!("127.0.0.1:{api}")])
+        .args(
+            dkg_timeout
+                .iter()
+                .flat_map(|s| ["--dkg-timeout".to_string(), s.to_string()]),
+        )
+        // The node's own default filter, as an operator runs it.
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
 }
 
 /// CPU seconds of every live thread of process `pid` (nanoseconds in `schedstat`).
