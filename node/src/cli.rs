@@ -101,6 +101,11 @@ pub enum Command {
         /// environment).
         #[arg(long, env = "VAULTD_BOOTSTRAP", value_delimiter = ',')]
         bootstrap: Vec<Multiaddr>,
+        /// The address validators on other hosts dial to reach this one, e.g. its public IP and
+        /// port when it listens on 0.0.0.0 behind a port forward (repeatable; comma-separated in
+        /// the environment). Advertised first; loopback and 0.0.0.0 are never advertised.
+        #[arg(long = "external-address", env = "VAULTD_EXTERNAL_ADDRESS", value_delimiter = ',', value_parser = crate::addresses::parse_external)]
+        external_address: Vec<Multiaddr>,
         /// TOML file of this operator's signing policy: per coin, `max_messages` per request and
         /// `max_requests_per_hour` (past them `POST /sign` answers 429). Read at start.
         #[arg(long, env = "VAULTD_SIGN_POLICY")]

@@ -42,6 +42,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("api_allow_remote", "VAULTD_API_ALLOW_REMOTE", Kind::Flag),
     ("metrics_listen", "VAULTD_METRICS_LISTEN", Kind::Text),
     ("bootstrap", "VAULTD_BOOTSTRAP", Kind::List),
+    ("external_address", "VAULTD_EXTERNAL_ADDRESS", Kind::List),
     ("sign_timeout", "VAULTD_SIGN_TIMEOUT", Kind::Integer),
     ("approval_ttl", "VAULTD_APPROVAL_TTL", Kind::Integer),
     ("sign_policy", "VAULTD_SIGN_POLICY", Kind::Text),

@@ -5,6 +5,7 @@
 //! local bus ([`bus`]), the HTTP endpoint ([`api`]), the operator's control socket
 //! ([`control`]) and the CLI ([`cli`]). All state is in RocksDB through [`storage`].
 
+pub mod addresses;
 pub mod announce;
 pub mod api;
 pub mod bus;
@@ -32,6 +33,7 @@ pub mod redial;
 pub mod status;
 mod status_view;
 pub mod token;
+pub mod transport;
 
 use std::{
     collections::BTreeMap,
@@ -160,6 +162,8 @@ pub struct RunConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Extra bootstrap addresses (besides the definition's).
     pub bootstrap: Vec<Multiaddr>,
+    /// `--external-address`: what peers on other hosts dial (advertised first).
+    pub external_addrs: Vec<Multiaddr>,
     /// How long a signing attempt waits for its signers before a retry with another set.
     pub sign_timeout: std::time::Duration,
     /// How long this operator's approvals of signing requests count.
@@ -477,6 +481,7 @@ pub async fn run(
         snapshots,
         status,
         on_listening: Some(on_listening),
+        external_addrs: cfg.external_addrs.clone(),
     });
     let result = coordinator.run(shutdown).await;
     let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));

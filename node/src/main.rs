@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_allow_remote,
             metrics_listen,
             bootstrap,
+            external_address,
             sign_policy,
             sign_timeout,
             approval_ttl,
@@ -108,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     api = (api.to_string())
                     api_allow_remote = (api_allow_remote)
                     bootstrap = (bootstrap.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+                    external_address = (external_address.iter().map(|a| a.to_string()).collect::<Vec<_>>())
                     sign_timeout = (sign_timeout as i64)
                     approval_ttl = (approval_ttl as i64)
                     dkg_timeout = (dkg_timeout as i64)
@@ -138,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 api_allow_remote,
                 metrics_listen,
                 bootstrap,
+                external_addrs: external_address,
                 sign_timeout: std::time::Duration::from_secs(sign_timeout),
                 approval_ttl: std::time::Duration::from_secs(approval_ttl),
                 dkg_timeout: std::time::Duration::from_secs(dkg_timeout),

@@ -18,7 +18,7 @@ use libp2p::{
     allow_block_list, connection_limits, gossipsub, identify, identity, kad, noise, ping,
     request_response::{self, ProtocolSupport},
     swarm::NetworkBehaviour,
-    tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+    tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder, Transport as _,
 };
 use protocol::{messages::MAX_MESSAGE_SIZE, Coin};
 
@@ -48,6 +48,11 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Liveness.
     pub ping: ping::Behaviour,
+}
+
+/// What identify tells peers this node runs: `vaultd/<version>`.
+pub fn agent_version() -> String {
+    format!("vaultd/{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The gossip topic of a network's coin.
@@ -213,10 +218,17 @@ fn build_swarm_with(
         .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
+        // TCP + Noise + Yamux as `with_tcp` builds it, dialling from fresh ports
+        // (`transport.rs` says why).
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(crate::transport::FreshPortTcp(tcp::tokio::Transport::new(
+                    tcp::Config::default().nodelay(true),
+                ))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+            },
         )
         .map_err(|e| NodeError::Network(format!("transport: {e}")))?
         .with_behaviour(
@@ -252,10 +264,18 @@ fn build_swarm_with(
                             .with_request_timeout(REQUEST_TIMEOUT)
                             .with_max_concurrent_streams(256),
                     ),
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        format!("/vaultd/{}/1", env!("CARGO_PKG_VERSION")),
-                        key.public(),
-                    )),
+                    // Identify tells a peer only our advertised (external) addresses, chosen
+                    // in `addresses.rs`, and names vaultd and its version; its own address book
+                    // is off, so what a peer says reaches dialing only through that filter.
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(
+                            format!("/vaultd/{}/1", env!("CARGO_PKG_VERSION")),
+                            key.public(),
+                        )
+                        .with_agent_version(agent_version())
+                        .with_hide_listen_addrs(true)
+                        .with_cache_size(0),
+                    ),
                     kad,
                     ping: ping::Behaviour::new(
                         ping::Config::new().with_interval(Duration::from_secs(15)),

@@ -41,6 +41,28 @@ impl Redial {
         out
     }
 
+    /// A lookup found addresses of these `missing` validators: the ones whose dial waits for
+    /// its backoff are dialled now (their backoff starts anew); one dialled less than
+    /// [`REDIAL_FIRST`] ago is left alone, so lookups cannot make us dial in a loop.
+    pub fn discovered(
+        &mut self,
+        missing: impl IntoIterator<Item = PeerId>,
+        now: Instant,
+    ) -> Vec<PeerId> {
+        let mut out = Vec::new();
+        for p in missing {
+            if let Some((at, backoff)) = self.next.get(&p) {
+                let dialled = at.checked_sub(*backoff).unwrap_or(now);
+                if now.saturating_duration_since(dialled) < REDIAL_FIRST {
+                    continue;
+                }
+            }
+            self.next.insert(p, (now + REDIAL_FIRST, REDIAL_FIRST));
+            out.push(p);
+        }
+        out
+    }
+
     /// `peer` connected: its next disconnection starts the backoff anew.
     pub fn connected(&mut self, peer: &PeerId) {
         self.next.remove(peer);
@@ -76,5 +98,30 @@ mod tests {
             [2],
             "a connection resets the backoff"
         );
+    }
+
+    #[test]
+    fn a_validator_a_lookup_finds_is_dialled_at_once_but_not_twice_within_the_first_wait() {
+        let mut r = Redial::default();
+        let a = PeerId::random();
+        let t0 = Instant::now();
+        let mut at = t0;
+        for _ in 0..5 {
+            r.due([a], at);
+            at += Duration::from_secs(60);
+        }
+        // Its backoff is at 60 s; a lookup found it: dialled now.
+        assert_eq!(r.discovered([a], at), [a]);
+        assert!(
+            r.discovered([a], at + Duration::from_secs(1)).is_empty(),
+            "not again within 2 s"
+        );
+        assert_eq!(r.discovered([a], at + Duration::from_secs(3)), [a]);
+        // The backoff started anew.
+        assert!(r.due([a], at + Duration::from_secs(4)).is_empty());
+        assert_eq!(r.due([a], at + Duration::from_secs(5)).len(), 1);
+        // Never dialled before: at once.
+        let b = PeerId::random();
+        assert_eq!(r.discovered([b], t0), [b]);
     }
 }

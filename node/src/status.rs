@@ -37,6 +37,9 @@ pub struct Status {
     pub session: u32,
     /// Where we listen.
     pub listen_addrs: Vec<String>,
+    /// What we tell peers to dial (`--external-address`, then the dialable listen addresses).
+    #[serde(default)]
+    pub advertised_addrs: Vec<String>,
     /// Connected validators.
     pub peers: Vec<String>,
     /// Every validator of the definition and what we know of it.
@@ -54,6 +57,9 @@ pub struct ValidatorStatus {
     pub connected: bool,
     /// The connection's remote address.
     pub addr: Option<String>,
+    /// The software it says it runs (identify's agent version, e.g. `vaultd/0.1.0`).
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Last ping round trip, milliseconds.
     pub rtt_ms: Option<f64>,
     /// Its CoordinatorPublicKey, hex.
@@ -202,8 +208,8 @@ impl Status {
     /// `vaultd peers`: one line per validator of the network.
     pub fn peers_table(&self) -> String {
         let mut out = format!(
-            "{:<54} {:<10} {:>8}  {}\n",
-            "VALIDATOR", "STATE", "RTT", "ADDRESS"
+            "{:<54} {:<10} {:>8}  {:<16} {}\n",
+            "VALIDATOR", "STATE", "RTT", "AGENT", "ADDRESS"
         );
         for v in &self.validators {
             let state = if v.connected { "connected" } else { "missing" };
@@ -212,10 +218,11 @@ impl Status {
                 .map(|ms| format!("{ms:.1}ms"))
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
-                "{:<54} {:<10} {:>8}  {}\n",
+                "{:<54} {:<10} {:>8}  {:<16} {}\n",
                 v.peer_id,
                 state,
                 rtt,
+                v.agent.as_deref().unwrap_or("-"),
                 v.addr.as_deref().unwrap_or("-")
             ));
         }
@@ -226,11 +233,12 @@ impl Status {
     pub fn summary(&self) -> String {
         let connected = self.validators.iter().filter(|v| v.connected).count();
         let mut out = format!(
-            "validator {}\nnetwork {} (session {}), listening on {}\n\npeers: {connected} of {} validators connected\n",
+            "validator {}\nnetwork {} (session {}), listening on {}\nadvertised to peers: {}\n\npeers: {connected} of {} validators connected\n",
             self.peer_id,
             self.network,
             self.session,
             self.listen_addrs.join(", "),
+            if self.advertised_addrs.is_empty() { "none".to_string() } else { self.advertised_addrs.join(", ") },
             self.validators.len()
         );
         for line in self.peers_table().lines() {

@@ -30,8 +30,10 @@ pub(crate) struct StatusInput<'a> {
     pub(crate) peer_records: &'a BTreeMap<ValidatorId, PeerRecord>,
     pub(crate) connected: &'a BTreeSet<PeerId>,
     pub(crate) peer_addrs: &'a HashMap<PeerId, Multiaddr>,
+    pub(crate) peer_agents: &'a HashMap<PeerId, String>,
     pub(crate) peer_rtt: &'a HashMap<PeerId, std::time::Duration>,
     pub(crate) listen_addrs: &'a [Multiaddr],
+    pub(crate) advertised: &'a [Multiaddr],
     pub(crate) snapshots: &'a BTreeMap<Coin, ProcessorSnapshot>,
     /// Vaults of earlier sessions, listed as retiring.
     pub(crate) retiring: Vec<&'a VaultRecord>,
@@ -80,6 +82,7 @@ pub(crate) fn project(v_in: &StatusInput<'_>) -> Status {
                 addr: peer
                     .and_then(|p| v_in.peer_addrs.get(&p))
                     .map(|a| a.to_string()),
+                agent: peer.and_then(|p| v_in.peer_agents.get(&p)).cloned(),
                 rtt_ms: peer
                     .and_then(|p| v_in.peer_rtt.get(&p))
                     .map(|d| d.as_secs_f64() * 1000.0),
@@ -225,6 +228,7 @@ pub(crate) fn project(v_in: &StatusInput<'_>) -> Status {
         network: v_in.def.name.clone(),
         session: v_in.def.session,
         listen_addrs: v_in.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        advertised_addrs: v_in.advertised.iter().map(|a| a.to_string()).collect(),
         peers: v_in
             .connected
             .iter()
@@ -268,8 +272,10 @@ mod tests {
             peer_records: &BTreeMap::new(),
             connected: &connected,
             peer_addrs: &HashMap::new(),
+            peer_agents: &HashMap::new(),
             peer_rtt: &rtt,
             listen_addrs: &[],
+            advertised: &[],
             snapshots: &BTreeMap::new(),
             retiring: Vec::new(),
         });

@@ -123,7 +123,19 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
             line.contains("connected") && line.contains("/ip4/127.0.0.1/tcp/"),
             "{line}"
         );
+        // Identify names the software a peer runs.
+        let agent = format!("vaultd/{}", env!("CARGO_PKG_VERSION"));
+        assert!(line.contains(&agent), "{line}");
     }
+    // Listening on loopback only, a node advertises its loopback address (its peers are on
+    // the same host); never the unspecified address.
+    assert!(
+        summary.contains(&format!(
+            "advertised to peers: {}",
+            nodes[0].p2p.split("/p2p/").next().unwrap()
+        )),
+        "{summary}"
+    );
     let json: Value =
         serde_json::from_str(&run(&["status", "--json", "--api", &nodes[0].api])).unwrap();
     assert_eq!(json["peer_id"], Value::String(ids[0].clone()));

@@ -129,6 +129,8 @@ pub struct CoordinatorParts {
     pub status: Arc<RwLock<Status>>,
     /// Called once with the listen addresses.
     pub on_listening: Option<OnListening>,
+    /// `--external-address`: advertised before the listen addresses.
+    pub external_addrs: Vec<Multiaddr>,
 }
 
 /// The driver.
@@ -147,6 +149,9 @@ pub struct Coordinator {
     status: Arc<RwLock<Status>>,
     on_listening: Option<OnListening>,
     listen_addrs: Vec<Multiaddr>,
+    external_addrs: Vec<Multiaddr>,
+    /// What identify tells peers now (`addresses::advertised`).
+    advertised: Vec<Multiaddr>,
     /// Our requests in flight: the swarm's id to the core's token.
     in_flight: HashMap<OutboundRequestId, u64>,
     /// Arrival order of inbound log entries.
@@ -177,6 +182,8 @@ impl Coordinator {
             status: parts.status,
             on_listening: parts.on_listening,
             listen_addrs: Vec::new(),
+            external_addrs: parts.external_addrs,
+            advertised: Vec::new(),
             in_flight: HashMap::new(),
             last_seq: 0,
             busy_warned: None,
@@ -191,6 +198,7 @@ impl Coordinator {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), NodeError> {
+        self.advertise();
         for topic in self.core.topics().cloned().collect::<Vec<_>>() {
             self.swarm
                 .behaviour_mut()
@@ -354,6 +362,10 @@ impl Coordinator {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                 }
                 Action::KadBootstrap => {
+                    // A lookup of our own id answers with the validators closest to us and
+                    // their addresses (`Event::Discovered`); bootstrap refreshes the buckets.
+                    let local = *self.swarm.local_peer_id();
+                    self.swarm.behaviour_mut().kad.get_closest_peers(local);
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
                 Action::Close(connection) => {
@@ -518,8 +530,11 @@ impl Coordinator {
         let Ok(snapshots) = self.snapshots.read() else {
             return;
         };
-        let status =
-            crate::status_view::project(&self.core.status_input(&snapshots, &self.listen_addrs));
+        let status = crate::status_view::project(&self.core.status_input(
+            &snapshots,
+            &self.listen_addrs,
+            &self.advertised,
+        ));
         if let Ok(mut s) = self.status.write() {
             *s = status;
         }

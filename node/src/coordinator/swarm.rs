@@ -1,7 +1,7 @@
 //! Swarm events become core events: connections, gossip, requests and the answers to ours
 //! (matched to the core's tokens), identify and ping.
 
-use libp2p::{gossipsub, identify, metrics::Recorder, request_response, swarm::SwarmEvent};
+use libp2p::{gossipsub, identify, kad, metrics::Recorder, request_response, swarm::SwarmEvent};
 use tracing::{debug, info};
 
 use super::{Coordinator, Libp2p};
@@ -17,9 +17,16 @@ impl Coordinator {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.listen_addrs.push(address);
+                self.advertise();
                 if let Some(f) = self.on_listening.take() {
                     f(&self.listen_addrs);
                 }
+                return Ok(());
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                info!(%address, "no longer listening");
+                self.listen_addrs.retain(|a| a != &address);
+                self.advertise();
                 return Ok(());
             }
             SwarmEvent::ConnectionEstablished {
@@ -94,13 +101,24 @@ impl Coordinator {
                     identify::Event::Received { peer_id, info, .. } => Event::Identified {
                         peer: peer_id,
                         addrs: info.listen_addrs,
+                        agent: info.agent_version,
                     },
                     _ => return Ok(()),
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => {
                 self.libp2p_metrics.record(&ev);
-                return Ok(());
+                match ev {
+                    // Our lookup of the validators closest to us answered: the ones we miss
+                    // are dialled now rather than at their next backoff.
+                    kad::Event::OutboundQueryProgressed {
+                        result: kad::QueryResult::GetClosestPeers(Ok(ok)),
+                        ..
+                    } => Event::Discovered {
+                        peers: ok.peers.into_iter().map(|p| p.peer_id).collect(),
+                    },
+                    _ => return Ok(()),
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => {
                 self.libp2p_metrics.record(&ev);
@@ -116,6 +134,20 @@ impl Coordinator {
             _ => return Ok(()),
         };
         self.event(event)
+    }
+
+    /// Tell identify what to advertise now: the external addresses and the listen addresses
+    /// peers can dial (`addresses::advertised`).
+    pub(super) fn advertise(&mut self) {
+        let now = crate::addresses::advertised(&self.external_addrs, &self.listen_addrs);
+        for gone in self.advertised.iter().filter(|a| !now.contains(a)) {
+            self.swarm.remove_external_address(gone);
+        }
+        for new in now.iter().filter(|a| !self.advertised.contains(a)) {
+            info!(address = %new, "advertising");
+            self.swarm.add_external_address(new.clone());
+        }
+        self.advertised = now;
     }
 
     fn on_direct_event(

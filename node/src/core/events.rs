@@ -64,11 +64,19 @@ pub enum Event<I: Io> {
         peer: PeerId,
     },
     /// Identify told us a peer's listen addresses.
+    /// A Kademlia lookup found these peers (their addresses are in Kademlia's table).
+    Discovered {
+        /// Peers found.
+        peers: Vec<PeerId>,
+    },
+    /// A peer told us about itself (identify).
     Identified {
         /// Peer.
         peer: PeerId,
-        /// Its listen addresses.
+        /// The addresses it advertises.
         addrs: Vec<Multiaddr>,
+        /// The software it says it runs (identify's agent version).
+        agent: String,
     },
     /// A ping came back (`rtt`) or failed (`None`).
     Ping {

@@ -121,6 +121,8 @@ pub struct Core {
     connected: BTreeSet<PeerId>,
     peer_records: BTreeMap<ValidatorId, PeerRecord>,
     peer_addrs: HashMap<PeerId, Multiaddr>,
+    /// What each connected validator says it runs (identify), for the status page.
+    peer_agents: HashMap<PeerId, String>,
     peer_rtt: HashMap<PeerId, Duration>,
     /// Failed pings in a row per connected peer (removed when it disconnects).
     ping_failures: HashMap<PeerId, u32>,
@@ -193,6 +195,7 @@ impl Core {
             connected: BTreeSet::new(),
             peer_records,
             peer_addrs: HashMap::new(),
+            peer_agents: HashMap::new(),
             peer_rtt: HashMap::new(),
             ping_failures: HashMap::new(),
             gossip_limit: RateLimiter::new(GOSSIP_PER_SECOND, GOSSIP_BURST),
@@ -228,16 +231,36 @@ impl Core {
             Event::Disconnected { peer } => {
                 self.connected.remove(&peer);
                 self.peer_addrs.remove(&peer);
+                self.peer_agents.remove(&peer);
                 self.peer_rtt.remove(&peer);
                 self.ping_failures.remove(&peer);
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
             }
-            Event::Identified { peer, addrs } => {
+            Event::Discovered { peers } => {
+                let missing: Vec<PeerId> = peers
+                    .into_iter()
+                    .filter(|p| {
+                        *p != self.local_peer
+                            && self.validators.contains_key(p)
+                            && !self.connected.contains(p)
+                    })
+                    .collect();
+                for peer in self.redial.discovered(missing, now) {
+                    debug!(%peer, "dialing a validator a lookup found");
+                    out.push(Action::Dial(peer));
+                }
+            }
+            Event::Identified { peer, addrs, agent } => {
                 if self.validators.contains_key(&peer) {
+                    self.peer_agents
+                        .insert(peer, crate::addresses::agent_for_display(&agent));
+                    // Loopback from a peer on another host, unspecified addresses and more
+                    // than a few are dropped (`addresses.rs`).
+                    let usable = crate::addresses::from_peer(self.peer_addrs.get(&peer), addrs);
                     out.extend(
-                        addrs
+                        usable
                             .into_iter()
                             .map(|addr| Action::AddAddress { peer, addr }),
                     );
@@ -479,6 +502,7 @@ impl Core {
         &'a self,
         snapshots: &'a BTreeMap<Coin, crate::bus::ProcessorSnapshot>,
         listen_addrs: &'a [Multiaddr],
+        advertised: &'a [Multiaddr],
     ) -> crate::status_view::StatusInput<'a> {
         crate::status_view::StatusInput {
             def: &self.def,
@@ -489,8 +513,10 @@ impl Core {
             peer_records: &self.peer_records,
             connected: &self.connected,
             peer_addrs: &self.peer_addrs,
+            peer_agents: &self.peer_agents,
             peer_rtt: &self.peer_rtt,
             listen_addrs,
+            advertised,
             snapshots,
             retiring: self.retiring.iter().collect(),
         }
