@@ -36,6 +36,8 @@ done
 # shellcheck source=prereqs.sh
 source "$ROOT/scripts/prereqs.sh"
 vaultd_install_prereqs
+# shellcheck source=cluster-lib.sh
+source "$ROOT/scripts/cluster-lib.sh"
 DIR="${DIR:-$PWD/cluster-$(date +%Y%m%d-%H%M%S)}"
 if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
   echo "$DIR exists and is not empty; choose a fresh --dir" >&2; exit 1
@@ -117,44 +119,14 @@ json.dump({"network": f"{d}/network.toml", "bin": binary, "nodes": nodes}, open(
 PY
 
 echo "==> waiting until every node reports every vault active"
-NCOINS=$(echo $COINS | wc -w)
-START=$(date +%s)
-while true; do
-  ready=0
-  for i in $(seq 1 "$N"); do
-    if ! kill -0 "${PIDS[$((i-1))]}" 2>/dev/null; then
-      echo "node$i exited; last lines of its log:" >&2
-      tail -n 30 "$DIR/node$i/node.log" >&2
-      stop_nodes
-      exit 1
-    fi
-    if curl -sf "http://127.0.0.1:$(api_port "$i")/status" 2>/dev/null | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-v = [x for x in s.get("vaults", []) if x["status"] != "retiring"]
-sys.exit(0 if len(v) == int(sys.argv[1]) and all(x["status"] == "active" for x in v) else 1)' "$NCOINS"; then
-      ready=$((ready + 1))
-    fi
-  done
-  [ "$ready" -eq "$N" ] && break
-  if [ $(( $(date +%s) - START )) -gt 300 ]; then
-    echo "vaults not active after 300 s; see the logs under $DIR" >&2
-    stop_nodes
-    exit 1
-  fi
-  sleep 0.5
-done
-echo "all vaults active after $(( $(date +%s) - START )) s"
+APIS=()
+for i in $(seq 1 "$N"); do APIS+=("127.0.0.1:$(api_port "$i")"); done
+if ! cluster_wait_active "$DIR" "$(echo $COINS | wc -w)" 300 "${PIDS[@]}" -- "${APIS[@]}"; then
+  stop_nodes
+  exit 1
+fi
 echo
-curl -sf "http://127.0.0.1:$(api_port 1)/status" > "$DIR/status-node1.json"
-python3 - "$DIR/status-node1.json" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-print("%-5s %-7s %-6s %s" % ("coin", "status", "t/n", "address"))
-for v in s["vaults"]:
-    tn = "%d/%d" % (v["threshold"], len(v["participants"]))
-    print("%-5s %-7s %-6s %s" % (v["coin"], v["status"], tn, v["address"]))
-PY
+cluster_print_vaults "127.0.0.1:$(api_port 1)" "$DIR/status-node1.json"
 echo
 printf '%-6s %-54s %s\n' node peer_id api
 for i in $(seq 1 "$N"); do

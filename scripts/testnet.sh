@@ -72,6 +72,8 @@ source "$ROOT/scripts/prereqs.sh"
 vaultd_install_prereqs
 # shellcheck source=testnet-lib.sh
 source "$ROOT/scripts/testnet-lib.sh"
+# shellcheck source=cluster-lib.sh
+source "$ROOT/scripts/cluster-lib.sh"
 testnet_install_prereqs
 
 DIR="${DIR:-$PWD/testnet-$(date +%Y%m%d-%H%M%S)}"
@@ -188,43 +190,12 @@ json.dump({"network": f"{d}/network.toml", "bin": binary, "nodes": nodes,
 PY
 
 echo "==> waiting until every node reports every vault active"
-NCOINS=$(echo $COINS | wc -w)
-START=$(date +%s)
-while true; do
-  ready=0
-  for i in $(seq 1 "$N"); do
-    if ! kill -0 "${PIDS[$((i-1))]}" 2>/dev/null; then
-      echo "node$i exited; last lines of its log:" >&2
-      tail -n 30 "$DIR/node$i/node.log" >&2
-      exit 1
-    fi
-    if curl -sf --max-time 2 "http://$(testnet_ip "$i"):$API_PORT/status" 2>/dev/null | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-v = [x for x in s.get("vaults", []) if x["status"] != "retiring"]
-sys.exit(0 if len(v) == int(sys.argv[1]) and all(x["status"] == "active" for x in v) else 1)' "$NCOINS"; then
-      ready=$((ready + 1))
-    fi
-  done
-  [ "$ready" -eq "$N" ] && break
-  if [ $(( $(date +%s) - START )) -gt "$TIMEOUT" ]; then
-    echo "vaults not active after $TIMEOUT s; see the logs under $DIR" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
+APIS=()
+for i in $(seq 1 "$N"); do APIS+=("$(testnet_ip "$i"):$API_PORT"); done
+cluster_wait_active "$DIR" "$(echo $COINS | wc -w)" "$TIMEOUT" "${PIDS[@]}" -- "${APIS[@]}"
 trap - EXIT INT TERM
-echo "all vaults active after $(( $(date +%s) - START )) s"
 echo
-curl -sf "http://$(testnet_ip 1):$API_PORT/status" > "$DIR/status-node1.json"
-python3 - "$DIR/status-node1.json" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-print("%-5s %-7s %-6s %s" % ("coin", "status", "t/n", "address"))
-for v in s["vaults"]:
-    tn = "%d/%d" % (v["threshold"], len(v["participants"]))
-    print("%-5s %-7s %-6s %s" % (v["coin"], v["status"], tn, v["address"]))
-PY
+cluster_print_vaults "$(testnet_ip 1):$API_PORT" "$DIR/status-node1.json"
 echo
 printf '%-6s %-14s %-54s %s\n' node netns peer_id api
 for i in $(seq 1 "$N"); do
