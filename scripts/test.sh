@@ -43,6 +43,11 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> cargo build (every binary: the testnet test runs vaultd-linkdelay, another package's)"
+# The same profile and features as the tests: this build is theirs, plus the binaries that
+# `cargo test` does not link for other packages' tests.
+cargo build --workspace --all-targets
+
 echo "==> cargo test (dev profile, dependencies optimised)"
 cargo test --workspace --all-targets
 
