@@ -2,6 +2,19 @@
 # What scripts/local-cluster.sh and scripts/testnet.sh share: waiting until every node reports
 # every vault active, and printing the vaults. Sourced.
 
+# Initialise N validators in DIR/node1..N (no passphrase: a local rehearsal) and set IDS to
+# their peer ids, in order.
+#   cluster_init_validators BIN DIR N
+cluster_init_validators() {
+  local bin="$1" dir="$2" n="$3" i
+  IDS=()
+  for i in $(seq 1 "$n"); do
+    mkdir -p "$dir/node$i"
+    "$bin" init --insecure-no-passphrase --data-dir "$dir/node$i" > "$dir/node$i/keys.json" 2>>"$dir/node$i/node.log"
+    IDS+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peer_id"])' "$dir/node$i/keys.json")")
+  done
+}
+
 # Wait until each of the nodes whose APIs (host:port) follow `--` reports NCOINS active vaults;
 # PIDS are the nodes' processes (one that exits fails the wait, its log's tail printed from
 # DIR/node<i>/node.log). Returns 1 after TIMEOUT seconds or on an exit.

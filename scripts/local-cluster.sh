@@ -56,12 +56,7 @@ fi
 BIN="$ROOT/target/$PROFILE/vaultd"
 
 echo "==> initialising $N validators in $DIR"
-IDS=()
-for i in $(seq 1 "$N"); do
-  mkdir -p "$DIR/node$i"
-  "$BIN" init --insecure-no-passphrase --data-dir "$DIR/node$i" > "$DIR/node$i/keys.json" 2>>"$DIR/node$i/node.log"
-  IDS+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peer_id"])' "$DIR/node$i/keys.json")")
-done
+cluster_init_validators "$BIN" "$DIR" "$N"
 
 p2p_port() { echo $((BASE_PORT + $1)); }
 api_port() { echo $((BASE_PORT + 100 + $1)); }

@@ -125,12 +125,7 @@ for i in $OUTBOUND_ONLY; do
 done
 
 echo "==> initialising $N validators in $DIR"
-IDS=()
-for i in $(seq 1 "$N"); do
-  mkdir -p "$DIR/node$i"
-  "$BIN" init --insecure-no-passphrase --data-dir "$DIR/node$i" > "$DIR/node$i/keys.json" 2>>"$DIR/node$i/node.log"
-  IDS+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peer_id"])' "$DIR/node$i/keys.json")")
-done
+cluster_init_validators "$BIN" "$DIR" "$N"
 
 {
   echo "# vaultd testnet written by scripts/testnet.sh: only the bootstrap validator's address"

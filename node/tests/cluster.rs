@@ -155,18 +155,9 @@ async fn four_processes_agree_on_every_vault_and_follow_a_key_rotation() {
         assert!(others.is_subset(&peers), "node {i} peers {peers:?}");
     }
     for coin in COINS {
-        let vault = |s: &Value| {
-            s["vaults"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["coin"] == coin)
-                .unwrap()
-                .clone()
-        };
-        let v0 = vault(&statuses[0]);
+        let v0 = vault(&statuses[0], coin);
         for s in &statuses[1..] {
-            let v = vault(s);
+            let v = vault(s, coin);
             assert_eq!(v["group_key"], v0["group_key"], "{coin} group key");
             assert_eq!(v["address"], v0["address"], "{coin} address");
         }

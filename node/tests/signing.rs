@@ -56,15 +56,6 @@ async fn finished(api: &str, id: &str) -> Value {
     sign_finished(api, id, Duration::from_secs(300)).await
 }
 
-fn vault<'a>(status: &'a Value, coin: &str) -> &'a Value {
-    status["vaults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["coin"] == coin)
-        .unwrap()
-}
-
 async fn wait_disconnected(nodes: &[Node], dead: &str) {
     for n in nodes {
         wait_for(

@@ -12,7 +12,7 @@ use std::{
     process::Command,
 };
 
-use common::{chain_accepts, BIN};
+use common::{chain_accepts, vault, BIN};
 use serde_json::Value;
 
 const COINS: [&str; 3] = ["BTC", "ETH", "SOL"];
@@ -141,14 +141,9 @@ fn four_namespaced_validators_50ms_apart_form_every_vault_from_one_bootstrap_add
         let keys: Vec<String> = COINS
             .iter()
             .map(|c| {
-                let vault = s["vaults"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|v| v["coin"] == *c)
-                    .unwrap();
-                assert_eq!(vault["status"], "active", "node {i} {c}");
-                vault["group_key"].as_str().unwrap().to_string()
+                let v = vault(&s, c);
+                assert_eq!(v["status"], "active", "node {i} {c}");
+                v["group_key"].as_str().unwrap().to_string()
             })
             .collect();
         group_keys.push(keys);
@@ -162,16 +157,7 @@ fn four_namespaced_validators_50ms_apart_form_every_vault_from_one_bootstrap_add
     // connected to all three (checked above: every connection it has, it dialled) and holds
     // a share of every vault.
     let status1 = get(apis[0], "/status");
-    let vault4 = |coin: &str| {
-        status1["vaults"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["coin"] == coin)
-            .unwrap()
-            .clone()
-    };
-    assert!(vault4("BTC")["participants"]
+    assert!(vault(&status1, "BTC")["participants"]
         .as_array()
         .unwrap()
         .contains(&nodes[3]["peer_id"]));
@@ -191,7 +177,10 @@ fn four_namespaced_validators_50ms_apart_form_every_vault_from_one_bootstrap_add
             String::from_utf8_lossy(&out.stderr)
         );
         let sig = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-        assert!(chain_accepts(coin, &vault4(coin), &msg, &sig), "{coin}");
+        assert!(
+            chain_accepts(coin, vault(&status1, coin), &msg, &sig),
+            "{coin}"
+        );
     }
 
     // Stopping removes the nodes, the namespaces and the bridge.

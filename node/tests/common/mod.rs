@@ -295,6 +295,16 @@ pub async fn wait_all_active(nodes: &[&Node], coins: usize, deadline: Duration) 
     }
 }
 
+/// The vault of `coin` in a `/status` document (panics if there is none).
+pub fn vault<'a>(status: &'a Value, coin: &str) -> &'a Value {
+    status["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["coin"] == coin)
+        .unwrap()
+}
+
 /// The chain's own check, independent of modular-frost.
 pub fn chain_accepts(coin: &str, vault: &Value, msg: &[u8], sig: &[u8]) -> bool {
     use sha3::Digest as _;
