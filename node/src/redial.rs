@@ -18,6 +18,8 @@ const REDIAL_MAX: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Redial {
     next: HashMap<PeerId, (Instant, Duration)>,
+    /// When a lookup last made us dial each validator (one entry per validator).
+    found: HashMap<PeerId, Instant>,
 }
 
 impl Redial {
@@ -41,9 +43,10 @@ impl Redial {
         out
     }
 
-    /// A lookup found addresses of these `missing` validators: the ones whose dial waits for
-    /// its backoff are dialled now (their backoff starts anew); one dialled less than
-    /// [`REDIAL_FIRST`] ago is left alone, so lookups cannot make us dial in a loop.
+    /// A lookup found addresses of these `missing` validators: they are dialled now, whatever
+    /// their backoff (the dials before may have had no address to try), and their backoff
+    /// starts anew. One a lookup made us dial less than [`REDIAL_FIRST`] ago is left alone, so
+    /// lookups cannot make us dial in a loop.
     pub fn discovered(
         &mut self,
         missing: impl IntoIterator<Item = PeerId>,
@@ -51,12 +54,14 @@ impl Redial {
     ) -> Vec<PeerId> {
         let mut out = Vec::new();
         for p in missing {
-            if let Some((at, backoff)) = self.next.get(&p) {
-                let dialled = at.checked_sub(*backoff).unwrap_or(now);
-                if now.saturating_duration_since(dialled) < REDIAL_FIRST {
-                    continue;
-                }
+            if self
+                .found
+                .get(&p)
+                .is_some_and(|at| now.saturating_duration_since(*at) < REDIAL_FIRST)
+            {
+                continue;
             }
+            self.found.insert(p, now);
             self.next.insert(p, (now + REDIAL_FIRST, REDIAL_FIRST));
             out.push(p);
         }
@@ -66,6 +71,7 @@ impl Redial {
     /// `peer` connected: its next disconnection starts the backoff anew.
     pub fn connected(&mut self, peer: &PeerId) {
         self.next.remove(peer);
+        self.found.remove(peer);
     }
 }
 
@@ -98,6 +104,20 @@ mod tests {
             [2],
             "a connection resets the backoff"
         );
+    }
+
+    #[test]
+    fn a_lookup_right_after_a_blind_dial_still_dials() {
+        // At start every validator is dialled before any address is known; a lookup that
+        // finds them a moment later must not wait for that dial's backoff.
+        let mut r = Redial::default();
+        let a = PeerId::random();
+        let t0 = Instant::now();
+        assert_eq!(r.due([a], t0).len(), 1);
+        assert_eq!(r.discovered([a], t0 + Duration::from_millis(500)), [a]);
+        assert!(r
+            .discovered([a], t0 + Duration::from_millis(1500))
+            .is_empty());
     }
 
     #[test]

@@ -58,9 +58,14 @@ const DIRECT_BURST: u32 = 2000;
 /// below; a peer churning connections is cut off).
 const CONNECTIONS_PER_MINUTE: u32 = 30;
 const CONNECTION_BURST: u32 = 10;
-/// How often missing validators are considered for a dial (each has its own backoff), and how
-/// often Kademlia looks for them while some are missing.
+/// How often missing validators are considered for a dial (each has its own backoff).
 const DIAL_EVERY: Duration = Duration::from_secs(2);
+/// While validators are missing Kademlia looks for them after 1 s, then 2, 4, 8 and every 10
+/// s: a node that joins finds the set within a round trip or two of the bootstrap answering,
+/// and a validator that stays away costs one lookup per 10 s.
+const KAD_FIRST: Duration = Duration::from_secs(1);
+/// Least time between two lookups a new peer's identify set off.
+const KAD_GAP: Duration = Duration::from_millis(500);
 const KAD_EVERY: Duration = Duration::from_secs(10);
 /// Least time between two warnings about gossip abandoned on its way to slow peers.
 const SLOW_PEER_WARN_GAP: Duration = Duration::from_secs(10);
@@ -136,6 +141,8 @@ pub struct Core {
     redial: Redial,
     last_dial: Option<Instant>,
     last_kad: Option<Instant>,
+    /// Wait before the next lookup while validators are missing (`KAD_FIRST` doubling).
+    kad_wait: Duration,
     slow_peer_warned: Option<Instant>,
     /// Outbox entries wait to be sent: flushed at the end of the event that queued them.
     outbox_dirty: bool,
@@ -206,6 +213,7 @@ impl Core {
             redial: Redial::default(),
             last_dial: None,
             last_kad: None,
+            kad_wait: KAD_FIRST,
             slow_peer_warned: None,
             outbox_dirty: false,
         })
@@ -264,6 +272,16 @@ impl Core {
                             .into_iter()
                             .map(|addr| Action::AddAddress { peer, addr }),
                     );
+                    // A validator that just told us who it is can name the ones we miss: ask
+                    // now (at most every `KAD_GAP`) rather than at the next scheduled lookup.
+                    if self.missing_validators() > 0
+                        && self
+                            .last_kad
+                            .is_none_or(|t| now.duration_since(t) >= KAD_GAP)
+                    {
+                        out.push(Action::KadBootstrap);
+                        self.last_kad = Some(now);
+                    }
                 }
             }
             Event::Ping {
@@ -391,12 +409,16 @@ impl Core {
         }
         let missing = self.missing_validators();
         self.metrics.validators_missing.set(missing as i64);
-        if missing > 0
-            && self
-                .last_kad
-                .is_none_or(|t| now.duration_since(t) >= KAD_EVERY)
+        if missing == 0 {
+            self.kad_wait = KAD_FIRST;
+        } else if self
+            .last_kad
+            .is_none_or(|t| now.duration_since(t) >= self.kad_wait)
         {
             out.push(Action::KadBootstrap);
+            if self.last_kad.is_some() {
+                self.kad_wait = (self.kad_wait * 2).min(KAD_EVERY);
+            }
             self.last_kad = Some(now);
         }
         out.push(Action::TickProcessors {

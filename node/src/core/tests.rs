@@ -710,6 +710,73 @@ fn the_coordinator_key_is_announced_at_start_and_again_in_rounds() {
 // ------------------------------------------------------------------ redial
 
 #[test]
+fn a_joining_node_looks_up_the_set_often_at_first_and_dials_what_it_finds_at_once() {
+    // Only the bootstrap is known at start; every other validator was dialled blind (no
+    // address yet). A lookup that finds them half a second later dials them then, and lookups
+    // come after 1, 2, 4, 8 s, then every 10 s while anyone is missing.
+    let net = Net::new(4, &[Coin::Btc]);
+    let now = Instant::now();
+    let (mut core, _) = net.core(0, now);
+    let lookups = |core: &mut Core, at: Instant| {
+        core.handle::<Plain>(Event::Tick { all_active: false }, at)
+            .iter()
+            .filter(|a| matches!(a, Action::KadBootstrap))
+            .count()
+    };
+    let mut at_ms = Vec::new();
+    for ms in (0..40_000).step_by(250) {
+        if lookups(&mut core, now + Duration::from_millis(ms)) > 0 {
+            at_ms.push(ms);
+        }
+    }
+    assert_eq!(at_ms, [0, 1000, 3000, 7000, 15000, 25000, 35000]);
+
+    // A lookup half a second after the start's blind dials.
+    let (mut fresh, _) = net.core(1, now);
+    let found = fresh.handle::<Plain>(
+        Event::Discovered {
+            peers: vec![net.peer(0), net.peer(2)],
+        },
+        now + Duration::from_millis(500),
+    );
+    let dialled = found
+        .iter()
+        .filter(|a| matches!(a, Action::Dial(_)))
+        .count();
+    assert_eq!(
+        dialled, 2,
+        "the blind dials at start do not hold back what a lookup found"
+    );
+
+    let found = core.handle::<Plain>(
+        Event::Discovered {
+            peers: vec![net.peer(1), net.peer(2), net.peer(3)],
+        },
+        now + Duration::from_millis(40_100),
+    );
+    let dialled = found
+        .iter()
+        .filter(|a| matches!(a, Action::Dial(_)))
+        .count();
+    assert_eq!(dialled, 3, "found validators are dialled at once");
+    let again = core.handle::<Plain>(
+        Event::Discovered {
+            peers: vec![net.peer(1)],
+        },
+        now + Duration::from_millis(40_600),
+    );
+    assert!(
+        !again.iter().any(|a| matches!(a, Action::Dial(_))),
+        "not twice within 2 s"
+    );
+    // Everyone connected: no more lookups.
+    for i in 1..4 {
+        connect(&mut core, net.peer(i), now + Duration::from_millis(41_000));
+    }
+    assert_eq!(lookups(&mut core, now + Duration::from_secs(60)), 0);
+}
+
+#[test]
 fn missing_validators_are_dialed_with_backoff_and_connected_ones_are_not() {
     let net = Net::new(3, &[Coin::Btc]);
     let now = Instant::now();
