@@ -56,12 +56,17 @@ testnet_create_bridge() {
   ip link set "$TN_BRIDGE" up
 }
 
-# Validator I's namespace, its link to the bridge and the shaping of what it sends to the
-# other validators: DELAY and JITTER ms (vaultd-linkdelay on NFQUEUE 0), LOSS percent
-# (iptables' statistic match), RATE Mbit/s (TBF). Traffic to the host is not shaped.
+# Validator I's namespace, its link to the bridge and the shaping between it and the other
+# validators: what it sends loses LOSS percent (iptables' statistic match) and leaves at RATE
+# Mbit/s (TBF); what it receives from validator J waits J's link delay: DELAY +- JITTER ms,
+# or what LINKS ("IP=DELAY:JITTER ...", validators with links of their own) says for J's
+# address (vaultd-linkdelay on NFQUEUE 0). So a packet from J to I waits J's delay once, as if
+# held on J's way out; it is held on arrival because a packet held on its way out still
+# counts against its TCP socket's small-queue budget and would hold back the next segment.
+# Traffic to and from the host is not shaped.
 testnet_add_validator() {
-  local i="$1" delay="$2" jitter="$3" loss="$4" rate="$5"
-  local ns ip host vh vn log
+  local i="$1" delay="$2" jitter="$3" loss="$4" rate="$5" links="${6:-}"
+  local ns ip host vh vn log from_args=() link
   ns="$(testnet_ns "$i")"; ip="$(testnet_ip "$i")"; host="$(testnet_host_ip)"
   vh="vt${TN_TAG}h$i"; vn="vt${TN_TAG}n$i"
   ip netns add "$ns"
@@ -70,8 +75,9 @@ testnet_add_validator() {
   ip -n "$ns" link set lo up
   ip -n "$ns" addr add "$ip/16" dev "$vn"
   ip -n "$ns" link set "$vn" up
-  # Traffic to the host (the operator next to the node) passes unshaped: the first rule.
+  # Traffic to the host (the operator next to the node) passes unshaped: the first rules.
   ip netns exec "$ns" iptables -A OUTPUT -d "$host" -m comment --comment vaultd-host -j ACCEPT
+  ip netns exec "$ns" iptables -t mangle -A PREROUTING -s "$host" -m comment --comment vaultd-host -j ACCEPT
   if [ -n "$rate" ]; then
     ip netns exec "$ns" tc qdisc add dev "$vn" root tbf rate "${rate}mbit" burst 64kb latency 1s
   fi
@@ -80,17 +86,27 @@ testnet_add_validator() {
       -m statistic --mode random --probability "$(python3 -c 'import sys; print(float(sys.argv[1]) / 100)' "$loss")" \
       -m comment --comment vaultd-loss -j DROP
   fi
-  if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)' "$delay"; then
+  for link in $links; do from_args+=(--from "$link"); done
+  local uniform=0
+  python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)' "$delay" && uniform=1
+  if [ "$uniform" -eq 1 ] || [ -n "$links" ]; then
     log="$TN_DIR/net/linkdelay$i.log"
-    ip netns exec "$ns" "$DELAYER" --queue 0 --delay-ms "$delay" --jitter-ms "$jitter" >"$log" 2>&1 &
+    ip netns exec "$ns" "$DELAYER" --queue 0 --delay-ms "$delay" --jitter-ms "$jitter" "${from_args[@]}" >"$log" 2>&1 &
     # The rule only once the queue has a reader: a queue without one drops every packet.
     local waited=0
     until grep -q "bound" "$log" 2>/dev/null; do
       sleep 0.05; waited=$((waited + 1))
       if [ "$waited" -gt 200 ]; then echo "vaultd-linkdelay did not start in $ns: $(cat "$log")" >&2; return 1; fi
     done
-    ip netns exec "$ns" iptables -A OUTPUT -o "$vn" -d "$TN_PREFIX.0.0/16" \
-      -m comment --comment vaultd-delay -j NFQUEUE --queue-num 0
+    if [ "$uniform" -eq 1 ]; then
+      ip netns exec "$ns" iptables -t mangle -A PREROUTING -i "$vn" -s "$TN_PREFIX.0.0/16" \
+        -m comment --comment vaultd-delay -j NFQUEUE --queue-num 0
+    else
+      for link in $links; do
+        ip netns exec "$ns" iptables -t mangle -A PREROUTING -i "$vn" -s "${link%%=*}" \
+          -m comment --comment vaultd-delay -j NFQUEUE --queue-num 0
+      done
+    fi
   fi
 }
 

@@ -7,7 +7,8 @@
 #
 # Usage: scripts/testnet.sh N [--delay MS] [--jitter MS] [--loss PCT] [--rate MBIT] [--dir DIR]
 #                             [--detach] [--coins "BTC ETH SOL"] [--release] [--bin-dir DIR]
-#                             [--outbound-only "I J"] [--dkg-timeout S] [--timeout S]
+#                             [--outbound-only "I J"] [--link "I:DELAY:LOSS ..."]
+#                             [--dkg-timeout S] [--timeout S]
 #   --delay MS      one-way delay of every validator's link (its outgoing packets), so two
 #                   validators are MS apart one way and 2*MS round trip (default 0)
 #   --jitter MS     each packet's delay is drawn from delay +- jitter (default 10 % of delay)
@@ -18,6 +19,8 @@
 #                   (scripts/stop-cluster.sh DIR stops it and removes namespaces and shaping)
 #   --outbound-only validators (1-based) that accept no inbound connection (their namespace
 #                   drops incoming TCP connection attempts): they take part through what they dial
+#   --link          validators (1-based) with links of their own: I:DELAY_MS:LOSS_PCT each
+#                   (jitter 10 % of it), e.g. "3:200:5" for a far, lossy validator 3
 #   --bin-dir DIR   use vaultd and vaultd-linkdelay from DIR, build nothing
 # Traffic between a validator and this host (the HTTP API) is not shaped: the host stands for
 # the operator next to their node. Needs root, iproute2 and iptables (installed if missing).
@@ -35,6 +38,7 @@ PROFILE=debug
 BIN_DIR=""
 COINS="BTC ETH SOL"
 OUTBOUND_ONLY=""
+LINKS_ARG=""
 DKG_TIMEOUT=""
 TIMEOUT=600
 P2P_PORT=30555
@@ -51,9 +55,10 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN_DIR="$2"; shift 2 ;;
     --coins) COINS="$2"; shift 2 ;;
     --outbound-only) OUTBOUND_ONLY="$2"; shift 2 ;;
+    --link) LINKS_ARG="$LINKS_ARG $2"; shift 2 ;;
     --dkg-timeout) DKG_TIMEOUT="$2"; shift 2 ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     [0-9]*) N="$1"; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -116,9 +121,20 @@ trap cleanup_on_failure EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Validators with links of their own: their delay (as senders, at every receiver) and loss.
+declare -A LINK_LOSS=()
+LINKS=""
+for l in $LINKS_ARG; do
+  IFS=: read -r li ld ll <<<"$l"
+  { [[ "$li" =~ ^[0-9]+$ ]] && [ "$li" -ge 1 ] && [ "$li" -le "$N" ] && num "$ld" && num "${ll:-0}"; } ||
+    { echo "--link $l: expected I:DELAY_MS:LOSS_PCT with 1 <= I <= $N" >&2; exit 2; }
+  LINK_LOSS[$li]="${ll:-0}"
+  LINKS="$LINKS $(testnet_ip "$li")=$ld:$(python3 -c 'import sys; print(float(sys.argv[1]) / 10)' "$ld")"
+done
+
 testnet_create_bridge
 for i in $(seq 1 "$N"); do
-  testnet_add_validator "$i" "$DELAY" "$JITTER" "$LOSS" "$RATE"
+  testnet_add_validator "$i" "$DELAY" "$JITTER" "${LINK_LOSS[$i]:-$LOSS}" "$RATE" "$LINKS"
 done
 for i in $OUTBOUND_ONLY; do
   testnet_outbound_only "$i"
@@ -141,6 +157,8 @@ cluster_init_validators "$BIN" "$DIR" "$N"
 } > "$DIR/network.toml"
 
 echo "==> starting $N nodes (node 1 is the bootstrap)"
+# When the first node was spawned (Unix ms, in cluster.json): where a DKG's wall time starts.
+STARTED_MS="$(date +%s%3N)"
 PIDS=()
 for i in $(seq 1 "$N"); do
   ip="$(testnet_ip "$i")"
@@ -156,13 +174,14 @@ for i in $(seq 1 "$N"); do
   PIDS+=("$!")
 done
 
-python3 - "$DIR" "$N" "$BIN" "$TN_PREFIX" "$P2P_PORT" "$API_PORT" "$DELAY" "$JITTER" "$LOSS" "${RATE:-0}" "${IDS[@]}" -- "${PIDS[@]}" <<'PY'
+python3 - "$DIR" "$N" "$BIN" "$TN_PREFIX" "$P2P_PORT" "$API_PORT" "$DELAY" "$JITTER" "$LOSS" "${RATE:-0}" "$STARTED_MS" "${IDS[@]}" -- "${PIDS[@]}" <<'PY'
 import json, sys
 a = sys.argv[1:]
 d, n, binary, prefix, p2p, api = a[0], int(a[1]), a[2], a[3], int(a[4]), int(a[5])
 delay, jitter, loss, rate = (float(x) for x in a[6:10])
+started_ms = int(a[10])
 sep = a.index("--")
-ids, pids = a[10:sep], a[sep + 1:]
+ids, pids = a[11:sep], a[sep + 1:]
 env = dict(l.strip().split("=", 1) for l in open(f"{d}/testnet.env") if "=" in l)
 nodes = []
 for i in range(1, n + 1):
@@ -178,6 +197,7 @@ for i in range(1, n + 1):
         "netns": f"{env['TN_NS_PREFIX']}{i}",
     })
 json.dump({"network": f"{d}/network.toml", "bin": binary, "nodes": nodes,
+           "started_at_ms": started_ms,
            "testnet": {"bridge": env["TN_BRIDGE"], "host": f"{prefix}.0.1",
                        "delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss,
                        "rate_mbit": rate or None}},
@@ -198,7 +218,7 @@ for i in $(seq 1 "$N"); do
 done
 echo
 echo "peers and round trips as node 1 sees them:  $BIN peers --api $(testnet_ip 1):$API_PORT"
-echo "sign (approved on t validators):            $BIN sign --cluster $DIR/cluster.json --coin BTC --message 00"
+echo "sign (approved on t validators):            $BIN sign --cluster $DIR/cluster.json --coin BTC --message $(printf '00%.0s' $(seq 32))"
 echo "a shell on validator 2's host:              ip netns exec $(testnet_ns 2) bash"
 echo "cut the testnet in two for a while:         scripts/testnet-partition.sh $DIR \"1 2\" 30"
 echo "cluster description: $DIR/cluster.json"
