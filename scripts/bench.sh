@@ -28,7 +28,7 @@ done
 
 if [ "$PROFILE" = release ]; then
   echo "==> building vaultd and vaultd-bench (release)"
-  cargo build --release -p vaultd -p vaultd-bench
+  cargo build --release -p vaultd -p vaultd-bench -p vaultd-linkdelay
   DIR=target/release
 else
   # The same targets and features as scripts/test.sh: one shared build.

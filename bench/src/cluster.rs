@@ -1,4 +1,5 @@
-//! A cluster of n real `vaultd` processes on loopback, each with its own RocksDB directory.
+//! A cluster of n real `vaultd` processes, each with its own RocksDB directory: on loopback,
+//! started here, or a namespaced testnet `scripts/testnet.sh` started (`Cluster::testnet`).
 
 use std::{
     fs,
@@ -15,26 +16,47 @@ use crate::{messages_for, Latencies};
 
 /// One node of the cluster.
 struct Node {
-    child: Child,
+    /// The process, when this benchmark spawned it (a testnet's nodes are the script's).
+    child: Option<Child>,
+    pid: u32,
     api: String,
     /// The operator's API token (from its data directory).
     token: vaultd::token::ApiToken,
     log: PathBuf,
 }
 
-/// The running cluster; its processes are killed when it is dropped.
+/// The running cluster; its processes are killed when it is dropped (a testnet is stopped
+/// with `scripts/stop-cluster.sh`, which also removes its namespaces).
 pub struct Cluster {
     nodes: Vec<Node>,
     coins: Vec<Coin>,
+    /// The stop script and the testnet's directory.
+    testnet: Option<(PathBuf, PathBuf)>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
-            let _ = n.child.kill();
-            let _ = n.child.wait();
+            if let Some(child) = n.child.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if let Some((stop, dir)) = &self.testnet {
+            let _ = Command::new("bash")
+                .arg(stop)
+                .arg(dir)
+                .stdout(Stdio::null())
+                .status();
         }
     }
+}
+
+/// A namespaced testnet's shaping (`scripts/testnet.sh` options).
+pub struct Shaping {
+    pub delay_ms: f64,
+    pub jitter_ms: f64,
+    pub loss_pct: f64,
 }
 
 /// Most nodes in one cluster.
@@ -113,7 +135,8 @@ impl Cluster {
             let token = vaultd::token::read(&vaultd::token::path(&data))?;
             let child = spawn_node(bin, &data, &network, (p2p(i), api(i)), dkg_timeout, &log)?;
             nodes.push(Node {
-                child,
+                pid: child.id(),
+                child: Some(child),
                 api: format!("127.0.0.1:{}", api(i)),
                 token,
                 log,
@@ -123,8 +146,91 @@ impl Cluster {
             Cluster {
                 nodes,
                 coins: coins.to_vec(),
+                testnet: None,
             },
             started,
+        ))
+    }
+
+    /// `scripts/testnet.sh n` in `dir` (removed first) with `shaping`, the binaries of
+    /// `bin_dir`, nodes logging JSON; returns once the script saw every vault active, with
+    /// when it spawned the first node (from its `cluster.json`).
+    pub fn testnet(
+        root: &Path,
+        bin_dir: &Path,
+        dir: &Path,
+        n: usize,
+        coins: &[Coin],
+        shaping: &Shaping,
+    ) -> Result<(Cluster, SystemTime)> {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+        }
+        if let Some(parent) = dir.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let names: Vec<String> = coins.iter().map(|c| c.to_string()).collect();
+        let log = dir.with_extension("log");
+        let out = Command::new("bash")
+            .arg(root.join("scripts/testnet.sh"))
+            .arg(n.to_string())
+            .args(["--delay", &shaping.delay_ms.to_string()])
+            .args(["--jitter", &shaping.jitter_ms.to_string()])
+            .args(["--loss", &shaping.loss_pct.to_string()])
+            .args(["--coins", &names.join(" ")])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .args(["--detach", "--timeout", &(120 + 10 * n).to_string()])
+            .env("VAULTD_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .stdout(fs::File::create(&log)?)
+            .stderr(Stdio::piped())
+            .output()
+            .context("running scripts/testnet.sh")?;
+        if !out.status.success() {
+            bail!(
+                "scripts/testnet.sh failed ({}): {}; its output in {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                log.display()
+            );
+        }
+        let desc: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("cluster.json"))?)?;
+        let started_ms = desc["started_at_ms"]
+            .as_u64()
+            .context("cluster.json has no started_at_ms")?;
+        let mut nodes = Vec::new();
+        for node in desc["nodes"]
+            .as_array()
+            .context("cluster.json has no nodes")?
+        {
+            let field = |k: &str| {
+                node[k]
+                    .as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("cluster.json: a node without {k}"))
+            };
+            let data = PathBuf::from(field("data_dir")?);
+            nodes.push(Node {
+                child: None,
+                pid: node["pid"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .context("cluster.json: a node without pid")?,
+                api: field("api")?,
+                token: vaultd::token::read(&vaultd::token::path(&data))?,
+                log: PathBuf::from(field("log")?),
+            });
+        }
+        Ok((
+            Cluster {
+                nodes,
+                coins: coins.to_vec(),
+                testnet: Some((root.join("scripts/stop-cluster.sh"), dir.to_path_buf())),
+            },
+            UNIX_EPOCH + Duration::from_millis(started_ms),
         ))
     }
 
@@ -203,7 +309,7 @@ impl Cluster {
             }
             let mut still = Vec::new();
             for i in pending {
-                if let Some(status) = self.nodes[i].child.try_wait()? {
+                if let Some(status) = self.nodes[i].exited()? {
                     bail!(
                         "node {i} exited ({status}); see {}",
                         self.nodes[i].log.display()
@@ -281,7 +387,7 @@ impl Cluster {
     pub fn cpu_seconds(&self) -> Result<f64> {
         let mut ticks = 0u64;
         for node in &self.nodes {
-            let stat = fs::read_to_string(format!("/proc/{}/stat", node.child.id()))?;
+            let stat = fs::read_to_string(format!("/proc/{}/stat", node.pid))?;
             // Fields after the command name (which is in parentheses and may hold spaces):
             // state is field 3, utime 14 and stime 15.
             let rest = stat
@@ -303,13 +409,13 @@ impl Cluster {
     pub fn memory_mib(&self, field: &str) -> Result<(f64, f64)> {
         let mut values = Vec::new();
         for node in &self.nodes {
-            let status = fs::read_to_string(format!("/proc/{}/status", node.child.id()))?;
+            let status = fs::read_to_string(format!("/proc/{}/status", node.pid))?;
             let kib = status
                 .lines()
                 .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
-                .with_context(|| format!("no {field} in /proc/{}/status", node.child.id()))?;
+                .with_context(|| format!("no {field} in /proc/{}/status", node.pid))?;
             values.push(kib / 1024.0);
         }
         values.sort_by(f64::total_cmp);
@@ -360,14 +466,20 @@ impl Cluster {
 
     /// `count` requests one at a time, each approved on t nodes starting at the next one, on
     /// the next coin: from the t-th approval (the one that starts the ceremony) until the
-    /// first approver's record is done.
-    pub async fn latency(&self, count: usize) -> Result<(Latencies, usize)> {
+    /// first approver's record is done; and each request's id with when its t-th approval
+    /// was sent.
+    pub async fn latency(
+        &self,
+        count: usize,
+    ) -> Result<(Latencies, usize, Vec<(String, SystemTime)>)> {
         let mut latency = Latencies::default();
         let mut failed = 0;
+        let mut sent = Vec::new();
         for k in 0..count {
             let (node, id, last) = self.approve(k).await?;
             self.settle().await?;
             let started = Instant::now();
+            sent.push((id.clone(), SystemTime::now()));
             self.approve_last(&last).await?;
             let r = vaultd::wait_sign(
                 &node.api,
@@ -379,7 +491,41 @@ impl Cluster {
             latency.push(started.elapsed());
             failed += usize::from(r.status != "done");
         }
-        Ok((latency, failed))
+        Ok((latency, failed, sent))
+    }
+
+    /// For each of `sent` (a request and when its t-th approval left), how long until the
+    /// first node logged it signed: the originator, which aggregates (the nodes' own log
+    /// timestamps; the others learn it one gossip hop later).
+    pub fn signed_after(&self, sent: &[(String, SystemTime)]) -> Result<Latencies> {
+        let mut first: std::collections::HashMap<String, i128> = Default::default();
+        for node in &self.nodes {
+            for line in fs::read_to_string(&node.log)?.lines() {
+                if !line.contains("\"message\":\"signed\"") {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let (Some(id), Some(at)) = (
+                    v["fields"]["request"].as_str(),
+                    v["timestamp"].as_str().and_then(rfc3339_us),
+                ) else {
+                    continue;
+                };
+                let e = first.entry(id.to_string()).or_insert(at);
+                *e = (*e).min(at);
+            }
+        }
+        let mut out = Latencies::default();
+        for (id, at) in sent {
+            let start = at.duration_since(UNIX_EPOCH)?.as_micros() as i128;
+            let done = first
+                .get(id)
+                .with_context(|| format!("no node logged request {id} signed"))?;
+            out.push(Duration::from_micros((*done - start).max(0) as u64));
+        }
+        Ok(out)
     }
 
     /// `count` requests approved by t - 1 validators each (spread over the nodes and coins);
@@ -410,6 +556,19 @@ impl Cluster {
             failed += usize::from(r.status != "done");
         }
         Ok((count as f64 / started.elapsed().as_secs_f64(), failed))
+    }
+}
+
+impl Node {
+    /// Whether the process ended, and how.
+    fn exited(&mut self) -> Result<Option<String>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?.map(|s| s.to_string())),
+            None => {
+                Ok((!Path::new(&format!("/proc/{}", self.pid)).exists())
+                    .then(|| "gone".to_string()))
+            }
+        }
     }
 }
 

@@ -8,6 +8,8 @@ mod bare;
 mod cluster;
 mod inprocess;
 mod report;
+mod testnet;
+mod testnet_report;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -56,6 +58,18 @@ struct Args {
     /// Which coin sets to run: `one` (BTC), `all` (BTC, ETH, SOL), or both (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "one,all")]
     coin_sets: Vec<CoinSet>,
+    /// The namespaced testnet instead (`scripts/testnet.sh`, needs root): DKG and signing
+    /// latency for each of --delays and --losses (sizes 4, 16 and 32 unless --sizes is given);
+    /// writes its own section of the report, `testnet.svg` and `testnet.json`. Runs from the
+    /// repository's top directory; vaultd-linkdelay must sit next to --bin.
+    #[arg(long, conflicts_with_all = ["in_process_only", "cluster_only"])]
+    testnet: bool,
+    /// One-way delays of the testnet's links, ms (jitter 10 % of each).
+    #[arg(long, value_delimiter = ',', default_value = "0,25,50,100")]
+    delays: Vec<f64>,
+    /// Random loss of the testnet's links, percent.
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    losses: Vec<f64>,
     /// How the binaries were built (written into the report).
     #[arg(long, default_value = "release")]
     profile: String,
@@ -205,6 +219,9 @@ impl Row {
 
 fn main() -> Result<()> {
     let mut args = Args::parse();
+    if args.testnet {
+        return testnet_main(args);
+    }
     if args.quick && args.sizes == [4, 16, 32, 64, 128] {
         args.sizes = vec![4, 7];
     }
@@ -366,6 +383,43 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// `--testnet`: the sweep over sizes, coin sets, losses and delays, then its report.
+fn testnet_main(mut args: Args) -> Result<()> {
+    if args.sizes == [4, 16, 32, 64, 128] {
+        args.sizes = vec![4, 16, 32];
+    }
+    let root = std::env::current_dir()?;
+    if !root.join("scripts/testnet.sh").is_file() {
+        bail!("--testnet runs from the repository's top directory (no scripts/testnet.sh here)");
+    }
+    let bin_dir = args
+        .bin
+        .parent()
+        .context("--bin has no directory")?
+        .to_path_buf();
+    let coin_sets: Vec<&'static [Coin]> = args.coin_sets.iter().map(|s| s.coins()).collect();
+    let rows = testnet::sweep(&testnet::Sweep {
+        root: &root,
+        bin_dir: &bin_dir,
+        work: &args.work.join("testnet"),
+        sizes: &args.sizes,
+        coin_sets: &coin_sets,
+        delays_ms: &args.delays,
+        losses_pct: &args.losses,
+        requests: args.latency_requests,
+    })?;
+    let machine = report::machine(&args.profile);
+    let command = format!(
+        "scripts/bench.sh{} --testnet",
+        if args.profile == "dev" { " --dev" } else { "" }
+    );
+    testnet_report::write(&args.out, &machine, &rows, &command)?;
+    println!("{}", testnet_report::table(&rows));
+    println!("{}", testnet_report::targets(&rows));
+    eprintln!("report: {}", args.out.display());
+    Ok(())
+}
+
 /// Start a cluster, time its DKG, measure it idle, sign, stop it.
 async fn cluster_run(
     args: &Args,
@@ -389,7 +443,7 @@ async fn cluster_run(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (idle_median, idle_max) = cluster.memory_mib("VmRSS")?;
     let (_, idle_anon_max) = cluster.memory_mib("RssAnon")?;
-    let (latency, failed_l) = cluster.latency(latency_requests).await?;
+    let (latency, failed_l, _) = cluster.latency(latency_requests).await?;
     let (sign_per_s, failed_t) = cluster.throughput(throughput_requests).await?;
     let (_, peak) = cluster.memory_mib("VmHWM")?;
     let total_bytes = cluster.bytes_sent_per_node().await?;
