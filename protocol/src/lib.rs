@@ -22,6 +22,7 @@
 pub mod address;
 pub mod approvals;
 pub mod attempts;
+mod catch_up;
 pub mod dkg;
 pub mod error;
 pub mod ids;

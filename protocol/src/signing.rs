@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     approvals::{self, Book, WaitingView},
+    catch_up::CatchUp,
     error::{ProtocolError, Result},
     ids::ValidatorId,
     keys::verify_processor_signature,
@@ -286,6 +287,8 @@ pub(crate) struct Signing {
     book: Book,
     /// After a restart: announce our approvals of unfinished requests again.
     reannounce: bool,
+    /// What to announce again after a partition (`catch_up.rs`).
+    catch_up: CatchUp,
     recent_done: BTreeSet<[u8; 32]>,
     recent_order: VecDeque<[u8; 32]>,
     cheaters: VecDeque<CheaterReport>,
@@ -443,6 +446,24 @@ impl Signing {
                 if let Some(a) = ours {
                     out.push(Output::Bus(ProcessorMessage::SignApproval(a.clone())));
                 }
+            }
+        }
+        // Our approvals of requests still pending, announced again now and then: a validator
+        // cut off when they were gossiped gets them after the cut heals.
+        let me = cx.party.me();
+        let ours: BTreeSet<[u8; 32]> = self
+            .book
+            .ids()
+            .into_iter()
+            .filter(|id| self.book.get(id).is_some_and(|e| e.record.approved_by(me)))
+            .collect();
+        for id in self.catch_up.approvals_due(&ours, self.now) {
+            let ours = self
+                .book
+                .get(&id)
+                .and_then(|e| e.record.approvals.iter().find(|a| a.approver == *me));
+            if let Some(a) = ours {
+                out.push(Output::Bus(ProcessorMessage::SignApproval(a.clone())));
             }
         }
         for id in self.book.ids() {
@@ -612,6 +633,10 @@ impl Signing {
             return Err(ProtocolError::peer(from, "approval valid for too long"));
         }
         if self.recent_done.contains(&a.id) {
+            // Its approver still waits for it: it missed our signatures (a partition).
+            if let Some(again) = self.catch_up.resend(&a.id, self.now) {
+                out.push(Output::Bus(ProcessorMessage::SignatureAvailable(again)));
+            }
             return Ok(());
         }
         match self.book.get(&a.id) {
@@ -1558,6 +1583,7 @@ impl Signing {
             reference: self.reference_of(&id),
         };
         self.signature_done(cx, &available, out);
+        self.catch_up.signed(&available, self.now);
         out.push(Output::Bus(ProcessorMessage::SignatureAvailable(available)));
     }
 
