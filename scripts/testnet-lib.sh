@@ -50,6 +50,22 @@ testnet_ns() { echo "$TN_NS_PREFIX$1"; }
 testnet_ip() { echo "$TN_PREFIX.$(($1 / 200)).$(($1 % 200 + 10))"; }
 testnet_host_ip() { echo "$TN_PREFIX.0.1"; }
 
+# The kernel's ARP table is one for every namespace, and its hard limit (gc_thresh3, 1024 by
+# default) counts them all: N validators that all talk to each other hold about N * N entries,
+# so at N = 32 the table was full and the host's API requests to some nodes failed with "no
+# route to host". Raise the limits to what N validators need (never lower them).
+testnet_neighbour_room() {
+  local n="$1" k need cur
+  for k in 1 2 3; do
+    need=$(( n * n * k + 256 * k ))
+    cur="$(sysctl -n "net.ipv4.neigh.default.gc_thresh$k")"
+    if [ "$cur" -lt "$need" ]; then
+      echo "==> net.ipv4.neigh.default.gc_thresh$k: $cur -> $need (room for $n validators' ARP entries)"
+      sysctl -qw "net.ipv4.neigh.default.gc_thresh$k=$need"
+    fi
+  done
+}
+
 testnet_create_bridge() {
   ip link add "$TN_BRIDGE" type bridge
   ip addr add "$(testnet_host_ip)/16" dev "$TN_BRIDGE"

@@ -132,6 +132,7 @@ for l in $LINKS_ARG; do
   LINKS="$LINKS $(testnet_ip "$li")=$ld:$(python3 -c 'import sys; print(float(sys.argv[1]) / 10)' "$ld")"
 done
 
+testnet_neighbour_room "$N"
 testnet_create_bridge
 for i in $(seq 1 "$N"); do
   testnet_add_validator "$i" "$DELAY" "$JITTER" "${LINK_LOSS[$i]:-$LOSS}" "$RATE" "$LINKS"
