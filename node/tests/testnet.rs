@@ -7,48 +7,17 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
-use common::{chain_accepts, vault, BIN};
+use common::{
+    chain_accepts,
+    netns::{self, root, Testnet},
+    vault, BIN,
+};
 use serde_json::Value;
 
 const COINS: [&str; 3] = ["BTC", "ETH", "SOL"];
 const DELAY_MS: f64 = 50.0;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Why network namespaces cannot be used here, if they cannot.
-fn netns_unavailable() -> Option<String> {
-    let name = format!("vtprobe{}", std::process::id());
-    match Command::new("ip").args(["netns", "add", &name]).output() {
-        Ok(out) if out.status.success() => {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-            None
-        }
-        Ok(out) => Some(format!(
-            "`ip netns add` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run `ip`: {e}")),
-    }
-}
-
-/// Removes the testnet (nodes, namespaces, bridge) however the test ends.
-struct Testnet(PathBuf);
-
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(root().join("scripts/stop-cluster.sh"))
-            .arg(&self.0)
-            .status();
-    }
-}
 
 fn get(api: &str, path: &str) -> Value {
     let out = Command::new("curl")
@@ -61,12 +30,7 @@ fn get(api: &str, path: &str) -> Value {
 
 #[test]
 fn four_namespaced_validators_50ms_apart_form_every_vault_from_one_bootstrap_address_and_sign() {
-    if let Some(why) = netns_unavailable() {
-        assert!(
-            std::env::var("VAULTD_REQUIRE_NETNS").as_deref() != Ok("1"),
-            "VAULTD_REQUIRE_NETNS=1 but network namespaces cannot be created: {why}"
-        );
-        eprintln!("SKIPPED: the namespaced testnet needs network namespaces: {why}");
+    if !netns::usable("the namespaced testnet") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_vaultd");
 
 /// Poll `cond` every 100 ms until it holds or `deadline` passes.
