@@ -21,18 +21,18 @@ if ! command -v promtool >/dev/null; then
 fi
 export VAULTD_REQUIRE_PROMTOOL=1
 
-# The namespaced testnet test (node/tests/testnet.rs) needs root, network namespaces and
-# iptables. Where they work it must run (a failure to set them up later fails it); where they
-# do not, it is skipped, and said so here.
+# The namespaced testnet tests (node/tests/testnet.rs, testnet_faults.rs) need root, network
+# namespaces and iptables. Where they work they must run (a failure to set them up later fails
+# them); where they do not, they are skipped, and said so here.
 probe="vaultd-probe-$$"
 if [ "$(id -u)" -eq 0 ] && ip netns add "$probe" 2>/dev/null; then
   ip netns del "$probe"
   source "$ROOT/scripts/testnet-lib.sh"
   testnet_install_prereqs
   export VAULTD_REQUIRE_NETNS=1
-  echo "==> network namespaces work: the namespaced testnet test runs"
+  echo "==> network namespaces work: the namespaced testnet tests run"
 else
-  echo "==> SKIPPING the namespaced testnet test: cannot create network namespaces here (needs root and CAP_SYS_ADMIN)"
+  echo "==> SKIPPING the namespaced testnet tests: cannot create network namespaces here (needs root and CAP_SYS_ADMIN)"
 fi
 
 echo "==> protocol/ must stay sans-IO (no tokio, libp2p or rocksdb)"
