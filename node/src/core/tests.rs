@@ -713,7 +713,7 @@ fn the_coordinator_key_is_announced_at_start_and_again_in_rounds() {
 fn a_joining_node_looks_up_the_set_often_at_first_and_dials_what_it_finds_at_once() {
     // Only the bootstrap is known at start; every other validator was dialled blind (no
     // address yet). A lookup that finds them half a second later dials them then, and lookups
-    // come after 1, 2, 4, 8 s, then every 10 s while anyone is missing.
+    // come after 0.25, 0.5, 1, 2, 4, 8 s, then every 10 s while anyone is missing.
     let net = Net::new(4, &[Coin::Btc]);
     let now = Instant::now();
     let (mut core, _) = net.core(0, now);
@@ -729,7 +729,7 @@ fn a_joining_node_looks_up_the_set_often_at_first_and_dials_what_it_finds_at_onc
             at_ms.push(ms);
         }
     }
-    assert_eq!(at_ms, [0, 1000, 3000, 7000, 15000, 25000, 35000]);
+    assert_eq!(at_ms, [0, 250, 750, 1750, 3750, 7750, 15750, 25750, 35750]);
 
     // A lookup half a second after the start's blind dials.
     let (mut fresh, _) = net.core(1, now);
